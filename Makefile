@@ -1,0 +1,63 @@
+# ketch: `make run` builds, installs the defaults and starts ketchd; `make test` runs every test.
+SHELL := /bin/bash
+GO ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+PREFIX ?= /usr/local
+KETCH_TEST_CACHE ?= /var/cache/ketch-test
+export KETCH_TEST_CACHE
+# Packages with goroutines shared state: unit-tested with the race detector.
+RACE_PKGS := ./image/... ./cri/...
+
+.PHONY: all build run stop install test lint unit e2e critest bench generate clean
+
+all: build
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/ketchd ./cmd/ketchd
+
+install: build
+	install -D -m 0755 bin/ketchd $(PREFIX)/bin/ketchd
+	install -d -m 0755 /etc/ketch/certs.d
+	[ -e /etc/ketch/config.toml ] || install -m 0644 contrib/config.toml /etc/ketch/config.toml
+	[ -x "$$(command -v crictl)" ] || { test/tools.sh && install -m 0755 $(KETCH_TEST_CACHE)/bin/crictl $(PREFIX)/bin/crictl; }
+
+# Starts ketchd under systemd when systemd runs the host, otherwise in the
+# background with its PID in /run/ketch/ketchd.pid and its log in /var/log/ketchd.log.
+run: install
+	contrib/run.sh start
+
+stop:
+	contrib/run.sh stop
+
+generate:
+	$(GO) generate ./...
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); [ -z "$$out" ] || { echo "gofmt needed: $$out"; exit 1; }
+	$(GO) vet ./...
+	$(GO) vet -tags e2e ./test/...
+	$(GO) tool staticcheck ./...
+	$(GO) tool staticcheck -tags e2e ./test/...
+
+unit:
+	$(GO) test -race -count=1 $(RACE_PKGS)
+	$(GO) test -count=1 $$($(GO) list ./... | grep -v -e /image -e /cri)
+
+# The end-to-end tests and critest need root, the local registry and the test images.
+e2e: build
+	test/setup.sh
+	KETCHD=$(CURDIR)/bin/ketchd $(GO) test -tags e2e -count=1 -timeout 30m ./test/e2e/...
+
+critest: build
+	test/setup.sh
+	test/critest.sh
+
+test: lint unit e2e critest
+
+bench: build
+	test/setup.sh
+	KETCHD=$(CURDIR)/bin/ketchd $(GO) test -tags e2e -run '^$$' -bench . -benchmem -benchtime 10x -count=1 -timeout 30m ./test/e2e/...
+
+clean:
+	rm -rf bin

@@ -1,0 +1,86 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+
+	"github.com/pelletier/go-toml/v2"
+)
+
+// Config is /etc/ketch/config.toml. Every field has a working default, so the
+// file is optional; contrib/config.toml shows them all.
+type Config struct {
+	// Socket is the CRI endpoint kubelet and crictl dial.
+	Socket string `toml:"socket"`
+	// Root holds persistent state: images, snapshots, metadata.
+	Root string `toml:"root"`
+	// State holds volatile state: sockets, per-pod directories.
+	State string `toml:"state"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `toml:"log_level"`
+	// CgroupDriver is "cgroupfs" or "systemd"; empty picks systemd when
+	// systemd runs the host, as kubelet's default expects.
+	CgroupDriver string `toml:"cgroup_driver"`
+
+	Image   ImageConfig   `toml:"image"`
+	Network NetworkConfig `toml:"network"`
+}
+
+type ImageConfig struct {
+	// RegistryConfigPath holds containerd-compatible <host>/hosts.toml files.
+	RegistryConfigPath string `toml:"registry_config_path"`
+	// MaxConcurrentDownloads bounds the parallel layer downloads of a pull.
+	MaxConcurrentDownloads int `toml:"max_concurrent_downloads"`
+}
+
+type NetworkConfig struct {
+	CNIConfDir string   `toml:"cni_conf_dir"`
+	CNIBinDirs []string `toml:"cni_bin_dirs"`
+}
+
+func defaultConfig() Config {
+	return Config{
+		Socket:   "/run/ketch/ketch.sock",
+		Root:     "/var/lib/ketch",
+		State:    "/run/ketch",
+		LogLevel: "info",
+		Image: ImageConfig{
+			RegistryConfigPath:     "/etc/ketch/certs.d",
+			MaxConcurrentDownloads: 3,
+		},
+		Network: NetworkConfig{
+			CNIConfDir: "/etc/cni/net.d",
+			CNIBinDirs: []string{"/usr/lib/cni", "/opt/cni/bin"},
+		},
+	}
+}
+
+// loadConfig reads path over the defaults. A missing file is not an error
+// unless the operator named it explicitly.
+func loadConfig(path string, explicit bool) (Config, error) {
+	cfg := defaultConfig()
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) && !explicit {
+		return cfg, nil
+	}
+	if err != nil {
+		return cfg, fmt.Errorf("read config: %w", err)
+	}
+	dec := toml.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&cfg); err != nil {
+		return cfg, fmt.Errorf("parse config %s: %w", path, err)
+	}
+	switch cfg.CgroupDriver {
+	case "", "cgroupfs", "systemd":
+	default:
+		return cfg, fmt.Errorf("config %s: cgroup_driver %q is neither cgroupfs nor systemd", path, cfg.CgroupDriver)
+	}
+	if cfg.Image.MaxConcurrentDownloads < 1 {
+		return cfg, fmt.Errorf("config %s: image.max_concurrent_downloads must be at least 1", path)
+	}
+	return cfg, nil
+}

@@ -1,0 +1,162 @@
+// Command ketchd is the ketch node daemon: the CRI v1 endpoint kubelet,
+// crictl and critest talk to. It only wires the packages together.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	clog "github.com/containerd/log"
+	"google.golang.org/grpc"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"ketch.dev/ketch/cri"
+	"ketch.dev/ketch/image"
+	"ketch.dev/ketch/sandbox/cni"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	if err := run(); err != nil {
+		slog.Error("ketchd failed", "err", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	configPath := flag.String("config", "/etc/ketch/config.toml", "config file (optional; every field has a default)")
+	socket := flag.String("socket", "", "CRI socket path (overrides the config)")
+	root := flag.String("root", "", "persistent state directory (overrides the config)")
+	state := flag.String("state", "", "volatile state directory (overrides the config)")
+	hostsDir := flag.String("registry-config-path", "", "directory of <host>/hosts.toml registry configs (overrides the config)")
+	logLevel := flag.String("log-level", "", "debug, info, warn or error (overrides the config)")
+	showVersion := flag.Bool("version", false, "print the version and exit")
+	flag.Parse()
+	if *showVersion {
+		fmt.Println("ketchd", version)
+		return nil
+	}
+	explicit := false
+	flag.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "config" })
+	cfg, err := loadConfig(*configPath, explicit)
+	if err != nil {
+		return err
+	}
+	override(&cfg.Socket, *socket)
+	override(&cfg.Root, *root)
+	override(&cfg.State, *state)
+	override(&cfg.Image.RegistryConfigPath, *hostsDir)
+	override(&cfg.LogLevel, *logLevel)
+
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
+		return fmt.Errorf("log level %q: %w", cfg.LogLevel, err)
+	}
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
+	// containerd's libraries log through logrus; keep their chatter (a
+	// localhost registry "will try HTTPS first"...) to the debug level.
+	if level > slog.LevelDebug {
+		_ = clog.SetLevel("warn")
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	images, err := image.Open(ctx, image.Options{
+		Root:                   filepath.Join(cfg.Root, "image"),
+		HostsDir:               cfg.Image.RegistryConfigPath,
+		MaxConcurrentDownloads: cfg.Image.MaxConcurrentDownloads,
+	})
+	if err != nil {
+		return err
+	}
+	defer images.Close()
+
+	driver := cgroupDriver(cfg.CgroupDriver)
+	srv := cri.New(cri.Config{Version: version, CgroupDriver: driver}, images,
+		cni.Config{ConfDir: cfg.Network.CNIConfDir, BinDirs: cfg.Network.CNIBinDirs})
+	g := grpc.NewServer(grpc.UnaryInterceptor(cri.UnaryInterceptor), grpc.StreamInterceptor(cri.StreamInterceptor))
+	srv.Register(g)
+
+	l, err := listen(cfg.Socket)
+	if err != nil {
+		return err
+	}
+	slog.Info("ketchd serving", "socket", cfg.Socket, "version", version, "root", cfg.Root, "cgroup_driver", driver.String())
+	errc := make(chan error, 1)
+	go func() { errc <- g.Serve(l) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	slog.Info("ketchd stopping: finishing calls in flight")
+	// Calls in flight get a bounded time to finish; pods keep running.
+	done := make(chan struct{})
+	go func() { g.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		g.Stop()
+	}
+	return nil
+}
+
+func override(dst *string, v string) {
+	if v != "" {
+		*dst = v
+	}
+}
+
+// cgroupDriver picks systemd when asked, or when unset and systemd runs the
+// host (kubelet's default expectation there); cgroupfs otherwise.
+func cgroupDriver(name string) runtimeapi.CgroupDriver {
+	if name == "systemd" {
+		return runtimeapi.CgroupDriver_SYSTEMD
+	}
+	if name == "" {
+		if _, err := os.Stat("/run/systemd/system"); err == nil {
+			return runtimeapi.CgroupDriver_SYSTEMD
+		}
+	}
+	return runtimeapi.CgroupDriver_CGROUPFS
+}
+
+// listen opens the CRI socket with mode 0660. A socket file left by a ketchd
+// that died is replaced; one a live ketchd answers on is not.
+func listen(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o711); err != nil {
+		return nil, fmt.Errorf("create socket dir: %w", err)
+	}
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("another process is serving %s", path)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("remove stale socket: %w", err)
+	}
+	// The umask keeps the socket from being reachable by others between
+	// listen and chmod.
+	old := syscall.Umask(0o117)
+	l, err := net.Listen("unix", path)
+	syscall.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o660); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("chmod socket: %w", err)
+	}
+	return l, nil
+}

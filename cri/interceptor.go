@@ -1,0 +1,70 @@
+package cri
+
+import (
+	"context"
+	"log/slog"
+	"runtime/debug"
+	"time"
+
+	"github.com/containerd/errdefs/pkg/errgrpc"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// UnaryInterceptor is the one place where CRI calls are logged and where the
+// sentinel errors of ketch's packages become gRPC codes. A panic in a handler
+// becomes an Internal error for that call instead of killing the daemon and
+// every call in flight.
+func UnaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
+	start := time.Now()
+	attrs := requestAttrs(req)
+	defer func() {
+		if p := recover(); p != nil {
+			slog.Error("panic in CRI call", append(attrs, "method", info.FullMethod, "panic", p, "stack", string(debug.Stack()))...)
+			resp, err = nil, status.Errorf(codes.Internal, "%s: internal error: %v", info.FullMethod, p)
+		}
+		err = toStatus(err)
+		level := slog.LevelDebug
+		if err != nil {
+			level = slog.LevelWarn
+			attrs = append(attrs, "code", status.Code(err).String(), "err", err)
+		}
+		slog.Log(ctx, level, "cri call", append(attrs, "method", info.FullMethod, "duration", time.Since(start))...)
+	}()
+	return handler(ctx, req)
+}
+
+// StreamInterceptor does for streaming calls what UnaryInterceptor does.
+func StreamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			slog.Error("panic in CRI stream", "method", info.FullMethod, "panic", p, "stack", string(debug.Stack()))
+			err = status.Errorf(codes.Internal, "%s: internal error: %v", info.FullMethod, p)
+		}
+		err = toStatus(err)
+	}()
+	return handler(srv, ss)
+}
+
+// toStatus maps the errdefs sentinel (or context error) in err's chain to
+// its gRPC code; an error with none becomes Unknown.
+func toStatus(err error) error {
+	return errgrpc.ToGRPC(err)
+}
+
+// requestAttrs pulls the IDs a CRI request names into log attributes.
+func requestAttrs(req any) []any {
+	var attrs []any
+	if r, ok := req.(interface{ GetPodSandboxId() string }); ok && r.GetPodSandboxId() != "" {
+		attrs = append(attrs, "pod", r.GetPodSandboxId())
+	}
+	if r, ok := req.(interface{ GetContainerId() string }); ok && r.GetContainerId() != "" {
+		attrs = append(attrs, "container", r.GetContainerId())
+	}
+	if r, ok := req.(interface{ GetImage() *runtimeapi.ImageSpec }); ok && r.GetImage() != nil {
+		attrs = append(attrs, "image", r.GetImage().GetImage())
+	}
+	return attrs
+}

@@ -1,0 +1,83 @@
+package cri
+
+import (
+	"errors"
+	"testing"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+func TestVersion(t *testing.T) {
+	srv, _, _ := newTestServer(t, Config{Version: "1.2.3-test"})
+	resp, err := srv.Version(t.Context(), &runtimeapi.VersionRequest{Version: "0.1.0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.RuntimeName != "ketch" || resp.RuntimeApiVersion != "v1" || resp.RuntimeVersion != "1.2.3-test" {
+		t.Errorf("got name %q api %q version %q, want ketch v1 1.2.3-test",
+			resp.RuntimeName, resp.RuntimeApiVersion, resp.RuntimeVersion)
+	}
+}
+
+func TestStatus(t *testing.T) {
+	for _, tc := range []struct {
+		desc        string
+		networkErr  error
+		wantNetwork bool
+		wantReason  string
+		wantMessage string
+	}{
+		{desc: "network ready", networkErr: nil, wantNetwork: true},
+		{
+			desc:        "no CNI config",
+			networkErr:  errors.New("no network config found in /etc/cni/net.d"),
+			wantReason:  "NetworkPluginNotReady",
+			wantMessage: "no network config found in /etc/cni/net.d",
+		},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			srv, _, network := newTestServer(t, Config{})
+			network.EXPECT().Ready().Return(tc.networkErr)
+			resp, err := srv.Status(t.Context(), &runtimeapi.StatusRequest{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			conds := map[string]*runtimeapi.RuntimeCondition{}
+			for _, c := range resp.GetStatus().GetConditions() {
+				conds[c.Type] = c
+			}
+			if rt := conds[runtimeapi.RuntimeReady]; !rt.GetStatus() {
+				t.Errorf("RuntimeReady = %v, want true", rt)
+			}
+			net := conds[runtimeapi.NetworkReady]
+			if net == nil {
+				t.Fatalf("no NetworkReady condition in %v", resp.GetStatus().GetConditions())
+			}
+			if net.Status != tc.wantNetwork || net.Reason != tc.wantReason || net.Message != tc.wantMessage {
+				t.Errorf("NetworkReady = {%v %q %q}, want {%v %q %q}",
+					net.Status, net.Reason, net.Message, tc.wantNetwork, tc.wantReason, tc.wantMessage)
+			}
+		})
+	}
+}
+
+func TestRuntimeConfig(t *testing.T) {
+	for _, tc := range []struct {
+		desc   string
+		driver runtimeapi.CgroupDriver
+	}{
+		{"systemd", runtimeapi.CgroupDriver_SYSTEMD},
+		{"cgroupfs", runtimeapi.CgroupDriver_CGROUPFS},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			srv, _, _ := newTestServer(t, Config{CgroupDriver: tc.driver})
+			resp, err := srv.RuntimeConfig(t.Context(), &runtimeapi.RuntimeConfigRequest{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := resp.GetLinux().GetCgroupDriver(); got != tc.driver {
+				t.Errorf("cgroup driver = %s, want %s", got, tc.driver)
+			}
+		})
+	}
+}

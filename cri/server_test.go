@@ -1,0 +1,163 @@
+package cri
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"testing"
+
+	"github.com/containerd/errdefs"
+	"go.uber.org/mock/gomock"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/test/bufconn"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// newTestServer builds a Server over mocks. gomock's controller fails the
+// test on any call no row expected and, at cleanup, on any expected call
+// that did not happen.
+func newTestServer(t *testing.T, cfg Config) (*Server, *MockImageStore, *MockNetworkChecker) {
+	t.Helper()
+	ctrl := gomock.NewController(t)
+	images := NewMockImageStore(ctrl)
+	network := NewMockNetworkChecker(ctrl)
+	return New(cfg, images, network), images, network
+}
+
+// intercept calls handler h through UnaryInterceptor, as the gRPC server
+// does, so the error it returns carries the code kubelet would see.
+func intercept[Req, Resp any](t *testing.T, h func(context.Context, Req) (Resp, error), req Req) (Resp, error) {
+	t.Helper()
+	resp, err := UnaryInterceptor(t.Context(), req, &grpc.UnaryServerInfo{FullMethod: "/test"},
+		func(ctx context.Context, r any) (any, error) { return h(ctx, r.(Req)) })
+	out, _ := resp.(Resp)
+	return out, err
+}
+
+func TestEmptyImageReference(t *testing.T) {
+	for _, tc := range []struct {
+		desc string
+		call func(*testing.T, *Server) error
+	}{
+		{"PullImage without image spec", func(t *testing.T, s *Server) error {
+			_, err := intercept(t, s.PullImage, &runtimeapi.PullImageRequest{})
+			return err
+		}},
+		{"PullImage with empty image", func(t *testing.T, s *Server) error {
+			_, err := intercept(t, s.PullImage, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{}})
+			return err
+		}},
+		{"ImageStatus without image spec", func(t *testing.T, s *Server) error {
+			_, err := intercept(t, s.ImageStatus, &runtimeapi.ImageStatusRequest{})
+			return err
+		}},
+		{"ImageStatus with empty image", func(t *testing.T, s *Server) error {
+			_, err := intercept(t, s.ImageStatus, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{}, Verbose: true})
+			return err
+		}},
+		{"RemoveImage without image spec", func(t *testing.T, s *Server) error {
+			_, err := intercept(t, s.RemoveImage, &runtimeapi.RemoveImageRequest{})
+			return err
+		}},
+		{"RemoveImage with empty image", func(t *testing.T, s *Server) error {
+			_, err := intercept(t, s.RemoveImage, &runtimeapi.RemoveImageRequest{Image: &runtimeapi.ImageSpec{}})
+			return err
+		}},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			srv, _, _ := newTestServer(t, Config{}) // no EXPECT: any store call fails the test
+			if err := tc.call(t, srv); status.Code(err) != codes.InvalidArgument {
+				t.Errorf("got %v (code %s), want InvalidArgument", err, status.Code(err))
+			}
+		})
+	}
+}
+
+// TestStoreErrorsReachCaller checks that every image RPC hands the store's
+// error on unchanged, so the interceptor can map its sentinel.
+func TestStoreErrorsReachCaller(t *testing.T) {
+	spec := &runtimeapi.ImageSpec{Image: "busybox"}
+	for _, tc := range []struct {
+		desc   string
+		expect func(*MockImageStore, error)
+		call   func(*testing.T, *Server) error
+	}{
+		{"PullImage", func(m *MockImageStore, err error) {
+			m.EXPECT().Pull(gomock.Any(), "busybox", nil).Return(imageWithUser(""), err)
+		}, func(t *testing.T, s *Server) error {
+			_, err := intercept(t, s.PullImage, &runtimeapi.PullImageRequest{Image: spec})
+			return err
+		}},
+		{"ImageStatus", func(m *MockImageStore, err error) {
+			m.EXPECT().Get(gomock.Any(), "busybox").Return(imageWithUser(""), err)
+		}, func(t *testing.T, s *Server) error {
+			_, err := intercept(t, s.ImageStatus, &runtimeapi.ImageStatusRequest{Image: spec})
+			return err
+		}},
+		{"ListImages", func(m *MockImageStore, err error) {
+			m.EXPECT().List(gomock.Any()).Return(nil, err)
+		}, func(t *testing.T, s *Server) error {
+			_, err := intercept(t, s.ListImages, &runtimeapi.ListImagesRequest{})
+			return err
+		}},
+		{"ListImages with filter", func(m *MockImageStore, err error) {
+			m.EXPECT().Get(gomock.Any(), "busybox").Return(imageWithUser(""), err)
+		}, func(t *testing.T, s *Server) error {
+			_, err := intercept(t, s.ListImages, &runtimeapi.ListImagesRequest{Filter: &runtimeapi.ImageFilter{Image: spec}})
+			return err
+		}},
+		{"RemoveImage", func(m *MockImageStore, err error) {
+			m.EXPECT().Remove(gomock.Any(), "busybox").Return(err)
+		}, func(t *testing.T, s *Server) error {
+			_, err := intercept(t, s.RemoveImage, &runtimeapi.RemoveImageRequest{Image: spec})
+			return err
+		}},
+		{"ImageFsInfo", func(m *MockImageStore, err error) {
+			m.EXPECT().Usage(gomock.Any()).Return(imageUsage, err)
+		}, func(t *testing.T, s *Server) error {
+			_, err := intercept(t, s.ImageFsInfo, &runtimeapi.ImageFsInfoRequest{})
+			return err
+		}},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			srv, images, _ := newTestServer(t, Config{})
+			tc.expect(images, fmt.Errorf("store broke: %w", errdefs.ErrUnavailable))
+			if err := tc.call(t, srv); status.Code(err) != codes.Unavailable {
+				t.Errorf("got %v (code %s), want Unavailable", err, status.Code(err))
+			}
+		})
+	}
+}
+
+// TestRegisterOverGRPC drives the server through a real gRPC connection with
+// the interceptor installed, as ketchd wires it.
+func TestRegisterOverGRPC(t *testing.T) {
+	srv, images, _ := newTestServer(t, Config{})
+	images.EXPECT().Remove(gomock.Any(), "busybox").Return(errdefs.ErrFailedPrecondition)
+
+	lis := bufconn.Listen(1 << 20)
+	g := grpc.NewServer(grpc.UnaryInterceptor(UnaryInterceptor), grpc.StreamInterceptor(StreamInterceptor))
+	srv.Register(g)
+	go func() { _ = g.Serve(lis) }()
+	t.Cleanup(g.Stop)
+	conn, err := grpc.NewClient("passthrough:///bufnet",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+
+	_, err = runtimeapi.NewImageServiceClient(conn).RemoveImage(t.Context(),
+		&runtimeapi.RemoveImageRequest{Image: &runtimeapi.ImageSpec{Image: "busybox"}})
+	if status.Code(err) != codes.FailedPrecondition {
+		t.Errorf("RemoveImage: got %v, want FailedPrecondition", err)
+	}
+	_, err = runtimeapi.NewRuntimeServiceClient(conn).RunPodSandbox(t.Context(), &runtimeapi.RunPodSandboxRequest{})
+	if status.Code(err) != codes.Unimplemented {
+		t.Errorf("RunPodSandbox: got %v, want Unimplemented", err)
+	}
+}

@@ -1,0 +1,168 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// daemon is one ketchd under test, with its own socket and state.
+type daemon struct {
+	cmd     *exec.Cmd
+	log     *bytes.Buffer
+	dir     string
+	cfgPath string
+	root    string
+	socket  string
+	rt      runtimeapi.RuntimeServiceClient
+	img     runtimeapi.ImageServiceClient
+	conn    *grpc.ClientConn
+	stopped bool
+}
+
+type daemonOpts struct {
+	hostsDir     string // registry hosts.toml root; the harness's by default
+	maxDownloads int    // image.max_concurrent_downloads; the default when 0
+}
+
+// startKetchd starts a ketchd on a temporary socket and state dir and stops it
+// (by its PID) and removes its state when the test ends.
+func startKetchd(tb testing.TB, o daemonOpts) *daemon {
+	tb.Helper()
+	dir := tb.TempDir()
+	if o.maxDownloads == 0 {
+		o.maxDownloads = 3
+	}
+	if o.hostsDir == "" {
+		o.hostsDir = filepath.Join(cacheDir, "certs.d")
+	}
+	d := &daemon{
+		root:   filepath.Join(dir, "root"),
+		socket: filepath.Join(dir, "ketch.sock"),
+		log:    &bytes.Buffer{},
+	}
+	cfg := fmt.Sprintf(`socket = %q
+root = %q
+state = %q
+log_level = "debug"
+[image]
+registry_config_path = %q
+max_concurrent_downloads = %d
+[network]
+cni_conf_dir = %q
+`, d.socket, d.root, filepath.Join(dir, "state"), o.hostsDir, o.maxDownloads, filepath.Join(dir, "net.d"))
+	d.dir = dir
+	d.cfgPath = filepath.Join(dir, "config.toml")
+	if err := os.WriteFile(d.cfgPath, []byte(cfg), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	d.launch(tb)
+	return d
+}
+
+// restart starts a new ketchd over the state of a stopped one.
+func restart(tb testing.TB, old *daemon) *daemon {
+	tb.Helper()
+	d := &daemon{dir: old.dir, cfgPath: old.cfgPath, root: old.root, socket: old.socket, log: &bytes.Buffer{}}
+	d.launch(tb)
+	return d
+}
+
+func (d *daemon) launch(tb testing.TB) {
+	tb.Helper()
+	d.cmd = exec.Command(ketchdBin, "--config", d.cfgPath)
+	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
+	if err := d.cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		d.stop(tb)
+		if tb.Failed() {
+			tb.Logf("ketchd log:\n%s", d.log)
+		}
+		unmountUnder(tb, d.dir)
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if c, err := net.Dial("unix", d.socket); err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("ketchd did not serve its socket; log:\n%s", d.log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	conn, err := grpc.NewClient("unix://"+d.socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	d.conn = conn
+	d.rt = runtimeapi.NewRuntimeServiceClient(conn)
+	d.img = runtimeapi.NewImageServiceClient(conn)
+}
+
+// stop sends TERM and waits; ketchd must exit 0.
+func (d *daemon) stop(tb testing.TB) {
+	if d.stopped {
+		return
+	}
+	d.stopped = true
+	if d.conn != nil {
+		d.conn.Close()
+	}
+	_ = d.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- d.cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			tb.Errorf("ketchd exited with %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		_ = d.cmd.Process.Kill()
+		<-done
+		tb.Errorf("ketchd did not stop within 15s of TERM")
+	}
+}
+
+// unmountUnder removes any mount a failed test left below dir, so a failure
+// does not leave the host holding ketch's mounts.
+func unmountUnder(tb testing.TB, dir string) {
+	b, err := os.ReadFile("/proc/self/mounts")
+	if err != nil {
+		return
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 1 && strings.HasPrefix(f[1], dir) {
+			tb.Errorf("mount left behind: %s", f[1])
+			_ = syscall.Unmount(f[1], syscall.MNT_DETACH)
+		}
+	}
+}
+
+func ctxT(tb testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	tb.Cleanup(cancel)
+	return ctx
+}
+
+func execOutput(name string, args ...string) (string, error) {
+	out, err := exec.Command(name, args...).CombinedOutput()
+	return string(out), err
+}
