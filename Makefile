@@ -53,7 +53,9 @@ critest: build
 	test/setup.sh
 	test/critest.sh
 
-test: lint unit e2e critest
+# Everything, critest included. The local registries it starts are stopped at the end.
+test:
+	@trap 'test/registry.sh stop' EXIT; $(MAKE) --no-print-directory lint unit e2e critest
 
 bench: build
 	test/setup.sh
