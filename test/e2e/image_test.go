@@ -305,20 +305,40 @@ func TestPullCorruptBlob(t *testing.T) {
 	d.mustPull(t, multilayer)
 }
 
-// TestPullDeadline: the request's deadline bounds the pull; what it had
-// downloaded is removed, and the next pull works.
-func TestPullDeadline(t *testing.T) {
+// TestPullAbandoned: a pull past its deadline, or cancelled by its caller,
+// stops; what it had downloaded is removed, and the next pull works.
+func TestPullAbandoned(t *testing.T) {
 	d := startKetchd(t, daemonOpts{})
 	slow := newProxy(t, func(p *proxy) { p.delay = 3 * time.Second })
-	before := d.files(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	_, err := d.img.PullImage(ctx, &runtimeapi.PullImageRequest{Image: spec(slow.host + "/ketch-test/multilayer:5")})
-	if status.Code(err) != codes.DeadlineExceeded {
-		t.Fatalf("pull past its deadline = %v, want DeadlineExceeded", err)
+	for _, tc := range []struct {
+		desc string
+		ctx  func() (context.Context, context.CancelFunc)
+		want codes.Code
+	}{
+		{"deadline", func() (context.Context, context.CancelFunc) {
+			return context.WithTimeout(context.Background(), time.Second)
+		}, codes.DeadlineExceeded},
+		{"cancelled", func() (context.Context, context.CancelFunc) {
+			ctx, cancel := context.WithCancel(context.Background())
+			time.AfterFunc(time.Second, cancel)
+			return ctx, cancel
+		}, codes.Canceled},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			before := d.files(t)
+			ctx, cancel := tc.ctx()
+			defer cancel()
+			_, err := d.img.PullImage(ctx, &runtimeapi.PullImageRequest{Image: spec(slow.host + "/ketch-test/multilayer:5")})
+			if status.Code(err) != tc.want {
+				t.Fatalf("abandoned pull = %v, want %v", err, tc.want)
+			}
+			// The client gives up at once; ketchd undoes the pull just after.
+			d.waitFiles(t, before)
+			if n := len(d.list(t)); n != 0 {
+				t.Errorf("%d images after an abandoned pull", n)
+			}
+		})
 	}
-	// The client gives up at its deadline; ketchd undoes the pull just after.
-	d.waitFiles(t, before)
 	d.mustPull(t, multilayer)
 }
 
