@@ -7,7 +7,7 @@ PREFIX ?= /usr/local
 KETCH_TEST_CACHE ?= /var/cache/ketch-test
 export KETCH_TEST_CACHE
 # Packages with goroutines shared state: unit-tested with the race detector.
-RACE_PKGS := ./image/... ./cri/...
+RACE_PKGS := ./image/... ./cri/... ./reaper/...
 
 .PHONY: all build run stop install test lint unit e2e critest bench generate clean
 
@@ -15,6 +15,10 @@ all: build
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/ketchd ./cmd/ketchd
+	# ketch-init is bind-mounted into sandboxes: tiny and static.
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" -o bin/ketch-init ./cmd/ketch-init
+	# libcontainer needs cgo (nsenter); containers will need seccomp.
+	CGO_ENABLED=1 $(GO) build -tags seccomp -ldflags "$(LDFLAGS)" -o bin/ketch-shim ./cmd/ketch-shim
 
 install: build
 	install -D -m 0755 bin/ketchd $(PREFIX)/bin/ketchd
@@ -42,7 +46,7 @@ lint:
 
 unit:
 	$(GO) test -race -count=1 $(RACE_PKGS)
-	$(GO) test -count=1 $$($(GO) list ./... | grep -v -e /image -e /cri)
+	$(GO) test -count=1 $$($(GO) list ./... | grep -v -e /image -e /cri -e /reaper)
 
 # The end-to-end tests and critest need root, the local registry and the test images.
 e2e: build

@@ -1,10 +1,16 @@
-// Package cni sets up pod networks through CNI plugins (libcni). For now it
-// answers whether a network config is there to use.
+// Package cni sets up and tears down pod networks through CNI plugins
+// (libcni), with the first network config in the config directory, as
+// kubelet's CNI support and containerd do.
 package cni
 
 import (
+	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 
+	"github.com/containerd/errdefs"
 	"github.com/containernetworking/cni/libcni"
 )
 
@@ -12,20 +18,68 @@ import (
 type Config struct {
 	ConfDir string
 	BinDirs []string
+	// CacheDir is where libcni records what each ADD did, so DEL can undo
+	// it with the same config and arguments; "" is libcni's /var/lib/cni.
+	// It must live as long as the IPAM allocations it describes.
+	CacheDir string
 }
 
 // Ready reports nil once ConfDir holds a loadable network config, and
 // otherwise why pods cannot be networked yet. It reads the directory on every
 // call so a config dropped in later is seen without a restart.
 func (c Config) Ready() error {
+	_, err := c.network()
+	return err
+}
+
+// network loads the network kubelet would use: the first file in ConfDir, in
+// name order, that parses and names at least one plugin. It reads the
+// directory on every call: a conf file is a few hundred bytes (tens of
+// microseconds to parse, against milliseconds for one plugin exec), and a
+// re-read cannot miss a change the way an mtime check on an edited-in-place
+// file within one timestamp tick could.
+func (c Config) network() (*libcni.NetworkConfigList, error) {
+	// ConfFiles lists in name order (os.ReadDir sorts), as kubelet requires.
 	files, err := libcni.ConfFiles(c.ConfDir, []string{".conf", ".conflist", ".json"})
 	if err != nil {
-		return fmt.Errorf("read CNI config dir %s: %w", c.ConfDir, err)
+		return nil, fmt.Errorf("read CNI config dir %s: %w", c.ConfDir, err)
 	}
+	var bad []string
 	for _, f := range files {
-		if _, err := libcni.NetworkConfFromFile(f); err == nil {
-			return nil
+		list, err := loadFile(f)
+		if err == nil {
+			return list, nil
 		}
+		bad = append(bad, fmt.Sprintf("%s: %v", filepath.Base(f), err))
 	}
-	return fmt.Errorf("no network config found in %s", c.ConfDir)
+	if len(bad) > 0 {
+		return nil, fmt.Errorf("no usable network config in %s (%s): %w",
+			c.ConfDir, strings.Join(bad, "; "), errdefs.ErrFailedPrecondition)
+	}
+	return nil, fmt.Errorf("no network config found in %s: %w", c.ConfDir, errdefs.ErrFailedPrecondition)
+}
+
+// loadFile reads a .conflist, or a single-plugin .conf/.json that it wraps
+// in a list of one, as kubelet and containerd accept both.
+func loadFile(path string) (*libcni.NetworkConfigList, error) {
+	if filepath.Ext(path) == ".conflist" {
+		return libcni.NetworkConfFromFile(path)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	plugin, err := libcni.NetworkPluginConfFromBytes(b)
+	if err != nil {
+		return nil, err
+	}
+	list, err := json.Marshal(map[string]any{
+		"name":       plugin.Network.Name,
+		"cniVersion": plugin.Network.CNIVersion,
+		"plugins":    []json.RawMessage{b},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return libcni.NetworkConfFromBytes(list)
 }

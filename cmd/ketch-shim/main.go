@@ -1,0 +1,90 @@
+// Command ketch-shim is the per-pod shim: ketchd starts one per pod, in its
+// own session, and talks to it over ttrpc. It only parses flags and wires
+// the process; package oci/shim holds the logic.
+//
+//	ketch-shim --id <pod-id> --dir /run/ketch/pods/<pod-id> [--log <file>] [--ready-fd <n>]
+//	ketch-shim init      (libcontainer's re-exec of /proc/self/exe inside a new container)
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/opencontainers/runc/libcontainer"
+	// nsexec runs as a C constructor of "ketch-shim init", before the Go
+	// runtime starts threads, to enter the container's namespaces.
+	_ "github.com/opencontainers/runc/libcontainer/nsenter"
+	"golang.org/x/sys/unix"
+
+	"ketch.dev/ketch/oci/shim"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func init() {
+	// libcontainer always re-executes /proc/self/exe as "<self> init" to
+	// set up a container; it must take over before main parses flags.
+	if len(os.Args) > 1 && os.Args[1] == "init" {
+		libcontainer.Init()
+	}
+}
+
+func main() {
+	id := flag.String("id", "", "the pod id")
+	dir := flag.String("dir", "", "the pod directory (/run/ketch/pods/<pod-id>)")
+	logPath := flag.String("log", "", "append the shim's log, and its containers' init output, to this file")
+	readyFD := flag.Int("ready-fd", -1, "write a newline to this fd once serving, or why starting failed")
+	debug := flag.Bool("debug", false, "log every call")
+	showVersion := flag.Bool("version", false, "print the version and exit")
+	flag.Parse()
+	if *showVersion {
+		fmt.Println("ketch-shim", version)
+		return
+	}
+	var ready *os.File
+	if *readyFD >= 0 {
+		ready = os.NewFile(uintptr(*readyFD), "ready")
+	}
+	if err := run(*id, *dir, *logPath, *debug, ready); err != nil {
+		if ready != nil {
+			fmt.Fprint(ready, err)
+		}
+		fmt.Fprintln(os.Stderr, "ketch-shim:", err)
+		os.Exit(1)
+	}
+}
+
+func run(id, dir, logPath string, debug bool, ready *os.File) error {
+	if id == "" || dir == "" {
+		return fmt.Errorf("--id and --dir are required")
+	}
+	if logPath != "" {
+		f, err := os.OpenFile(logPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+		if err != nil {
+			return err
+		}
+		// On fds 1 and 2, so that panics and the init's output land there too.
+		for _, fd := range []int{1, 2} {
+			if err := unix.Dup3(int(f.Fd()), fd, 0); err != nil {
+				return err
+			}
+		}
+		f.Close()
+	}
+	level := slog.LevelInfo
+	if debug {
+		level = slog.LevelDebug
+	}
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("pod", id))
+	// A write to a closed stdout or stderr (ketchd's pipe, after ketchd
+	// died) must not kill the pod's shim. Notify rather than Ignore: an
+	// ignored signal would be inherited by every container process.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE, syscall.SIGHUP)
+	return shim.Serve(context.Background(), shim.Options{ID: id, Dir: dir, Ready: ready})
+}

@@ -1,0 +1,119 @@
+package store
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/containerd/errdefs"
+	bolt "go.etcd.io/bbolt"
+)
+
+// ContainerState is where a container is in its life. Creating is ketch's
+// own (CreateContainer's steps still running: a restart undoes them); the
+// others are the CRI's CREATED, RUNNING and EXITED. UNKNOWN is not stored: it
+// is what ketchd reports while it cannot reach the pod's shim.
+type ContainerState string
+
+const (
+	ContainerCreating ContainerState = "creating"
+	ContainerCreated  ContainerState = "created"
+	ContainerRunning  ContainerState = "running"
+	ContainerExited   ContainerState = "exited"
+)
+
+// Container is one container of a pod: what ContainerStatus reports and what
+// its cleanup needs. The JSON names are the on-disk schema.
+type Container struct {
+	ID        string `json:"id"`
+	SandboxID string `json:"sandbox_id"`
+	Name      string `json:"name"`
+	Attempt   uint32 `json:"attempt"`
+	// Key is the reserved name, <pod-id>/<name>_<attempt>, built by the
+	// caller: names are unique per pod, and the pod ID in front lets
+	// DeleteSandbox see with one seek whether the pod still has containers.
+	Key         string            `json:"key"`
+	State       ContainerState    `json:"state"`
+	CreatedAt   time.Time         `json:"created_at"`
+	StartedAt   time.Time         `json:"started_at"`
+	FinishedAt  time.Time         `json:"finished_at"`
+	ExitCode    int32             `json:"exit_code"`
+	Reason      string            `json:"reason"`
+	Message     string            `json:"message"`
+	Image       string            `json:"image"`     // as the request named it
+	ImageRef    string            `json:"image_ref"` // the image ID it resolved to
+	Labels      map[string]string `json:"labels"`
+	Annotations map[string]string `json:"annotations"`
+	LogPath     string            `json:"log_path"` // absolute: the pod's log directory joined with the config's path
+	PID         int               `json:"pid"`
+	// Config is the marshalled CRI ContainerConfig.
+	Config []byte `json:"config"`
+}
+
+func (c Container) ident() (string, string) { return c.ID, c.Key }
+
+// ContainerFilter selects containers as the CRI ContainerFilter does: all set
+// fields must match.
+type ContainerFilter struct {
+	// ID and SandboxID are full IDs or unique prefixes; one matching none or
+	// several records selects nothing.
+	ID            string
+	SandboxID     string
+	State         *ContainerState
+	LabelSelector map[string]string
+}
+
+// CreateContainer reserves c.Key for c.ID and writes c in one transaction,
+// like CreateSandbox. Its sandbox must exist (ErrNotFound otherwise), checked
+// in the same transaction so a concurrent DeleteSandbox cannot orphan it.
+func (s *Store) CreateContainer(c Container) error {
+	if c.SandboxID == "" || !strings.HasPrefix(c.Key, c.SandboxID+"/") {
+		return fmt.Errorf("container name key %q must start with its pod ID %q: %w", c.Key, c.SandboxID, errdefs.ErrInvalidArgument)
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		if tx.Bucket(sandboxes.records).Get([]byte(c.SandboxID)) == nil {
+			return fmt.Errorf("sandbox %s of container %s: %w", c.SandboxID, c.Name, errdefs.ErrNotFound)
+		}
+		return insert(tx, containers, c)
+	})
+}
+
+// GetContainer returns the container with this ID or unique ID prefix:
+// ErrNotFound when none matches, ErrInvalidArgument when several do.
+func (s *Store) GetContainer(idOrPrefix string) (Container, error) {
+	return get[Container](s.db, containers, idOrPrefix)
+}
+
+// UpdateContainer changes the container with this full ID through fn, in one
+// transaction; fn's error leaves the record untouched and is returned.
+func (s *Store) UpdateContainer(id string, fn func(*Container) error) (Container, error) {
+	return update(s.db, containers, id, fn)
+}
+
+// DeleteContainer removes the container and frees its name in one
+// transaction; a missing container is no error.
+func (s *Store) DeleteContainer(id string) error {
+	return s.db.Update(func(tx *bolt.Tx) error { return remove[Container](tx, containers, id) })
+}
+
+// ListContainers returns the containers f selects, in ID order.
+func (s *Store) ListContainers(f ContainerFilter) ([]Container, error) {
+	var out []Container
+	err := s.db.View(func(tx *bolt.Tx) error {
+		id, ok := resolve(tx.Bucket(containers.records), f.ID)
+		if !ok {
+			return nil
+		}
+		sbID, ok := resolve(tx.Bucket(sandboxes.records), f.SandboxID)
+		if !ok {
+			return nil
+		}
+		return each(tx, containers, func(c Container) {
+			if (id == "" || c.ID == id) && (sbID == "" || c.SandboxID == sbID) &&
+				(f.State == nil || c.State == *f.State) && matchLabels(c.Labels, f.LabelSelector) {
+				out = append(out, c)
+			}
+		})
+	})
+	return out, err
+}

@@ -1,0 +1,179 @@
+package store
+
+import (
+	"fmt"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/containerd/errdefs"
+)
+
+func testContainer(id, podID, name string, attempt uint32) Container {
+	return Container{
+		ID: id, SandboxID: podID, Name: name, Attempt: attempt,
+		Key:         fmt.Sprintf("%s/%s_%d", podID, name, attempt),
+		State:       ContainerCreated,
+		CreatedAt:   time.Date(2026, 11, 22, 14, 0, 1, 0, time.UTC),
+		Image:       "busybox",
+		ImageRef:    "sha256:0123",
+		Labels:      map[string]string{"c": name},
+		Annotations: map[string]string{},
+		LogPath:     "/var/log/pods/x/" + name + "/0.log",
+		Config:      []byte("cfg"),
+	}
+}
+
+func TestCreateContainer(t *testing.T) {
+	tests := []struct {
+		desc     string
+		first    []Container
+		create   Container
+		want     error
+		mentions string
+	}{
+		{desc: "new", create: testContainer("c1", "pod1", "web", 0)},
+		{desc: "same name in the pod", first: []Container{testContainer("c1", "pod1", "web", 0)},
+			create: testContainer("c2", "pod1", "web", 0), want: errdefs.ErrAlreadyExists, mentions: "reserved for c1"},
+		{desc: "same name, next attempt", first: []Container{testContainer("c1", "pod1", "web", 0)},
+			create: testContainer("c2", "pod1", "web", 1)},
+		{desc: "same name in another pod", first: []Container{testContainer("c1", "pod1", "web", 0)},
+			create: testContainer("c2", "pod2", "web", 0)},
+		{desc: "same ID and name again", first: []Container{testContainer("c1", "pod1", "web", 0)},
+			create: testContainer("c1", "pod1", "web", 0)},
+		{desc: "unknown pod", create: testContainer("c1", "nopod", "web", 0),
+			want: errdefs.ErrNotFound, mentions: "nopod"},
+		{desc: "key outside its pod", create: func() Container {
+			c := testContainer("c1", "pod1", "web", 0)
+			c.Key = "pod2/web_0"
+			return c
+		}(), want: errdefs.ErrInvalidArgument, mentions: "pod2/web_0"},
+		{desc: "no pod", create: testContainer("c1", "", "web", 0), want: errdefs.ErrInvalidArgument, mentions: "pod ID"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			s, _ := newStore(t)
+			mustCreate(t, s, testSandbox("pod1", "k1"), testSandbox("pod2", "k2"))
+			for _, c := range tc.first {
+				if err := s.CreateContainer(c); err != nil {
+					t.Fatal(err)
+				}
+			}
+			wantErr(t, s.CreateContainer(tc.create), tc.want, tc.mentions)
+			if tc.want == nil {
+				if got, err := s.GetContainer(tc.create.ID); err != nil || !reflect.DeepEqual(got, tc.create) {
+					t.Fatalf("GetContainer = %+v, %v; want %+v", got, err, tc.create)
+				}
+			}
+		})
+	}
+}
+
+func TestContainerLifecycle(t *testing.T) {
+	s, _ := newStore(t)
+	mustCreate(t, s, testSandbox("pod1", "k1"))
+	c := testContainer("c1", "pod1", "web", 0)
+	if err := s.CreateContainer(c); err != nil {
+		t.Fatal(err)
+	}
+
+	got, err := s.UpdateContainer("c1", func(c *Container) error {
+		c.State, c.ExitCode, c.Reason = ContainerExited, 137, "OOMKilled"
+		return nil
+	})
+	if err != nil || got.State != ContainerExited || got.ExitCode != 137 {
+		t.Fatalf("UpdateContainer = %+v, %v", got, err)
+	}
+	if _, err := s.UpdateContainer("c1", func(c *Container) error { c.Key = "pod1/x_0"; return nil }); !errdefs.IsInvalidArgument(err) {
+		t.Fatalf("changing the key: %v, want InvalidArgument", err)
+	}
+
+	// The pod's record stays while it has containers: theirs would point at nothing.
+	wantErr(t, s.DeleteSandbox("pod1"), errdefs.ErrFailedPrecondition, "c1")
+	for range 2 {
+		if err := s.DeleteContainer("c1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.CreateContainer(testContainer("c2", "pod1", "web", 0)); err != nil {
+		t.Fatalf("name not freed by delete: %v", err)
+	}
+	if err := s.DeleteContainer("c2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteSandbox("pod1"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestListContainers(t *testing.T) {
+	s, _ := newStore(t)
+	mustCreate(t, s, testSandbox("pod1", "k1"), testSandbox("pod2", "k2"), testSandbox("qod3", "k3"))
+	a, b, c := testContainer("ca1", "pod1", "web", 0), testContainer("ca2", "pod1", "log", 0), testContainer("cb1", "qod3", "web", 0)
+	b.State = ContainerRunning
+	for _, ctr := range []Container{a, b, c} {
+		if err := s.CreateContainer(ctr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	created, running, exited := ContainerCreated, ContainerRunning, ContainerExited
+
+	tests := []struct {
+		desc   string
+		filter ContainerFilter
+		want   []string
+	}{
+		{desc: "everything", want: []string{"ca1", "ca2", "cb1"}},
+		{desc: "ID prefix", filter: ContainerFilter{ID: "cb"}, want: []string{"cb1"}},
+		{desc: "ambiguous ID prefix", filter: ContainerFilter{ID: "ca"}},
+		{desc: "pod", filter: ContainerFilter{SandboxID: "pod1"}, want: []string{"ca1", "ca2"}},
+		{desc: "pod prefix", filter: ContainerFilter{SandboxID: "q"}, want: []string{"cb1"}},
+		{desc: "ambiguous pod prefix", filter: ContainerFilter{SandboxID: "pod"}},
+		{desc: "pod without containers", filter: ContainerFilter{SandboxID: "pod2"}},
+		{desc: "unknown pod", filter: ContainerFilter{SandboxID: "zzz"}},
+		{desc: "created", filter: ContainerFilter{State: &created}, want: []string{"ca1", "cb1"}},
+		{desc: "running in pod1", filter: ContainerFilter{SandboxID: "pod1", State: &running}, want: []string{"ca2"}},
+		{desc: "exited", filter: ContainerFilter{State: &exited}},
+		{desc: "label", filter: ContainerFilter{LabelSelector: map[string]string{"c": "web"}}, want: []string{"ca1", "cb1"}},
+		{desc: "label and pod", filter: ContainerFilter{SandboxID: "qod3", LabelSelector: map[string]string{"c": "log"}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			list, err := s.ListContainers(tc.filter)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ids []string
+			for _, c := range list {
+				ids = append(ids, c.ID)
+			}
+			if !reflect.DeepEqual(ids, tc.want) {
+				t.Fatalf("ids = %v, want %v", ids, tc.want)
+			}
+		})
+	}
+}
+
+// BenchmarkListSandboxes lists a full node (kubelet's default limit of 110
+// pods, 2 KiB configs). The store decodes every record per list instead of
+// keeping an in-memory index; if this grows past what kubelet's relist every
+// second can afford, that choice should change.
+func BenchmarkListSandboxes(b *testing.B) {
+	s, err := Open(b.TempDir() + "/cri.db")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	for i := range 110 {
+		sb := testSandbox(fmt.Sprintf("%064x", i), fmt.Sprintf("pod-%d_default_uid_0", i))
+		sb.Config = make([]byte, 2048)
+		if err := s.CreateSandbox(sb); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for b.Loop() {
+		if list, err := s.ListSandboxes(SandboxFilter{}); err != nil || len(list) != 110 {
+			b.Fatal(len(list), err)
+		}
+	}
+}

@@ -1,0 +1,264 @@
+// Package store keeps ketch's pod and container metadata in a bbolt file, so
+// a restarted ketchd lists the same pods and containers and a crash never
+// leaves a name reserved without the record that holds it.
+//
+// Layout (schema version 1), every value JSON so `bbolt get` shows it plainly:
+//
+//	meta             "version" → "1"
+//	sandboxes        ID → Sandbox
+//	sandbox-names    <name>_<namespace>_<uid>_<attempt> → ID
+//	containers       ID → Container
+//	container-names  <pod-id>/<name>_<attempt> → ID
+//
+// A record and its name entry are always written and removed in one
+// transaction: containerd and CRI-O keep names in memory beside the records,
+// which is how "name is reserved" outlives the pod it belonged to.
+package store
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/containerd/errdefs"
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+)
+
+// schemaVersion changes with any change to the layout or to a record's JSON
+// that an older ketchd would misread; Open then migrates older files.
+const schemaVersion = 1
+
+var (
+	metaBucket = []byte("meta")
+	versionKey = []byte("version")
+
+	sandboxes  = kind{"sandbox", []byte("sandboxes"), []byte("sandbox-names")}
+	containers = kind{"container", []byte("containers"), []byte("container-names")}
+)
+
+// kind names the two buckets of one kind of record.
+type kind struct {
+	what    string // for error messages
+	records []byte // ID → JSON record
+	names   []byte // name key → ID
+}
+
+// record is what a kind's bucket holds.
+type record interface {
+	Sandbox | Container
+	ident() (id, key string)
+}
+
+// Store is ketch's metadata file. It is safe for concurrent use and has no
+// lock of its own: every method is one bbolt transaction, bbolt runs one
+// read-write transaction at a time and gives each reader a consistent
+// snapshot. There is no in-memory index to keep in step: lists decode the
+// memory-mapped file (a few ms for 110 pods, see BenchmarkListSandboxes), a
+// prefix lookup is one cursor seek, and every call returns fresh copies that
+// callers may change freely.
+type Store struct {
+	db *bolt.DB
+}
+
+// Open opens (creating if needed) the metadata file at path.
+func Open(path string) (*Store, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	// bbolt holds an exclusive flock on the file; without a timeout a second
+	// ketchd on the same state would hang in Open instead of failing.
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	if errors.Is(err, berrors.ErrTimeout) {
+		return nil, fmt.Errorf("open store %s: locked by another process: %w", path, errdefs.ErrUnavailable)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	if err := db.Update(initSchema); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	return &Store{db: db}, nil
+}
+
+// Close releases the file; it waits for transactions in flight.
+func (s *Store) Close() error {
+	return s.db.Close()
+}
+
+func initSchema(tx *bolt.Tx) error {
+	meta, err := tx.CreateBucketIfNotExists(metaBucket)
+	if err != nil {
+		return err
+	}
+	want := strconv.Itoa(schemaVersion)
+	switch v := meta.Get(versionKey); {
+	case v == nil:
+		if err := meta.Put(versionKey, []byte(want)); err != nil {
+			return err
+		}
+	case string(v) != want:
+		// Migrations of older versions go here. A newer version is refused:
+		// rewriting records this binary does not understand would lose data
+		// on a downgrade.
+		return fmt.Errorf("schema version %s, this ketchd knows %s: %w", v, want, errdefs.ErrFailedPrecondition)
+	}
+	for _, k := range []kind{sandboxes, containers} {
+		for _, b := range [][]byte{k.records, k.names} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// insert reserves v's name for its ID and writes v. Doing it again for the
+// same ID and name changes nothing, so a create can be retried safely.
+func insert[T record](tx *bolt.Tx, k kind, v T) error {
+	id, key := v.ident()
+	if id == "" || key == "" {
+		return fmt.Errorf("%s needs an ID and a name key: %w", k.what, errdefs.ErrInvalidArgument)
+	}
+	names, records := tx.Bucket(k.names), tx.Bucket(k.records)
+	holder := names.Get([]byte(key))
+	switch {
+	case holder != nil && string(holder) == id:
+		return nil
+	case holder != nil:
+		return fmt.Errorf("%s name %q is reserved for %s: %w", k.what, key, holder, errdefs.ErrAlreadyExists)
+	case records.Get([]byte(id)) != nil:
+		return fmt.Errorf("%s %s exists under another name: %w", k.what, id, errdefs.ErrAlreadyExists)
+	}
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	if err := names.Put([]byte(key), []byte(id)); err != nil {
+		return err
+	}
+	return records.Put([]byte(id), data)
+}
+
+// get returns the record whose ID is idOrPrefix or, failing that, the only
+// one whose ID starts with it: kubelet and crictl pass truncated IDs.
+func get[T record](db *bolt.DB, k kind, idOrPrefix string) (T, error) {
+	var v T
+	err := db.View(func(tx *bolt.Tx) error {
+		_, data, err := lookup(tx.Bucket(k.records), k.what, idOrPrefix)
+		if err != nil {
+			return err
+		}
+		return json.Unmarshal(data, &v)
+	})
+	return v, err
+}
+
+func lookup(b *bolt.Bucket, what, idOrPrefix string) (id, data []byte, err error) {
+	if idOrPrefix == "" {
+		return nil, nil, fmt.Errorf("empty %s ID: %w", what, errdefs.ErrInvalidArgument)
+	}
+	p := []byte(idOrPrefix)
+	c := b.Cursor()
+	// Keys are sorted, so an exact match comes first and a second key with
+	// the prefix, if any, comes right after.
+	id, data = c.Seek(p)
+	if id == nil || !bytes.HasPrefix(id, p) {
+		return nil, nil, fmt.Errorf("%s %s: %w", what, idOrPrefix, errdefs.ErrNotFound)
+	}
+	if !bytes.Equal(id, p) {
+		if next, _ := c.Next(); next != nil && bytes.HasPrefix(next, p) {
+			return nil, nil, fmt.Errorf("%s ID prefix %s is ambiguous: %w", what, idOrPrefix, errdefs.ErrInvalidArgument)
+		}
+	}
+	return id, data, nil
+}
+
+// resolve turns a list filter's ID into a full ID; ok is false when nothing
+// (or more than one record) matches, so the list is empty, as in containerd
+// and CRI-O.
+func resolve(b *bolt.Bucket, idOrPrefix string) (id string, ok bool) {
+	if idOrPrefix == "" {
+		return "", true
+	}
+	full, _, err := lookup(b, "", idOrPrefix)
+	return string(full), err == nil
+}
+
+// update rewrites the record id through fn in one transaction; fn's error
+// aborts it and is returned as is.
+func update[T record](db *bolt.DB, k kind, id string, fn func(*T) error) (T, error) {
+	var v T
+	err := db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(k.records)
+		data := b.Get([]byte(id))
+		if data == nil {
+			return fmt.Errorf("%s %s: %w", k.what, id, errdefs.ErrNotFound)
+		}
+		if err := json.Unmarshal(data, &v); err != nil {
+			return err
+		}
+		id0, key0 := v.ident()
+		if err := fn(&v); err != nil {
+			return err
+		}
+		// The name index points at the ID; changing either would orphan it.
+		if id1, key1 := v.ident(); id1 != id0 || key1 != key0 {
+			return fmt.Errorf("%s %s: ID and name key cannot change: %w", k.what, id, errdefs.ErrInvalidArgument)
+		}
+		data, err := json.Marshal(v)
+		if err != nil {
+			return err
+		}
+		return b.Put([]byte(id), data)
+	})
+	return v, err
+}
+
+// remove deletes the record id and frees its name; a missing record is no
+// error, so a retried remove succeeds.
+func remove[T record](tx *bolt.Tx, k kind, id string) error {
+	records, names := tx.Bucket(k.records), tx.Bucket(k.names)
+	data := records.Get([]byte(id))
+	if data == nil {
+		return nil
+	}
+	var v T
+	if err := json.Unmarshal(data, &v); err != nil {
+		return err
+	}
+	if _, key := v.ident(); string(names.Get([]byte(key))) == id {
+		if err := names.Delete([]byte(key)); err != nil {
+			return err
+		}
+	}
+	return records.Delete([]byte(id))
+}
+
+// each calls fn with every record of kind k, in ID order.
+func each[T record](tx *bolt.Tx, k kind, fn func(T)) error {
+	return tx.Bucket(k.records).ForEach(func(_, data []byte) error {
+		var v T
+		if err := json.Unmarshal(data, &v); err != nil {
+			return err
+		}
+		fn(v)
+		return nil
+	})
+}
+
+// matchLabels is the CRI label selector: every pair must be present as is.
+func matchLabels(labels, selector map[string]string) bool {
+	for k, v := range selector {
+		if got, ok := labels[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,165 @@
+package shim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+
+	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
+	"github.com/containerd/ttrpc"
+
+	"ketch.dev/ketch/oci/shim/api"
+)
+
+// Client is ketchd's connection to one pod's shim. Closing it, or ketchd
+// dying, leaves the shim and its pod running; Connect reaches it again.
+//
+// Its errors carry errdefs sentinels (errdefs.IsNotFound and the like), as
+// the shim's handlers wrapped them.
+type Client struct {
+	conn *ttrpc.Client
+	shim api.ShimService
+	dir  string
+}
+
+// Connect reaches the shim serving the pod directory dir. When no shim
+// serves it, the error is errdefs.ErrNotFound.
+func Connect(ctx context.Context, dir string) (*Client, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", filepath.Join(dir, sockFile))
+	if err != nil {
+		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
+			return nil, fmt.Errorf("no shim serves %s: %w: %w", dir, errdefs.ErrNotFound, err)
+		}
+		return nil, fmt.Errorf("connect to shim in %s: %w", dir, err)
+	}
+	c := ttrpc.NewClient(conn)
+	return &Client{conn: c, shim: api.NewShimClient(c), dir: dir}, nil
+}
+
+// Close drops the connection; the shim keeps running.
+func (c *Client) Close() error { return c.conn.Close() }
+
+// StartSandbox starts the pod's PID 1 and returns its host PID.
+func (c *Client) StartSandbox(ctx context.Context, cfg *SandboxConfig) (int, error) {
+	r, err := c.shim.StartSandbox(ctx, sandboxConfigToProto(cfg))
+	if err != nil {
+		return 0, errgrpc.ToNative(err)
+	}
+	return int(r.GetPid()), nil
+}
+
+// State returns container id's state; the sandbox's id is the pod id.
+func (c *Client) State(ctx context.Context, id string) (State, error) {
+	r, err := c.shim.State(ctx, &api.StateRequest{Id: id})
+	if err != nil {
+		return State{}, errgrpc.ToNative(err)
+	}
+	return stateFromProto(r), nil
+}
+
+// Kill signals container id's init, or with all every process in its
+// cgroup. errdefs.ErrFailedPrecondition means it is not running.
+func (c *Client) Kill(ctx context.Context, id string, sig syscall.Signal, all bool) error {
+	_, err := c.shim.Kill(ctx, &api.KillRequest{Id: id, Signal: uint32(sig), All: all})
+	return errgrpc.ToNative(err)
+}
+
+// Wait blocks until container id's init has exited and returns its exit.
+func (c *Client) Wait(ctx context.Context, id string) (Exit, error) {
+	r, err := c.shim.Wait(ctx, &api.WaitRequest{Id: id})
+	if err != nil {
+		return Exit{}, errgrpc.ToNative(err)
+	}
+	return *exitFromProto(r.GetExit()), nil
+}
+
+// Shutdown kills the pod's processes, removes their cgroups and state, and
+// ends the shim. The connection is closed afterwards.
+func (c *Client) Shutdown(ctx context.Context) error {
+	_, err := c.shim.Shutdown(ctx, &api.ShutdownRequest{})
+	// The shim may close the connection before its reply is out (ttrpc
+	// closes connections it believes idle). It removes its socket only
+	// after everything else, so a missing socket proves a finished job.
+	if errors.Is(err, ttrpc.ErrClosed) {
+		if _, serr := os.Stat(filepath.Join(c.dir, sockFile)); errors.Is(serr, os.ErrNotExist) {
+			err = nil
+		}
+	}
+	if err != nil {
+		return errgrpc.ToNative(err)
+	}
+	return c.Close()
+}
+
+// LaunchOptions say how to start a shim.
+type LaunchOptions struct {
+	Binary string // the ketch-shim executable
+	ID     string // the pod id
+	Dir    string // the pod directory
+	Log    string // the shim's log file; empty discards its output
+}
+
+// Launch starts a shim for a pod and connects to it once it serves. The
+// shim runs in its own session, so neither ketchd's exit nor a signal to
+// ketchd's process group reaches it.
+func Launch(ctx context.Context, o LaunchOptions) (_ *Client, retErr error) {
+	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
+		return nil, err
+	}
+	ready, readyW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	defer ready.Close()
+	args := []string{"--id", o.ID, "--dir", o.Dir, "--ready-fd", "3"}
+	if o.Log != "" {
+		args = append(args, "--log", o.Log)
+	}
+	cmd := exec.Command(o.Binary, args...)
+	cmd.Dir = "/" // hold no mount of ketchd's working directory busy
+	cmd.ExtraFiles = []*os.File{readyW}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	err = cmd.Start()
+	readyW.Close()
+	if err != nil {
+		return nil, fmt.Errorf("start shim: %w", err)
+	}
+	exited := make(chan error, 1)
+	// While ketchd lives it is the shim's parent and must reap it; after a
+	// restart the shim's new parent does.
+	go func() { exited <- cmd.Wait() }()
+	defer func() {
+		if retErr != nil {
+			_ = cmd.Process.Kill()
+		}
+	}()
+
+	// The shim writes "\n" to the pipe once it serves, or why it failed.
+	type answer struct {
+		msg []byte
+		err error
+	}
+	got := make(chan answer, 1)
+	go func() {
+		msg, err := io.ReadAll(ready)
+		got <- answer{msg, err}
+	}()
+	select {
+	case a := <-got:
+		if a.err != nil || string(a.msg) != "\n" {
+			werr := <-exited
+			return nil, fmt.Errorf("shim for %s did not start: %s (%v)", o.ID, a.msg, werr)
+		}
+	case <-ctx.Done():
+		return nil, fmt.Errorf("start shim for %s: %w", o.ID, ctx.Err())
+	}
+	return Connect(ctx, o.Dir)
+}

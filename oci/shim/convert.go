@@ -1,0 +1,72 @@
+package shim
+
+import (
+	"syscall"
+	"time"
+
+	"ketch.dev/ketch/oci/shim/api"
+)
+
+func sandboxConfigToProto(c *SandboxConfig) *api.StartSandboxRequest {
+	return &api.StartSandboxRequest{
+		Rootfs:         c.Rootfs,
+		Args:           c.Args,
+		Hostname:       c.Hostname,
+		NetnsPath:      c.NetNSPath,
+		HostPid:        c.HostPID,
+		HostIpc:        c.HostIPC,
+		HostUts:        c.HostUTS,
+		CgroupDriver:   c.Cgroup.Driver,
+		CgroupParent:   c.Cgroup.Parent,
+		CgroupName:     c.Cgroup.Name,
+		OomScoreAdj:    int32(c.OOMScoreAdj),
+		Sysctls:        c.Sysctls,
+		ShmPath:        c.ShmPath,
+		ShmSize:        c.ShmSize,
+		HostsPath:      c.HostsPath,
+		ResolvConfPath: c.ResolvConfPath,
+		HostnamePath:   c.HostnamePath,
+	}
+}
+
+func sandboxConfigFromProto(r *api.StartSandboxRequest) *SandboxConfig {
+	return &SandboxConfig{
+		Rootfs:         r.GetRootfs(),
+		Args:           r.GetArgs(),
+		Hostname:       r.GetHostname(),
+		NetNSPath:      r.GetNetnsPath(),
+		HostPID:        r.GetHostPid(),
+		HostIPC:        r.GetHostIpc(),
+		HostUTS:        r.GetHostUts(),
+		Cgroup:         Cgroup{Driver: r.GetCgroupDriver(), Parent: r.GetCgroupParent(), Name: r.GetCgroupName()},
+		OOMScoreAdj:    int(r.GetOomScoreAdj()),
+		Sysctls:        r.GetSysctls(),
+		ShmPath:        r.GetShmPath(),
+		ShmSize:        r.GetShmSize(),
+		HostsPath:      r.GetHostsPath(),
+		ResolvConfPath: r.GetResolvConfPath(),
+		HostnamePath:   r.GetHostnamePath(),
+	}
+}
+
+func exitToProto(e *Exit) *api.Exit {
+	if e == nil {
+		return nil
+	}
+	return &api.Exit{ExitCode: int32(e.Code), Signal: int32(e.Signal), ExitedAtUnixNano: e.At.UnixNano()}
+}
+
+func exitFromProto(e *api.Exit) *Exit {
+	if e == nil {
+		return nil
+	}
+	return &Exit{Code: int(e.GetExitCode()), Signal: syscall.Signal(e.GetSignal()), At: time.Unix(0, e.GetExitedAtUnixNano())}
+}
+
+func stateToProto(s State) *api.StateResponse {
+	return &api.StateResponse{Id: s.ID, Status: api.Status(s.Status), Pid: uint32(s.Pid), Exit: exitToProto(s.Exit)}
+}
+
+func stateFromProto(r *api.StateResponse) State {
+	return State{ID: r.GetId(), Status: Status(r.GetStatus()), Pid: int(r.GetPid()), Exit: exitFromProto(r.GetExit())}
+}

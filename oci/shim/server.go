@@ -1,0 +1,231 @@
+package shim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
+	"github.com/containerd/ttrpc"
+	"github.com/opencontainers/runc/libcontainer/seccomp"
+	"golang.org/x/sys/unix"
+
+	"ketch.dev/ketch/oci/shim/api"
+)
+
+// Options configure Serve.
+type Options struct {
+	ID  string // the pod id
+	Dir string // the pod directory, /run/ketch/pods/<id>
+	// Ready, if set, gets one byte and is closed once the socket accepts
+	// calls: Launch waits for it instead of polling the socket.
+	Ready *os.File
+}
+
+// Serve runs the shim until Shutdown has removed everything: it becomes the
+// subreaper of its descendants, locks and writes <dir>/shim.pid, and serves
+// the ttrpc API on <dir>/shim.sock. Cancelling ctx stops serving but leaves
+// the pod's processes running.
+func Serve(ctx context.Context, o Options) error {
+	if !validID(o.ID) {
+		return fmt.Errorf("pod id %q: %w", o.ID, errdefs.ErrInvalidArgument)
+	}
+	// Before anything forks: an init reparented to a non-subreaper would
+	// take its exit code to the host's PID 1.
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		return fmt.Errorf("become subreaper: %w", err)
+	}
+	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
+		return err
+	}
+	lock, err := lockPidFile(filepath.Join(o.Dir, pidFile))
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
+	l, err := listen(filepath.Join(o.Dir, sockFile))
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+
+	r := newReaper()
+	stop := make(chan struct{})
+	defer close(stop)
+	go r.run(stop)
+
+	svc := newService(o.ID, o.Dir, r)
+	srv, err := ttrpc.NewServer(
+		ttrpc.WithServerHandshaker(ttrpc.UnixSocketRequireSameUser()),
+		ttrpc.WithUnaryServerInterceptor(serverInterceptor),
+	)
+	if err != nil {
+		return err
+	}
+	api.RegisterShimService(srv, &ttrpcService{svc})
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx, l) }()
+	// Containers with a seccomp profile need a shim built with -tags
+	// seccomp; say which this is, for whoever reads why one failed.
+	slog.Info("serving", "dir", o.Dir, "pid", os.Getpid(), "seccomp", seccomp.Enabled)
+	if o.Ready != nil {
+		_, _ = o.Ready.Write([]byte{'\n'})
+		o.Ready.Close()
+	}
+
+	select {
+	case <-svc.done:
+	case <-ctx.Done():
+	case err := <-served:
+		return fmt.Errorf("serve: %w", err)
+	}
+	// Shutdown returns once the reply to the Shutdown call is written; a
+	// caller still blocked in Wait is cut off after a bound.
+	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		srv.Close()
+	}
+	return nil
+}
+
+// lockPidFile holds an exclusive lock on the pid file for the shim's life,
+// so a second shim for the same pod fails instead of stealing the socket.
+func lockPidFile(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("a shim already serves %s: %w", filepath.Dir(path), errdefs.ErrAlreadyExists)
+		}
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	if err := f.Truncate(0); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if _, err := f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// listen creates the socket with mode 0600 from the start: a chmod after
+// listen would leave a window in which anyone could connect.
+func listen(path string) (net.Listener, error) {
+	// Only a dead shim leaves a socket; the pid file lock proves it is dead.
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	old := unix.Umask(0o177)
+	l, err := net.Listen("unix", path)
+	unix.Umask(old)
+	if err != nil {
+		return nil, err
+	}
+	// Shutdown removes the socket itself; an unlink at Close could remove
+	// the socket of the next shim of this pod.
+	l.(*net.UnixListener).SetUnlinkOnClose(false)
+	return l, nil
+}
+
+// validID accepts the ids libcontainer accepts, and no path tricks.
+func validID(id string) bool {
+	if id == "" || id == "." || id == ".." || len(id) > 1024 {
+		return false
+	}
+	for _, r := range id {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '+' || r == '-' || r == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+// serverInterceptor is the one place where errors become status codes: the
+// handlers wrap errdefs sentinels and the client turns the codes back into
+// them. It also logs every call and keeps a panic from ending the pod's
+// shim.
+func serverInterceptor(ctx context.Context, unmarshal ttrpc.Unmarshaler, info *ttrpc.UnaryServerInfo, method ttrpc.Method) (resp any, err error) {
+	start := time.Now()
+	defer func() {
+		if p := recover(); p != nil {
+			slog.Error("panic", "method", info.FullMethod, "panic", p, "stack", string(debug.Stack()))
+			err = fmt.Errorf("%s: panic: %v: %w", info.FullMethod, p, errdefs.ErrInternal)
+		}
+		level := slog.LevelInfo
+		switch {
+		case err != nil:
+			level = slog.LevelWarn
+		case info.FullMethod == "/ketch.shim.v1.Shim/State" || info.FullMethod == "/ketch.shim.v1.Shim/Wait":
+			level = slog.LevelDebug
+		}
+		slog.Log(ctx, level, "call", "method", info.FullMethod, "duration", time.Since(start), "err", err)
+		if err != nil {
+			err = errgrpc.ToGRPC(err)
+		}
+	}()
+	return method(ctx, unmarshal)
+}
+
+// ttrpcService adapts Service to the generated ttrpc interface.
+type ttrpcService struct{ s *Service }
+
+func (t *ttrpcService) StartSandbox(ctx context.Context, r *api.StartSandboxRequest) (*api.StartSandboxResponse, error) {
+	pid, err := t.s.StartSandbox(ctx, sandboxConfigFromProto(r))
+	if err != nil {
+		return nil, err
+	}
+	return &api.StartSandboxResponse{Pid: uint32(pid)}, nil
+}
+
+func (t *ttrpcService) State(ctx context.Context, r *api.StateRequest) (*api.StateResponse, error) {
+	st, err := t.s.State(ctx, r.GetId())
+	if err != nil {
+		return nil, err
+	}
+	return stateToProto(st), nil
+}
+
+func (t *ttrpcService) Kill(ctx context.Context, r *api.KillRequest) (*api.KillResponse, error) {
+	sig := syscall.Signal(r.GetSignal())
+	if sig <= 0 || sig > 64 {
+		return nil, fmt.Errorf("signal %d: %w", r.GetSignal(), errdefs.ErrInvalidArgument)
+	}
+	if err := t.s.Kill(ctx, r.GetId(), sig, r.GetAll()); err != nil {
+		return nil, err
+	}
+	return &api.KillResponse{}, nil
+}
+
+func (t *ttrpcService) Wait(ctx context.Context, r *api.WaitRequest) (*api.WaitResponse, error) {
+	e, err := t.s.Wait(ctx, r.GetId())
+	if err != nil {
+		return nil, err
+	}
+	return &api.WaitResponse{Exit: exitToProto(&e)}, nil
+}
+
+func (t *ttrpcService) Shutdown(ctx context.Context, _ *api.ShutdownRequest) (*api.ShutdownResponse, error) {
+	if err := t.s.Shutdown(ctx); err != nil {
+		return nil, err
+	}
+	return &api.ShutdownResponse{}, nil
+}

@@ -1,0 +1,204 @@
+package shim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/opencontainers/runc/libcontainer"
+)
+
+const (
+	pidFile  = "shim.pid"
+	sockFile = "shim.sock"
+	stateDir = "libcontainer"
+
+	// stopTimeout bounds how long Shutdown waits for a KILLed init to be
+	// reaped; only an init stuck in the kernel (D state) takes longer.
+	stopTimeout = 10 * time.Second
+)
+
+// Service is the shim's logic, independent of the transport: it owns the
+// pod's containers, their libcontainer state, and their exit records.
+type Service struct {
+	id     string // the pod id, which is also the sandbox container's id
+	dir    string
+	reaper *reaper
+
+	mu sync.Mutex
+	// containers by id; guarded by mu. The sandbox is containers[id].
+	containers map[string]*container
+	// starting is true while StartSandbox runs, so that a second call fails
+	// at once; closing is set by Shutdown and never cleared. Guarded by mu.
+	starting bool
+	closing  bool
+	// starts counts StartSandbox calls past the closing check; Shutdown
+	// waits for them so that nothing is created behind its back.
+	starts sync.WaitGroup
+
+	doneOnce sync.Once
+	done     chan struct{} // closed when Shutdown has removed everything
+}
+
+func newService(id, dir string, r *reaper) *Service {
+	return &Service{id: id, dir: dir, reaper: r, containers: map[string]*container{}, done: make(chan struct{})}
+}
+
+func (s *Service) stateRoot() string { return filepath.Join(s.dir, stateDir) }
+
+func (s *Service) get(id string) (*container, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.containers[id]
+	if !ok {
+		return nil, fmt.Errorf("container %q: %w", id, errdefs.ErrNotFound)
+	}
+	return c, nil
+}
+
+// State answers from memory: a container is running until the reaper has
+// collected its init and recorded the exit.
+func (s *Service) State(_ context.Context, id string) (State, error) {
+	c, err := s.get(id)
+	if err != nil {
+		return State{}, err
+	}
+	return c.state(), nil
+}
+
+// Kill sends sig to the container's init, or with all to every process of
+// its cgroup. A stopped container answers FailedPrecondition.
+func (s *Service) Kill(_ context.Context, id string, sig syscall.Signal, all bool) error {
+	c, err := s.get(id)
+	if err != nil {
+		return err
+	}
+	// Holding the reaper keeps the init from being reaped, and its PID
+	// reused, between the check and the signal.
+	err = s.reaper.hold(func() error {
+		if c.stopped() {
+			return libcontainer.ErrNotRunning
+		}
+		if !all {
+			return c.lc.Signal(sig)
+		}
+		pids, err := c.lc.Processes()
+		if err != nil {
+			return err
+		}
+		for _, pid := range pids {
+			if err := syscall.Kill(pid, sig); err != nil && err != syscall.ESRCH {
+				return fmt.Errorf("signal %d: %w", pid, err)
+			}
+		}
+		return nil
+	})
+	if errors.Is(err, libcontainer.ErrNotRunning) {
+		return fmt.Errorf("kill %s: not running: %w", id, errdefs.ErrFailedPrecondition)
+	}
+	if err != nil {
+		return fmt.Errorf("kill %s with %v: %w", id, sig, err)
+	}
+	return nil
+}
+
+// Wait returns the container's exit once it is recorded on disk.
+func (s *Service) Wait(ctx context.Context, id string) (Exit, error) {
+	c, err := s.get(id)
+	if err != nil {
+		return Exit{}, err
+	}
+	select {
+	case <-c.exited:
+		return c.exit, nil
+	case <-ctx.Done():
+		return Exit{}, fmt.Errorf("wait for %s: %w", id, ctx.Err())
+	}
+}
+
+// exited is the reaper's report that c's init has ended: the record goes to
+// disk first, so that no caller learns of an exit a crash could lose.
+func (s *Service) exited(c *container, e Exit) {
+	if err := recordExit(s.dir, c.id, e); err != nil {
+		slog.Error("exit not recorded", "id", c.id, "err", err)
+	}
+	c.exit = e
+	close(c.exited)
+	slog.Info("exited", "id", c.id, "pid", c.pid, "code", e.Code, "signal", int(e.Signal))
+}
+
+// Shutdown kills every container, waits for their exits to be recorded,
+// destroys their cgroups and libcontainer state, and removes the socket and
+// pid file; the shim then stops serving. It may be called again after an
+// error. The exit records stay for ketchd to read.
+func (s *Service) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	s.mu.Unlock()
+	s.starts.Wait()
+
+	s.mu.Lock()
+	var order []*container
+	for id, c := range s.containers {
+		if id != s.id {
+			order = append(order, c)
+		}
+	}
+	// The sandbox goes last: app containers join its namespaces.
+	if c, ok := s.containers[s.id]; ok {
+		order = append(order, c)
+	}
+	s.mu.Unlock()
+
+	for _, c := range order {
+		if err := s.destroy(ctx, c); err != nil {
+			return err
+		}
+	}
+	if err := os.RemoveAll(s.stateRoot()); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	for _, f := range []string{sockFile, pidFile} {
+		if err := os.Remove(filepath.Join(s.dir, f)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("shutdown: %w", err)
+		}
+	}
+	s.doneOnce.Do(func() { close(s.done) })
+	return nil
+}
+
+// destroy kills c, waits until the reaper has recorded its exit, and
+// removes its cgroup and libcontainer state.
+func (s *Service) destroy(ctx context.Context, c *container) error {
+	if !c.stopped() {
+		// KILL of a private PID namespace's init kills the whole namespace;
+		// with a shared one libcontainer kills every PID in the cgroup.
+		err := s.reaper.hold(func() error { return c.lc.Signal(syscall.SIGKILL) })
+		if err != nil && !errors.Is(err, libcontainer.ErrNotRunning) {
+			return fmt.Errorf("kill %s: %w", c.id, err)
+		}
+		timer := time.NewTimer(stopTimeout)
+		defer timer.Stop()
+		select {
+		case <-c.exited:
+		case <-timer.C:
+			return fmt.Errorf("%s did not exit %v after KILL: %w", c.id, stopTimeout, errdefs.ErrUnavailable)
+		case <-ctx.Done():
+			return fmt.Errorf("wait for %s: %w", c.id, ctx.Err())
+		}
+	}
+	if err := c.lc.Destroy(); err != nil {
+		return fmt.Errorf("destroy %s: %w", c.id, err)
+	}
+	s.mu.Lock()
+	delete(s.containers, c.id)
+	s.mu.Unlock()
+	return nil
+}

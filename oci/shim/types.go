@@ -1,0 +1,88 @@
+package shim
+
+import (
+	"syscall"
+	"time"
+)
+
+// SandboxConfig is what StartSandbox needs to start a pod's PID 1. The
+// fields are documented in api/shim.proto's StartSandboxRequest.
+type SandboxConfig struct {
+	Rootfs         string
+	Args           []string
+	Hostname       string
+	NetNSPath      string
+	HostPID        bool
+	HostIPC        bool
+	HostUTS        bool
+	Cgroup         Cgroup
+	OOMScoreAdj    int
+	Sysctls        map[string]string
+	ShmPath        string
+	ShmSize        int64
+	HostsPath      string
+	ResolvConfPath string
+	HostnamePath   string
+}
+
+// Cgroup names a container's cgroup independently of the driver that
+// creates it.
+type Cgroup struct {
+	Driver string // DriverCgroupfs (default) or DriverSystemd
+	Parent string // cgroupfs: a path from each hierarchy's root; systemd: a slice
+	Name   string
+}
+
+// The cgroup drivers, as kubelet's --cgroup-driver names them.
+const (
+	DriverCgroupfs = "cgroupfs"
+	DriverSystemd  = "systemd"
+)
+
+// Status is where a container is in its life.
+type Status int
+
+const (
+	StatusUnknown Status = iota
+	// StatusCreated: libcontainer has set the container up and its init
+	// waits to exec the user's process.
+	StatusCreated
+	StatusRunning
+	StatusStopped
+)
+
+func (s Status) String() string {
+	switch s {
+	case StatusCreated:
+		return "created"
+	case StatusRunning:
+		return "running"
+	case StatusStopped:
+		return "stopped"
+	}
+	return "unknown"
+}
+
+// State is a container as the shim sees it.
+type State struct {
+	ID     string
+	Status Status
+	Pid    int
+	Exit   *Exit // set once Status is StatusStopped
+}
+
+// Exit is how a container's init ended.
+type Exit struct {
+	// Code is the exit code, or 128+Signal when a signal ended the process
+	// (what shells report and kubelet shows).
+	Code   int            `json:"code"`
+	Signal syscall.Signal `json:"signal,omitempty"`
+	At     time.Time      `json:"at"`
+}
+
+func exitFromWaitStatus(ws syscall.WaitStatus, at time.Time) Exit {
+	if ws.Signaled() {
+		return Exit{Code: 128 + int(ws.Signal()), Signal: ws.Signal(), At: at}
+	}
+	return Exit{Code: ws.ExitStatus(), At: at}
+}
