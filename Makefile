@@ -20,10 +20,15 @@ build:
 	# libcontainer needs cgo (nsenter); containers will need seccomp.
 	CGO_ENABLED=1 $(GO) build -tags seccomp -ldflags "$(LDFLAGS)" -o bin/ketch-shim ./cmd/ketch-shim
 
+# ketchd finds ketch-shim and ketch-init beside itself. A node without a CNI network
+# config gets ketch's bridge network (contrib/10-ketch.conflist); one that has its own
+# keeps it.
 install: build
 	install -D -m 0755 bin/ketchd $(PREFIX)/bin/ketchd
-	install -d -m 0755 /etc/ketch/certs.d
+	install -m 0755 bin/ketch-shim bin/ketch-init $(PREFIX)/bin/
+	install -d -m 0755 /etc/ketch/certs.d /etc/cni/net.d
 	[ -e /etc/ketch/config.toml ] || install -m 0644 contrib/config.toml /etc/ketch/config.toml
+	[ -n "$$(ls /etc/cni/net.d)" ] || install -m 0644 contrib/10-ketch.conflist /etc/cni/net.d/
 	[ -x "$$(command -v crictl)" ] || { test/tools.sh && install -m 0755 $(KETCH_TEST_CACHE)/bin/crictl $(PREFIX)/bin/crictl; }
 
 # Starts ketchd under systemd when systemd runs the host, otherwise in the

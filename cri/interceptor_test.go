@@ -70,7 +70,7 @@ func TestUnaryInterceptorRecoversPanic(t *testing.T) {
 			images.EXPECT().Usage(gomock.Any()).DoAndReturn(func(context.Context) (image.Usage, error) { panic("boom") })
 			return srv
 		}, "boom"},
-		{"nil dependency", func(*testing.T) *Server { return New(Config{}, nil, nil) }, "nil pointer dereference"},
+		{"nil dependency", func(*testing.T) *Server { return &Server{} }, "nil pointer dereference"},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
 			srv := tc.newServer(t)

@@ -7,14 +7,17 @@ package cri
 
 import (
 	"context"
+	"sync"
 
 	"google.golang.org/grpc"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"ketch.dev/ketch/cri/store"
 	"ketch.dev/ketch/image"
+	"ketch.dev/ketch/sandbox"
 )
 
-//go:generate go tool mockgen -destination=mock_deps_test.go -package=cri . ImageStore,NetworkChecker
+//go:generate go tool mockgen -destination=mock_deps_test.go -package=cri . ImageStore,NetworkChecker,Sandboxes
 
 // ImageStore is what the ImageService needs of image.Store.
 type ImageStore interface {
@@ -38,10 +41,29 @@ type NetworkChecker interface {
 	Ready() error
 }
 
+// Sandboxes is what the pod RPCs need of sandbox.Manager. Stop and Remove
+// take the Spec Run was given (rebuilt from the pod's record) and succeed
+// when there is nothing left to stop or remove.
+type Sandboxes interface {
+	Run(ctx context.Context, s sandbox.Spec) (sandbox.Pod, error)
+	Stop(ctx context.Context, s sandbox.Spec) error
+	Remove(ctx context.Context, s sandbox.Spec) error
+	// Ready reports whether the pod's PID 1 runs.
+	Ready(ctx context.Context, id string) (bool, error)
+	// Wait returns nil once the pod's PID 1 has exited or its shim is
+	// gone, and ctx's error if ctx ends first.
+	Wait(ctx context.Context, id string) error
+	// Stats reads the pod's resource usage.
+	Stats(ctx context.Context, s sandbox.Spec) (sandbox.Stats, error)
+}
+
 // Config is what the server reports about the node it runs on.
 type Config struct {
 	Version      string // ketch's own version
 	CgroupDriver runtimeapi.CgroupDriver
+	// RuntimeHandlers are the handler names pods may ask for besides the
+	// default "".
+	RuntimeHandlers []string
 }
 
 // Server implements runtimeapi.RuntimeServiceServer and ImageServiceServer.
@@ -51,14 +73,36 @@ type Server struct {
 	runtimeapi.UnimplementedRuntimeServiceServer
 	runtimeapi.UnimplementedImageServiceServer
 
-	cfg     Config
-	images  ImageStore
-	network NetworkChecker
+	cfg       Config
+	images    ImageStore
+	network   NetworkChecker
+	store     *store.Store
+	sandboxes Sandboxes
+
+	// bg lives as long as the server: the goroutines that watch pods for
+	// their PID 1's exit run under it, counted by watchers.
+	bg       context.Context
+	stop     context.CancelFunc
+	watchers sync.WaitGroup
 }
 
-// New builds a Server over its dependencies.
-func New(cfg Config, images ImageStore, network NetworkChecker) *Server {
-	return &Server{cfg: cfg, images: images, network: network}
+// New builds a Server over its dependencies and starts watching the pods
+// the store holds, so a pod whose PID 1 died while ketchd was down, or
+// dies later, is reported NOTREADY.
+func New(cfg Config, images ImageStore, network NetworkChecker, st *store.Store, sb Sandboxes) (*Server, error) {
+	bg, stop := context.WithCancel(context.Background())
+	s := &Server{cfg: cfg, images: images, network: network, store: st, sandboxes: sb, bg: bg, stop: stop}
+	if err := s.watchReadySandboxes(); err != nil {
+		stop()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Close stops the server's watchers; pods keep running.
+func (s *Server) Close() {
+	s.stop()
+	s.watchers.Wait()
 }
 
 // Register serves s on g.

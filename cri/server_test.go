@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"path/filepath"
 	"testing"
 
 	"github.com/containerd/errdefs"
@@ -14,6 +15,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"ketch.dev/ketch/cri/store"
 )
 
 // newTestServer builds a Server over mocks. gomock's controller fails the
@@ -21,10 +24,37 @@ import (
 // that did not happen.
 func newTestServer(t *testing.T, cfg Config) (*Server, *MockImageStore, *MockNetworkChecker) {
 	t.Helper()
+	d := newTestDeps(t, cfg)
+	return d.srv, d.images, d.network
+}
+
+// testDeps is a Server over mocks of the packages below cri, and a real
+// store (cri's own, in a temporary file).
+type testDeps struct {
+	srv       *Server
+	images    *MockImageStore
+	network   *MockNetworkChecker
+	sandboxes *MockSandboxes
+	store     *store.Store
+}
+
+func newTestDeps(t *testing.T, cfg Config) *testDeps {
+	t.Helper()
 	ctrl := gomock.NewController(t)
-	images := NewMockImageStore(ctrl)
-	network := NewMockNetworkChecker(ctrl)
-	return New(cfg, images, network), images, network
+	st, err := store.Open(filepath.Join(t.TempDir(), "meta.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &testDeps{images: NewMockImageStore(ctrl), network: NewMockNetworkChecker(ctrl), sandboxes: NewMockSandboxes(ctrl), store: st}
+	d.srv, err = New(cfg, d.images, d.network, st, d.sandboxes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Cleanups run last-in first-out: the watchers stop before the
+	// store closes and before gomock checks what was called.
+	t.Cleanup(func() { st.Close() })
+	t.Cleanup(d.srv.Close)
+	return d
 }
 
 // intercept calls handler h through UnaryInterceptor, as the gRPC server
@@ -156,8 +186,8 @@ func TestRegisterOverGRPC(t *testing.T) {
 	if status.Code(err) != codes.FailedPrecondition {
 		t.Errorf("RemoveImage: got %v, want FailedPrecondition", err)
 	}
-	_, err = runtimeapi.NewRuntimeServiceClient(conn).RunPodSandbox(t.Context(), &runtimeapi.RunPodSandboxRequest{})
+	_, err = runtimeapi.NewRuntimeServiceClient(conn).CreateContainer(t.Context(), &runtimeapi.CreateContainerRequest{})
 	if status.Code(err) != codes.Unimplemented {
-		t.Errorf("RunPodSandbox: got %v, want Unimplemented", err)
+		t.Errorf("CreateContainer: got %v, want Unimplemented", err)
 	}
 }

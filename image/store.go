@@ -276,8 +276,12 @@ func (s *Store) lookup(ref string) (*Image, error) {
 			return found, nil
 		}
 	}
-	if _, err := Normalize(ref); err != nil {
-		return nil, err
+	// An ID (or prefix) names no image; anything else must at least be a
+	// reference ("0000…" in 64 hex digits is an ID, never a repository).
+	if _, isID := idPrefix(ref); !isID {
+		if _, err := Normalize(ref); err != nil {
+			return nil, err
+		}
 	}
 	return nil, fmt.Errorf("image %q: %w", ref, errdefs.ErrNotFound)
 }

@@ -25,8 +25,22 @@ type Config struct {
 	// systemd runs the host, as kubelet's default expects.
 	CgroupDriver string `toml:"cgroup_driver"`
 
+	// RuntimeHandlers are the runtime handler names pods may ask for
+	// besides the default "".
+	RuntimeHandlers []string `toml:"runtime_handlers"`
+
 	Image   ImageConfig   `toml:"image"`
 	Network NetworkConfig `toml:"network"`
+	Sandbox SandboxConfig `toml:"sandbox"`
+}
+
+type SandboxConfig struct {
+	// ShimBinary and InitBinary default to ketch-shim and ketch-init
+	// beside the ketchd executable.
+	ShimBinary string `toml:"shim_binary"`
+	InitBinary string `toml:"init_binary"`
+	// ShmSize is the size of each pod's /dev/shm in bytes.
+	ShmSize int64 `toml:"shm_size"`
 }
 
 type ImageConfig struct {
@@ -51,10 +65,12 @@ func defaultConfig() Config {
 			RegistryConfigPath:     "/etc/ketch/certs.d",
 			MaxConcurrentDownloads: 3,
 		},
+		RuntimeHandlers: []string{"ketch"},
 		Network: NetworkConfig{
 			CNIConfDir: "/etc/cni/net.d",
 			CNIBinDirs: []string{"/usr/lib/cni", "/opt/cni/bin"},
 		},
+		Sandbox: SandboxConfig{ShmSize: 64 << 20},
 	}
 }
 
@@ -78,6 +94,9 @@ func loadConfig(path string, explicit bool) (Config, error) {
 	case "", "cgroupfs", "systemd":
 	default:
 		return cfg, fmt.Errorf("config %s: cgroup_driver %q is neither cgroupfs nor systemd", path, cfg.CgroupDriver)
+	}
+	if cfg.Sandbox.ShmSize < 1<<20 {
+		return cfg, fmt.Errorf("config %s: sandbox.shm_size must be at least 1 MiB", path)
 	}
 	if cfg.Image.MaxConcurrentDownloads < 1 {
 		return cfg, fmt.Errorf("config %s: image.max_concurrent_downloads must be at least 1", path)

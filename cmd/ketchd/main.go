@@ -20,7 +20,10 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"ketch.dev/ketch/cri"
+	"ketch.dev/ketch/cri/store"
 	"ketch.dev/ketch/image"
+	"ketch.dev/ketch/oci/shim"
+	"ketch.dev/ketch/sandbox"
 	"ketch.dev/ketch/sandbox/cni"
 )
 
@@ -83,9 +86,42 @@ func run() error {
 	}
 	defer images.Close()
 
+	st, err := store.Open(filepath.Join(cfg.Root, "cri", "meta.db"))
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
 	driver := cgroupDriver(cfg.CgroupDriver)
-	srv := cri.New(cri.Config{Version: version, CgroupDriver: driver}, images,
-		cni.Config{ConfDir: cfg.Network.CNIConfDir, BinDirs: cfg.Network.CNIBinDirs})
+	network := cni.Config{
+		ConfDir:  cfg.Network.CNIConfDir,
+		BinDirs:  cfg.Network.CNIBinDirs,
+		CacheDir: filepath.Join(cfg.Root, "cni"),
+	}
+	shimDriver := shim.DriverCgroupfs
+	if driver == runtimeapi.CgroupDriver_SYSTEMD {
+		shimDriver = shim.DriverSystemd
+	}
+	pods, err := sandbox.New(sandbox.Options{
+		StateDir:     cfg.State,
+		RootDir:      cfg.Root,
+		ShimBinary:   besideSelf(cfg.Sandbox.ShimBinary, "ketch-shim"),
+		InitBinary:   besideSelf(cfg.Sandbox.InitBinary, "ketch-init"),
+		CgroupDriver: shimDriver,
+		ShmSize:      cfg.Sandbox.ShmSize,
+		Network:      cni.NewManager(network),
+	})
+	if err != nil {
+		return err
+	}
+	defer pods.Close()
+
+	srv, err := cri.New(cri.Config{Version: version, CgroupDriver: driver, RuntimeHandlers: cfg.RuntimeHandlers},
+		images, network, st, pods)
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
 	g := grpc.NewServer(grpc.UnaryInterceptor(cri.UnaryInterceptor), grpc.StreamInterceptor(cri.StreamInterceptor))
 	srv.Register(g)
 
@@ -111,6 +147,19 @@ func run() error {
 		g.Stop()
 	}
 	return nil
+}
+
+// besideSelf is path, or when empty the named binary in ketchd's own
+// directory, where `make install` puts the three of them.
+func besideSelf(path, name string) string {
+	if path != "" {
+		return path
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return name
+	}
+	return filepath.Join(filepath.Dir(self), name)
 }
 
 func override(dst *string, v string) {

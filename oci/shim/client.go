@@ -24,9 +24,10 @@ import (
 // Its errors carry errdefs sentinels (errdefs.IsNotFound and the like), as
 // the shim's handlers wrapped them.
 type Client struct {
-	conn *ttrpc.Client
-	shim api.ShimService
-	dir  string
+	conn   *ttrpc.Client
+	shim   api.ShimService
+	dir    string
+	closed chan struct{} // closed when the connection ends, by either side
 }
 
 // Connect reaches the shim serving the pod directory dir. When no shim
@@ -40,12 +41,30 @@ func Connect(ctx context.Context, dir string) (*Client, error) {
 		}
 		return nil, fmt.Errorf("connect to shim in %s: %w", dir, err)
 	}
-	c := ttrpc.NewClient(conn)
-	return &Client{conn: c, shim: api.NewShimClient(c), dir: dir}, nil
+	closed := make(chan struct{})
+	c := ttrpc.NewClient(conn, ttrpc.WithOnClose(func() { close(closed) }))
+	return &Client{conn: c, shim: api.NewShimClient(c), dir: dir, closed: closed}, nil
 }
 
 // Close drops the connection; the shim keeps running.
 func (c *Client) Close() error { return c.conn.Close() }
+
+// Closed reports whether the connection has ended: closed here, or the
+// shim gone. Connect again to reach a shim that serves the pod now.
+func (c *Client) Closed() bool {
+	select {
+	case <-c.closed:
+		return true
+	default:
+		return false
+	}
+}
+
+// Gone reports whether err, from a call on c, means the shim went away
+// (it died or was killed): what it held is then left for Destroy.
+func (c *Client) Gone(err error) bool {
+	return err != nil && (errors.Is(err, ttrpc.ErrClosed) || c.Closed())
+}
 
 // StartSandbox starts the pod's PID 1 and returns its host PID.
 func (c *Client) StartSandbox(ctx context.Context, cfg *SandboxConfig) (int, error) {
@@ -79,6 +98,15 @@ func (c *Client) Wait(ctx context.Context, id string) (Exit, error) {
 		return Exit{}, errgrpc.ToNative(err)
 	}
 	return *exitFromProto(r.GetExit()), nil
+}
+
+// Stats reads container id's cgroup usage.
+func (c *Client) Stats(ctx context.Context, id string) (Stats, error) {
+	r, err := c.shim.Stats(ctx, &api.StatsRequest{Id: id})
+	if err != nil {
+		return Stats{}, errgrpc.ToNative(err)
+	}
+	return statsFromProto(r), nil
 }
 
 // Shutdown kills the pod's processes, removes their cgroups and state, and

@@ -70,3 +70,29 @@ func stateToProto(s State) *api.StateResponse {
 func stateFromProto(r *api.StateResponse) State {
 	return State{ID: r.GetId(), Status: Status(r.GetStatus()), Pid: int(r.GetPid()), Exit: exitFromProto(r.GetExit())}
 }
+
+func statsToProto(s Stats) *api.StatsResponse {
+	return &api.StatsResponse{
+		TimestampUnixNano:     s.At.UnixNano(),
+		CpuUsageNanos:         s.CPUUsageNanos,
+		MemoryUsageBytes:      s.MemoryUsage,
+		MemoryWorkingSetBytes: s.MemoryWorkingSet,
+		MemoryRssBytes:        s.MemoryRSS,
+		PageFaults:            s.PageFaults,
+		MajorPageFaults:       s.MajorPageFaults,
+		Processes:             s.Processes,
+	}
+}
+
+func statsFromProto(r *api.StatsResponse) Stats {
+	return Stats{
+		At:               time.Unix(0, r.GetTimestampUnixNano()),
+		CPUUsageNanos:    r.GetCpuUsageNanos(),
+		MemoryUsage:      r.GetMemoryUsageBytes(),
+		MemoryWorkingSet: r.GetMemoryWorkingSetBytes(),
+		MemoryRSS:        r.GetMemoryRssBytes(),
+		PageFaults:       r.GetPageFaults(),
+		MajorPageFaults:  r.GetMajorPageFaults(),
+		Processes:        r.GetProcesses(),
+	}
+}

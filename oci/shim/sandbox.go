@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/containerd/errdefs"
+	"github.com/opencontainers/cgroups"
 	// Without it libcontainer cannot apply the device rules every
 	// container has ("cgroup manager is not configured to set device rules").
 	_ "github.com/opencontainers/cgroups/devices"
@@ -59,6 +60,9 @@ func (s *Service) StartSandbox(_ context.Context, cfg *SandboxConfig) (int, erro
 func (s *Service) startSandbox(cfg *SandboxConfig) (_ *container, retErr error) {
 	oom, err := clampOOMScoreAdj(cfg.OOMScoreAdj)
 	if err != nil {
+		return nil, err
+	}
+	if err := makeCgroupParent(cfg.Cgroup); err != nil {
 		return nil, err
 	}
 	spec := sandboxSpec(cfg, oom)
@@ -131,7 +135,7 @@ func checkSandboxConfig(c *SandboxConfig) error {
 	switch {
 	case c.HostUTS && c.Hostname != "":
 		return fmt.Errorf("hostname %q with the host's UTS namespace: %w", c.Hostname, errdefs.ErrInvalidArgument)
-	case !c.HostUTS && !validHostname(c.Hostname):
+	case !c.HostUTS && !ValidHostname(c.Hostname):
 		return fmt.Errorf("hostname %q is not an RFC 1123 name: %w", c.Hostname, errdefs.ErrInvalidArgument)
 	}
 	if c.NetNSPath != "" {
@@ -222,6 +226,26 @@ func checkCgroup(c Cgroup) error {
 		}
 	default:
 		return fmt.Errorf("cgroup driver %q: %w", c.Driver, errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
+// makeCgroupParent creates a cgroupfs parent in every hierarchy, as
+// libcontainer would, so that one that cannot exist (a path through a
+// file, say) fails here with its name rather than half-way through
+// libcontainer's setup, whose own clean-up then fails as well.
+func makeCgroupParent(c Cgroup) error {
+	if c.Driver == DriverSystemd || strings.Trim(c.Parent, "/") == "" {
+		return nil
+	}
+	mounts, err := cgroups.GetCgroupMounts(false)
+	if err != nil {
+		return fmt.Errorf("find cgroup hierarchies: %w", err)
+	}
+	for _, m := range mounts {
+		if err := os.MkdirAll(filepath.Join(m.Mountpoint, c.Parent), 0o755); err != nil {
+			return fmt.Errorf("cgroup parent %s cannot be created: %w: %w", c.Parent, errdefs.ErrFailedPrecondition, err)
+		}
 	}
 	return nil
 }

@@ -36,7 +36,7 @@ type Options struct {
 // the ttrpc API on <dir>/shim.sock. Cancelling ctx stops serving but leaves
 // the pod's processes running.
 func Serve(ctx context.Context, o Options) error {
-	if !validID(o.ID) {
+	if !ValidID(o.ID) {
 		return fmt.Errorf("pod id %q: %w", o.ID, errdefs.ErrInvalidArgument)
 	}
 	// Before anything forks: an init reparented to a non-subreaper would
@@ -146,8 +146,8 @@ func listen(path string) (net.Listener, error) {
 	return l, nil
 }
 
-// validID accepts the ids libcontainer accepts, and no path tricks.
-func validID(id string) bool {
+// ValidID accepts the ids libcontainer accepts, and no path tricks.
+func ValidID(id string) bool {
 	if id == "" || id == "." || id == ".." || len(id) > 1024 {
 		return false
 	}
@@ -174,7 +174,7 @@ func serverInterceptor(ctx context.Context, unmarshal ttrpc.Unmarshaler, info *t
 		switch {
 		case err != nil:
 			level = slog.LevelWarn
-		case info.FullMethod == "/ketch.shim.v1.Shim/State" || info.FullMethod == "/ketch.shim.v1.Shim/Wait":
+		case info.FullMethod == "/ketch.shim.v1.Shim/State" || info.FullMethod == "/ketch.shim.v1.Shim/Wait" || info.FullMethod == "/ketch.shim.v1.Shim/Stats":
 			level = slog.LevelDebug
 		}
 		slog.Log(ctx, level, "call", "method", info.FullMethod, "duration", time.Since(start), "err", err)
@@ -221,6 +221,14 @@ func (t *ttrpcService) Wait(ctx context.Context, r *api.WaitRequest) (*api.WaitR
 		return nil, err
 	}
 	return &api.WaitResponse{Exit: exitToProto(&e)}, nil
+}
+
+func (t *ttrpcService) Stats(ctx context.Context, r *api.StatsRequest) (*api.StatsResponse, error) {
+	st, err := t.s.Stats(ctx, r.GetId())
+	if err != nil {
+		return nil, err
+	}
+	return statsToProto(st), nil
 }
 
 func (t *ttrpcService) Shutdown(ctx context.Context, _ *api.ShutdownRequest) (*api.ShutdownResponse, error) {

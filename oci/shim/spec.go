@@ -155,9 +155,9 @@ func haveCapability(c int) bool {
 	return data[c/32].Effective&(1<<(c%32)) != 0
 }
 
-// validHostname follows RFC 1123, as kubelet does for pod hostnames; the
+// ValidHostname follows RFC 1123, as kubelet does for pod hostnames; the
 // kernel takes up to 64 bytes of anything.
-func validHostname(h string) bool {
+func ValidHostname(h string) bool {
 	if h == "" || len(h) > 63 {
 		return false
 	}

@@ -86,3 +86,15 @@ func exitFromWaitStatus(ws syscall.WaitStatus, at time.Time) Exit {
 	}
 	return Exit{Code: ws.ExitStatus(), At: at}
 }
+
+// Stats is a container's cgroup usage at one moment.
+type Stats struct {
+	At               time.Time
+	CPUUsageNanos    uint64 // cumulative
+	MemoryUsage      uint64
+	MemoryWorkingSet uint64 // usage less inactive file pages, what kubelet evicts by
+	MemoryRSS        uint64
+	PageFaults       uint64
+	MajorPageFaults  uint64
+	Processes        uint64
+}

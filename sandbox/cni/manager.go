@@ -90,6 +90,12 @@ func (m *Manager) Setup(ctx context.Context, podID, netnsPath string, pod Pod) (
 	if uerr := m.undo(ctx, list, rt); uerr != nil {
 		err = fmt.Errorf("%w; undoing it failed too: %v", err, uerr)
 	}
+	if ctx.Err() != nil {
+		err = fmt.Errorf("%w: %w", ctx.Err(), err)
+	} else {
+		// A plugin's refusal: the network cannot take the pod now.
+		err = fmt.Errorf("%w: %w", errdefs.ErrUnavailable, err)
+	}
 	return Result{}, fmt.Errorf("CNI ADD to network %q for pod %s: %w", list.Name, podID, err)
 }
 

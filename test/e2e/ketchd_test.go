@@ -28,6 +28,7 @@ type daemon struct {
 	cfgPath string
 	root    string
 	socket  string
+	state   string // short: shim socket paths must fit in 108 bytes
 	rt      runtimeapi.RuntimeServiceClient
 	img     runtimeapi.ImageServiceClient
 	conn    *grpc.ClientConn
@@ -37,6 +38,10 @@ type daemon struct {
 type daemonOpts struct {
 	hostsDir     string // registry hosts.toml root; the harness's by default
 	maxDownloads int    // image.max_concurrent_downloads; the default when 0
+	// network installs the test pod network (podnet_test.go) as the CNI
+	// config; without it pods cannot be networked.
+	network bool
+	extra   string // appended to the config file
 }
 
 // startKetchd starts a ketchd on a temporary socket and state dir and stops it
@@ -50,10 +55,20 @@ func startKetchd(tb testing.TB, o daemonOpts) *daemon {
 	if o.hostsDir == "" {
 		o.hostsDir = filepath.Join(cacheDir, "certs.d")
 	}
+	state, err := os.MkdirTemp("", "k")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { os.RemoveAll(state) })
 	d := &daemon{
 		root:   filepath.Join(dir, "root"),
 		socket: filepath.Join(dir, "ketch.sock"),
+		state:  state,
 		log:    &bytes.Buffer{},
+	}
+	netd := filepath.Join(dir, "net.d")
+	if o.network {
+		writePodNetwork(tb, netd, filepath.Join(dir, "ipam"))
 	}
 	cfg := fmt.Sprintf(`socket = %q
 root = %q
@@ -64,7 +79,8 @@ registry_config_path = %q
 max_concurrent_downloads = %d
 [network]
 cni_conf_dir = %q
-`, d.socket, d.root, filepath.Join(dir, "state"), o.hostsDir, o.maxDownloads, filepath.Join(dir, "net.d"))
+%s
+`, d.socket, d.root, state, o.hostsDir, o.maxDownloads, netd, o.extra)
 	d.dir = dir
 	d.cfgPath = filepath.Join(dir, "config.toml")
 	if err := os.WriteFile(d.cfgPath, []byte(cfg), 0o600); err != nil {
@@ -77,7 +93,7 @@ cni_conf_dir = %q
 // restart starts a new ketchd over the state of a stopped one.
 func restart(tb testing.TB, old *daemon) *daemon {
 	tb.Helper()
-	d := &daemon{dir: old.dir, cfgPath: old.cfgPath, root: old.root, socket: old.socket, log: &bytes.Buffer{}}
+	d := &daemon{dir: old.dir, cfgPath: old.cfgPath, root: old.root, socket: old.socket, state: old.state, log: &bytes.Buffer{}}
 	d.launch(tb)
 	return d
 }
@@ -90,11 +106,13 @@ func (d *daemon) launch(tb testing.TB) {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() {
+		d.removeAllPods(tb)
 		d.stop(tb)
 		if tb.Failed() {
 			tb.Logf("ketchd log:\n%s", d.log)
 		}
 		unmountUnder(tb, d.dir)
+		unmountUnder(tb, d.state)
 	})
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -147,12 +165,18 @@ func unmountUnder(tb testing.TB, dir string) {
 	if err != nil {
 		return
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) > 1 && strings.HasPrefix(f[1], dir) {
-			tb.Errorf("mount left behind: %s", f[1])
-			_ = syscall.Unmount(f[1], syscall.MNT_DETACH)
+	lines := strings.Split(string(b), "\n")
+	for i := len(lines) - 1; i >= 0; i-- { // deepest first
+		f := strings.Fields(lines[i])
+		if len(f) < 2 || !strings.HasPrefix(f[1], dir) {
+			continue
 		}
+		// The netns directory is a shared mount by design (as `ip netns`
+		// makes /run/netns one); only what is inside it would be a leak.
+		if f[1] != filepath.Join(dir, "netns") {
+			tb.Errorf("mount left behind: %s", f[1])
+		}
+		_ = syscall.Unmount(f[1], syscall.MNT_DETACH)
 	}
 }
 

@@ -41,7 +41,14 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "e2e: %v (run `make e2e`, which runs test/setup.sh first)\n", err)
 		os.Exit(1)
 	}
-	os.Exit(m.Run())
+	unguard, err := guardPodNetwork()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	unguard()
+	os.Exit(code)
 }
 
 func preflight() error {

@@ -671,6 +671,154 @@ func (x *WaitResponse) GetExit() *Exit {
 	return nil
 }
 
+type StatsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatsRequest) Reset() {
+	*x = StatsRequest{}
+	mi := &file_shim_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatsRequest) ProtoMessage() {}
+
+func (x *StatsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shim_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatsRequest.ProtoReflect.Descriptor instead.
+func (*StatsRequest) Descriptor() ([]byte, []int) {
+	return file_shim_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *StatsRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+// StatsResponse is a container's cgroup usage, the figures kubelet's CRI
+// stats need, whichever cgroup version the host runs.
+type StatsResponse struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	TimestampUnixNano int64                  `protobuf:"varint,1,opt,name=timestamp_unix_nano,json=timestampUnixNano,proto3" json:"timestamp_unix_nano,omitempty"`
+	// Cumulative CPU time, in nanoseconds.
+	CpuUsageNanos    uint64 `protobuf:"varint,2,opt,name=cpu_usage_nanos,json=cpuUsageNanos,proto3" json:"cpu_usage_nanos,omitempty"`
+	MemoryUsageBytes uint64 `protobuf:"varint,3,opt,name=memory_usage_bytes,json=memoryUsageBytes,proto3" json:"memory_usage_bytes,omitempty"`
+	// Usage less inactive file pages: what kubelet evicts by.
+	MemoryWorkingSetBytes uint64 `protobuf:"varint,4,opt,name=memory_working_set_bytes,json=memoryWorkingSetBytes,proto3" json:"memory_working_set_bytes,omitempty"`
+	MemoryRssBytes        uint64 `protobuf:"varint,5,opt,name=memory_rss_bytes,json=memoryRssBytes,proto3" json:"memory_rss_bytes,omitempty"`
+	PageFaults            uint64 `protobuf:"varint,6,opt,name=page_faults,json=pageFaults,proto3" json:"page_faults,omitempty"`
+	MajorPageFaults       uint64 `protobuf:"varint,7,opt,name=major_page_faults,json=majorPageFaults,proto3" json:"major_page_faults,omitempty"`
+	Processes             uint64 `protobuf:"varint,8,opt,name=processes,proto3" json:"processes,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
+}
+
+func (x *StatsResponse) Reset() {
+	*x = StatsResponse{}
+	mi := &file_shim_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatsResponse) ProtoMessage() {}
+
+func (x *StatsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shim_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatsResponse.ProtoReflect.Descriptor instead.
+func (*StatsResponse) Descriptor() ([]byte, []int) {
+	return file_shim_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *StatsResponse) GetTimestampUnixNano() int64 {
+	if x != nil {
+		return x.TimestampUnixNano
+	}
+	return 0
+}
+
+func (x *StatsResponse) GetCpuUsageNanos() uint64 {
+	if x != nil {
+		return x.CpuUsageNanos
+	}
+	return 0
+}
+
+func (x *StatsResponse) GetMemoryUsageBytes() uint64 {
+	if x != nil {
+		return x.MemoryUsageBytes
+	}
+	return 0
+}
+
+func (x *StatsResponse) GetMemoryWorkingSetBytes() uint64 {
+	if x != nil {
+		return x.MemoryWorkingSetBytes
+	}
+	return 0
+}
+
+func (x *StatsResponse) GetMemoryRssBytes() uint64 {
+	if x != nil {
+		return x.MemoryRssBytes
+	}
+	return 0
+}
+
+func (x *StatsResponse) GetPageFaults() uint64 {
+	if x != nil {
+		return x.PageFaults
+	}
+	return 0
+}
+
+func (x *StatsResponse) GetMajorPageFaults() uint64 {
+	if x != nil {
+		return x.MajorPageFaults
+	}
+	return 0
+}
+
+func (x *StatsResponse) GetProcesses() uint64 {
+	if x != nil {
+		return x.Processes
+	}
+	return 0
+}
+
 type ShutdownRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -679,7 +827,7 @@ type ShutdownRequest struct {
 
 func (x *ShutdownRequest) Reset() {
 	*x = ShutdownRequest{}
-	mi := &file_shim_proto_msgTypes[9]
+	mi := &file_shim_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -691,7 +839,7 @@ func (x *ShutdownRequest) String() string {
 func (*ShutdownRequest) ProtoMessage() {}
 
 func (x *ShutdownRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[9]
+	mi := &file_shim_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -704,7 +852,7 @@ func (x *ShutdownRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShutdownRequest.ProtoReflect.Descriptor instead.
 func (*ShutdownRequest) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{9}
+	return file_shim_proto_rawDescGZIP(), []int{11}
 }
 
 type ShutdownResponse struct {
@@ -715,7 +863,7 @@ type ShutdownResponse struct {
 
 func (x *ShutdownResponse) Reset() {
 	*x = ShutdownResponse{}
-	mi := &file_shim_proto_msgTypes[10]
+	mi := &file_shim_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -727,7 +875,7 @@ func (x *ShutdownResponse) String() string {
 func (*ShutdownResponse) ProtoMessage() {}
 
 func (x *ShutdownResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[10]
+	mi := &file_shim_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -740,7 +888,7 @@ func (x *ShutdownResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShutdownResponse.ProtoReflect.Descriptor instead.
 func (*ShutdownResponse) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{10}
+	return file_shim_proto_rawDescGZIP(), []int{12}
 }
 
 var File_shim_proto protoreflect.FileDescriptor
@@ -795,19 +943,32 @@ const file_shim_proto_rawDesc = "" +
 	"\vWaitRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"7\n" +
 	"\fWaitResponse\x12'\n" +
-	"\x04exit\x18\x01 \x01(\v2\x13.ketch.shim.v1.ExitR\x04exit\"\x11\n" +
+	"\x04exit\x18\x01 \x01(\v2\x13.ketch.shim.v1.ExitR\x04exit\"\x1e\n" +
+	"\fStatsRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\xe3\x02\n" +
+	"\rStatsResponse\x12.\n" +
+	"\x13timestamp_unix_nano\x18\x01 \x01(\x03R\x11timestampUnixNano\x12&\n" +
+	"\x0fcpu_usage_nanos\x18\x02 \x01(\x04R\rcpuUsageNanos\x12,\n" +
+	"\x12memory_usage_bytes\x18\x03 \x01(\x04R\x10memoryUsageBytes\x127\n" +
+	"\x18memory_working_set_bytes\x18\x04 \x01(\x04R\x15memoryWorkingSetBytes\x12(\n" +
+	"\x10memory_rss_bytes\x18\x05 \x01(\x04R\x0ememoryRssBytes\x12\x1f\n" +
+	"\vpage_faults\x18\x06 \x01(\x04R\n" +
+	"pageFaults\x12*\n" +
+	"\x11major_page_faults\x18\a \x01(\x04R\x0fmajorPageFaults\x12\x1c\n" +
+	"\tprocesses\x18\b \x01(\x04R\tprocesses\"\x11\n" +
 	"\x0fShutdownRequest\"\x12\n" +
 	"\x10ShutdownResponse*X\n" +
 	"\x06Status\x12\x12\n" +
 	"\x0eSTATUS_UNKNOWN\x10\x00\x12\x12\n" +
 	"\x0eSTATUS_CREATED\x10\x01\x12\x12\n" +
 	"\x0eSTATUS_RUNNING\x10\x02\x12\x12\n" +
-	"\x0eSTATUS_STOPPED\x10\x032\xf2\x02\n" +
+	"\x0eSTATUS_STOPPED\x10\x032\xb6\x03\n" +
 	"\x04Shim\x12W\n" +
 	"\fStartSandbox\x12\".ketch.shim.v1.StartSandboxRequest\x1a#.ketch.shim.v1.StartSandboxResponse\x12B\n" +
 	"\x05State\x12\x1b.ketch.shim.v1.StateRequest\x1a\x1c.ketch.shim.v1.StateResponse\x12?\n" +
 	"\x04Kill\x12\x1a.ketch.shim.v1.KillRequest\x1a\x1b.ketch.shim.v1.KillResponse\x12?\n" +
-	"\x04Wait\x12\x1a.ketch.shim.v1.WaitRequest\x1a\x1b.ketch.shim.v1.WaitResponse\x12K\n" +
+	"\x04Wait\x12\x1a.ketch.shim.v1.WaitRequest\x1a\x1b.ketch.shim.v1.WaitResponse\x12B\n" +
+	"\x05Stats\x12\x1b.ketch.shim.v1.StatsRequest\x1a\x1c.ketch.shim.v1.StatsResponse\x12K\n" +
 	"\bShutdown\x12\x1e.ketch.shim.v1.ShutdownRequest\x1a\x1f.ketch.shim.v1.ShutdownResponseB\"Z ketch.dev/ketch/oci/shim/api;apib\x06proto3"
 
 var (
@@ -823,7 +984,7 @@ func file_shim_proto_rawDescGZIP() []byte {
 }
 
 var file_shim_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_shim_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_shim_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_shim_proto_goTypes = []any{
 	(Status)(0),                  // 0: ketch.shim.v1.Status
 	(*StartSandboxRequest)(nil),  // 1: ketch.shim.v1.StartSandboxRequest
@@ -835,12 +996,14 @@ var file_shim_proto_goTypes = []any{
 	(*KillResponse)(nil),         // 7: ketch.shim.v1.KillResponse
 	(*WaitRequest)(nil),          // 8: ketch.shim.v1.WaitRequest
 	(*WaitResponse)(nil),         // 9: ketch.shim.v1.WaitResponse
-	(*ShutdownRequest)(nil),      // 10: ketch.shim.v1.ShutdownRequest
-	(*ShutdownResponse)(nil),     // 11: ketch.shim.v1.ShutdownResponse
-	nil,                          // 12: ketch.shim.v1.StartSandboxRequest.SysctlsEntry
+	(*StatsRequest)(nil),         // 10: ketch.shim.v1.StatsRequest
+	(*StatsResponse)(nil),        // 11: ketch.shim.v1.StatsResponse
+	(*ShutdownRequest)(nil),      // 12: ketch.shim.v1.ShutdownRequest
+	(*ShutdownResponse)(nil),     // 13: ketch.shim.v1.ShutdownResponse
+	nil,                          // 14: ketch.shim.v1.StartSandboxRequest.SysctlsEntry
 }
 var file_shim_proto_depIdxs = []int32{
-	12, // 0: ketch.shim.v1.StartSandboxRequest.sysctls:type_name -> ketch.shim.v1.StartSandboxRequest.SysctlsEntry
+	14, // 0: ketch.shim.v1.StartSandboxRequest.sysctls:type_name -> ketch.shim.v1.StartSandboxRequest.SysctlsEntry
 	0,  // 1: ketch.shim.v1.StateResponse.status:type_name -> ketch.shim.v1.Status
 	5,  // 2: ketch.shim.v1.StateResponse.exit:type_name -> ketch.shim.v1.Exit
 	5,  // 3: ketch.shim.v1.WaitResponse.exit:type_name -> ketch.shim.v1.Exit
@@ -848,14 +1011,16 @@ var file_shim_proto_depIdxs = []int32{
 	3,  // 5: ketch.shim.v1.Shim.State:input_type -> ketch.shim.v1.StateRequest
 	6,  // 6: ketch.shim.v1.Shim.Kill:input_type -> ketch.shim.v1.KillRequest
 	8,  // 7: ketch.shim.v1.Shim.Wait:input_type -> ketch.shim.v1.WaitRequest
-	10, // 8: ketch.shim.v1.Shim.Shutdown:input_type -> ketch.shim.v1.ShutdownRequest
-	2,  // 9: ketch.shim.v1.Shim.StartSandbox:output_type -> ketch.shim.v1.StartSandboxResponse
-	4,  // 10: ketch.shim.v1.Shim.State:output_type -> ketch.shim.v1.StateResponse
-	7,  // 11: ketch.shim.v1.Shim.Kill:output_type -> ketch.shim.v1.KillResponse
-	9,  // 12: ketch.shim.v1.Shim.Wait:output_type -> ketch.shim.v1.WaitResponse
-	11, // 13: ketch.shim.v1.Shim.Shutdown:output_type -> ketch.shim.v1.ShutdownResponse
-	9,  // [9:14] is the sub-list for method output_type
-	4,  // [4:9] is the sub-list for method input_type
+	10, // 8: ketch.shim.v1.Shim.Stats:input_type -> ketch.shim.v1.StatsRequest
+	12, // 9: ketch.shim.v1.Shim.Shutdown:input_type -> ketch.shim.v1.ShutdownRequest
+	2,  // 10: ketch.shim.v1.Shim.StartSandbox:output_type -> ketch.shim.v1.StartSandboxResponse
+	4,  // 11: ketch.shim.v1.Shim.State:output_type -> ketch.shim.v1.StateResponse
+	7,  // 12: ketch.shim.v1.Shim.Kill:output_type -> ketch.shim.v1.KillResponse
+	9,  // 13: ketch.shim.v1.Shim.Wait:output_type -> ketch.shim.v1.WaitResponse
+	11, // 14: ketch.shim.v1.Shim.Stats:output_type -> ketch.shim.v1.StatsResponse
+	13, // 15: ketch.shim.v1.Shim.Shutdown:output_type -> ketch.shim.v1.ShutdownResponse
+	10, // [10:16] is the sub-list for method output_type
+	4,  // [4:10] is the sub-list for method input_type
 	4,  // [4:4] is the sub-list for extension type_name
 	4,  // [4:4] is the sub-list for extension extendee
 	0,  // [0:4] is the sub-list for field type_name
@@ -872,7 +1037,7 @@ func file_shim_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shim_proto_rawDesc), len(file_shim_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   12,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -12,6 +12,7 @@ type ShimService interface {
 	State(context.Context, *StateRequest) (*StateResponse, error)
 	Kill(context.Context, *KillRequest) (*KillResponse, error)
 	Wait(context.Context, *WaitRequest) (*WaitResponse, error)
+	Stats(context.Context, *StatsRequest) (*StatsResponse, error)
 	Shutdown(context.Context, *ShutdownRequest) (*ShutdownResponse, error)
 }
 
@@ -45,6 +46,13 @@ func RegisterShimService(srv *ttrpc.Server, svc ShimService) {
 					return nil, err
 				}
 				return svc.Wait(ctx, &req)
+			},
+			"Stats": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req StatsRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.Stats(ctx, &req)
 			},
 			"Shutdown": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
 				var req ShutdownRequest
@@ -94,6 +102,14 @@ func (c *shimClient) Kill(ctx context.Context, req *KillRequest) (*KillResponse,
 func (c *shimClient) Wait(ctx context.Context, req *WaitRequest) (*WaitResponse, error) {
 	var resp WaitResponse
 	if err := c.client.Call(ctx, "ketch.shim.v1.Shim", "Wait", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *shimClient) Stats(ctx context.Context, req *StatsRequest) (*StatsResponse, error) {
+	var resp StatsResponse
+	if err := c.client.Call(ctx, "ketch.shim.v1.Shim", "Stats", req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil

@@ -1,0 +1,114 @@
+package cri
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"google.golang.org/protobuf/proto"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"ketch.dev/ketch/cri/store"
+)
+
+// RunPodSandbox records the pod (reserving its name), then has the sandbox
+// manager start it. The record says "creating" until the pod runs, so a
+// crash in between leaves a record a restart can undo; a failure removes
+// the record after the manager has undone its steps.
+func (s *Server) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPodSandboxRequest) (*runtimeapi.RunPodSandboxResponse, error) {
+	cfg := req.GetConfig()
+	if err := s.checkPodConfig(cfg, req.GetRuntimeHandler()); err != nil {
+		return nil, fmt.Errorf("run pod sandbox: %w", err)
+	}
+	raw, err := proto.Marshal(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("run pod sandbox: %w", err)
+	}
+	id := newID()
+	md := cfg.GetMetadata()
+	rec := store.Sandbox{
+		ID:             id,
+		Name:           md.GetName(),
+		Namespace:      md.GetNamespace(),
+		UID:            md.GetUid(),
+		Attempt:        md.GetAttempt(),
+		Key:            sandboxKey(md),
+		State:          store.SandboxCreating,
+		CreatedAt:      time.Now(),
+		Labels:         cfg.GetLabels(),
+		Annotations:    cfg.GetAnnotations(),
+		RuntimeHandler: req.GetRuntimeHandler(),
+		Hostname:       cfg.GetHostname(),
+		CgroupParent:   cfg.GetLinux().GetCgroupParent(),
+		LogDirectory:   cfg.GetLogDirectory(),
+		Config:         raw,
+	}
+	if err := s.store.CreateSandbox(rec); err != nil {
+		return nil, fmt.Errorf("run pod sandbox %s: %w", rec.Key, err)
+	}
+	pod, err := s.sandboxes.Run(ctx, podSpec(id, cfg))
+	if err != nil {
+		if derr := s.store.DeleteSandbox(id); derr != nil {
+			err = errors.Join(err, derr)
+		}
+		return nil, fmt.Errorf("run pod sandbox %s: %w", rec.Key, err)
+	}
+	_, err = s.store.UpdateSandbox(id, func(sb *store.Sandbox) error {
+		sb.State = store.SandboxReady
+		sb.PID = pod.PID
+		sb.NetNSPath = pod.NetNSPath
+		sb.IPs = sb.IPs[:0]
+		for _, ip := range pod.IPs {
+			sb.IPs = append(sb.IPs, ip.String())
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("run pod sandbox %s: %w", id, err)
+	}
+	s.watchSandbox(id)
+	slog.Info("pod running", "pod", id, "name", rec.Key, "pid", pod.PID, "ips", pod.IPs)
+	return &runtimeapi.RunPodSandboxResponse{PodSandboxId: id}, nil
+}
+
+// watchSandbox marks the pod NOTREADY once its PID 1 exits or its shim
+// dies, whoever caused it, so lists never show a dead pod as ready.
+func (s *Server) watchSandbox(id string) {
+	s.watchers.Add(1)
+	go func() {
+		defer s.watchers.Done()
+		if err := s.sandboxes.Wait(s.bg, id); err != nil {
+			return // ketchd is stopping
+		}
+		s.markNotReady(id)
+	}()
+}
+
+func (s *Server) markNotReady(id string) {
+	_, err := s.store.UpdateSandbox(id, func(sb *store.Sandbox) error {
+		if sb.State == store.SandboxReady {
+			sb.State = store.SandboxNotReady
+			slog.Info("pod not ready: its PID 1 exited", "pod", id)
+		}
+		return nil
+	})
+	if err != nil && !errdefs.IsNotFound(err) {
+		slog.Warn("mark pod not ready", "pod", id, "err", err)
+	}
+}
+
+// watchReadySandboxes watches every pod a previous ketchd left ready.
+func (s *Server) watchReadySandboxes() error {
+	ready := store.SandboxReady
+	pods, err := s.store.ListSandboxes(store.SandboxFilter{State: &ready})
+	if err != nil {
+		return fmt.Errorf("list pods: %w", err)
+	}
+	for _, p := range pods {
+		s.watchSandbox(p.ID)
+	}
+	return nil
+}

@@ -1,0 +1,98 @@
+package cri
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"slices"
+
+	"github.com/containerd/errdefs"
+	"google.golang.org/protobuf/proto"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"ketch.dev/ketch/cri/store"
+	"ketch.dev/ketch/sandbox"
+	"ketch.dev/ketch/sandbox/cni"
+)
+
+// newID returns a 64-hex-digit ID, as containerd and CRI-O make them.
+func newID() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b) // never fails (crypto/rand)
+	return hex.EncodeToString(b)
+}
+
+// checkPodConfig refuses what the CRI does not allow in a pod config.
+func (s *Server) checkPodConfig(cfg *runtimeapi.PodSandboxConfig, handler string) error {
+	md := cfg.GetMetadata()
+	switch {
+	case cfg == nil:
+		return fmt.Errorf("pod sandbox config is missing: %w", errdefs.ErrInvalidArgument)
+	case md.GetName() == "" || md.GetNamespace() == "" || md.GetUid() == "":
+		return fmt.Errorf("pod metadata needs a name, namespace and uid (got %q, %q, %q): %w",
+			md.GetName(), md.GetNamespace(), md.GetUid(), errdefs.ErrInvalidArgument)
+	case handler != "" && !slices.Contains(s.cfg.RuntimeHandlers, handler):
+		return fmt.Errorf("runtime handler %q is not configured (have %q): %w", handler, s.cfg.RuntimeHandlers, errdefs.ErrInvalidArgument)
+	}
+	ns := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions()
+	if ns.GetPid() == runtimeapi.NamespaceMode_TARGET {
+		return fmt.Errorf("pid namespace mode TARGET is for containers, not pods: %w", errdefs.ErrInvalidArgument)
+	}
+	for _, m := range []runtimeapi.NamespaceMode{ns.GetNetwork(), ns.GetIpc()} {
+		if m != runtimeapi.NamespaceMode_POD && m != runtimeapi.NamespaceMode_NODE {
+			return fmt.Errorf("network and ipc namespaces are POD or NODE, not %s: %w", m, errdefs.ErrInvalidArgument)
+		}
+	}
+	for _, pm := range cfg.GetPortMappings() {
+		if pm.GetContainerPort() <= 0 || pm.GetContainerPort() > 65535 || pm.GetHostPort() < 0 || pm.GetHostPort() > 65535 {
+			return fmt.Errorf("port mapping %d -> %d is out of range: %w", pm.GetHostPort(), pm.GetContainerPort(), errdefs.ErrInvalidArgument)
+		}
+	}
+	return nil
+}
+
+// podSpec translates a pod config into what sandbox.Manager runs. It is
+// also how Stop and Remove rebuild the Spec from the stored config.
+func podSpec(id string, cfg *runtimeapi.PodSandboxConfig) sandbox.Spec {
+	md := cfg.GetMetadata()
+	ns := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions()
+	s := sandbox.Spec{
+		ID:           id,
+		Name:         md.GetName(),
+		Namespace:    md.GetNamespace(),
+		UID:          md.GetUid(),
+		Hostname:     cfg.GetHostname(),
+		HostNetwork:  ns.GetNetwork() == runtimeapi.NamespaceMode_NODE,
+		HostPID:      ns.GetPid() == runtimeapi.NamespaceMode_NODE,
+		HostIPC:      ns.GetIpc() == runtimeapi.NamespaceMode_NODE,
+		CgroupParent: cfg.GetLinux().GetCgroupParent(),
+		Sysctls:      cfg.GetLinux().GetSysctls(),
+	}
+	if d := cfg.GetDnsConfig(); d != nil {
+		s.DNS = &sandbox.DNS{Servers: d.GetServers(), Searches: d.GetSearches(), Options: d.GetOptions()}
+	}
+	for _, pm := range cfg.GetPortMappings() {
+		s.PortMappings = append(s.PortMappings, cni.PortMapping{
+			Protocol:      pm.GetProtocol().String(),
+			ContainerPort: pm.GetContainerPort(),
+			HostPort:      pm.GetHostPort(),
+			HostIP:        pm.GetHostIp(),
+		})
+	}
+	return s
+}
+
+// storedSpec rebuilds the Spec a stored pod was run from.
+func storedSpec(sb store.Sandbox) (sandbox.Spec, error) {
+	var cfg runtimeapi.PodSandboxConfig
+	if err := proto.Unmarshal(sb.Config, &cfg); err != nil {
+		return sandbox.Spec{}, fmt.Errorf("pod %s: stored config: %w: %w", sb.ID, errdefs.ErrDataLoss, err)
+	}
+	return podSpec(sb.ID, &cfg), nil
+}
+
+// sandboxKey is the name a pod reserves: kubelet makes a new attempt, not a
+// second pod of the same attempt.
+func sandboxKey(md *runtimeapi.PodSandboxMetadata) string {
+	return fmt.Sprintf("%s_%s_%s_%d", md.GetName(), md.GetNamespace(), md.GetUid(), md.GetAttempt())
+}

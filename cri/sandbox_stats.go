@@ -1,0 +1,105 @@
+package cri
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"ketch.dev/ketch/cri/store"
+	"ketch.dev/ketch/sandbox"
+)
+
+// PodSandboxStats reports a running pod's CPU, memory, process and network
+// usage. A pod that is not running has none: NotFound, as in containerd.
+func (s *Server) PodSandboxStats(ctx context.Context, req *runtimeapi.PodSandboxStatsRequest) (*runtimeapi.PodSandboxStatsResponse, error) {
+	sb, err := s.findSandbox(req.GetPodSandboxId())
+	if err != nil {
+		return nil, fmt.Errorf("pod sandbox stats: %w", err)
+	}
+	st, err := s.podStats(ctx, sb)
+	if err != nil {
+		return nil, err
+	}
+	return &runtimeapi.PodSandboxStatsResponse{Stats: st}, nil
+}
+
+// ListPodSandboxStats reports the stats of the ready pods the filter
+// selects; a pod that stops while the list is made is left out.
+func (s *Server) ListPodSandboxStats(ctx context.Context, req *runtimeapi.ListPodSandboxStatsRequest) (*runtimeapi.ListPodSandboxStatsResponse, error) {
+	ready := store.SandboxReady
+	pods, err := s.store.ListSandboxes(store.SandboxFilter{
+		ID: req.GetFilter().GetId(), LabelSelector: req.GetFilter().GetLabelSelector(), State: &ready,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list pod sandbox stats: %w", err)
+	}
+	resp := &runtimeapi.ListPodSandboxStatsResponse{}
+	for _, sb := range pods {
+		st, err := s.podStats(ctx, sb)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, err
+			}
+			slog.Debug("no stats for pod", "pod", sb.ID, "err", err)
+			continue
+		}
+		resp.Stats = append(resp.Stats, st)
+	}
+	return resp, nil
+}
+
+func (s *Server) podStats(ctx context.Context, sb store.Sandbox) (*runtimeapi.PodSandboxStats, error) {
+	spec, err := storedSpec(sb)
+	if err != nil {
+		return nil, err
+	}
+	st, err := s.sandboxes.Stats(ctx, spec)
+	if err != nil {
+		return nil, err
+	}
+	return toCRIPodStats(sb, st), nil
+}
+
+func toCRIPodStats(sb store.Sandbox, st sandbox.Stats) *runtimeapi.PodSandboxStats {
+	ts := st.At.UnixNano()
+	linux := &runtimeapi.LinuxPodSandboxStats{
+		Cpu: &runtimeapi.CpuUsage{Timestamp: ts, UsageCoreNanoSeconds: &runtimeapi.UInt64Value{Value: st.CPUUsageNanos}},
+		Memory: &runtimeapi.MemoryUsage{
+			Timestamp:       ts,
+			WorkingSetBytes: &runtimeapi.UInt64Value{Value: st.MemoryWorkingSet},
+			UsageBytes:      &runtimeapi.UInt64Value{Value: st.MemoryUsage},
+			RssBytes:        &runtimeapi.UInt64Value{Value: st.MemoryRSS},
+			PageFaults:      &runtimeapi.UInt64Value{Value: st.PageFaults},
+			MajorPageFaults: &runtimeapi.UInt64Value{Value: st.MajorPageFaults},
+		},
+		Process: &runtimeapi.ProcessUsage{Timestamp: ts, ProcessCount: &runtimeapi.UInt64Value{Value: st.Processes}},
+	}
+	if len(st.Interfaces) > 0 {
+		linux.Network = &runtimeapi.NetworkUsage{Timestamp: ts}
+		for i, n := range st.Interfaces {
+			u := &runtimeapi.NetworkInterfaceUsage{
+				Name:     n.Name,
+				RxBytes:  &runtimeapi.UInt64Value{Value: n.RxBytes},
+				RxErrors: &runtimeapi.UInt64Value{Value: n.RxErrors},
+				TxBytes:  &runtimeapi.UInt64Value{Value: n.TxBytes},
+				TxErrors: &runtimeapi.UInt64Value{Value: n.TxErrors},
+			}
+			// kubelet's default interface is the one CNI made: eth0.
+			if i == 0 || n.Name == "eth0" {
+				linux.Network.DefaultInterface = u
+			}
+			linux.Network.Interfaces = append(linux.Network.Interfaces, u)
+		}
+	}
+	return &runtimeapi.PodSandboxStats{
+		Attributes: &runtimeapi.PodSandboxAttributes{
+			Id:          sb.ID,
+			Metadata:    &runtimeapi.PodSandboxMetadata{Name: sb.Name, Namespace: sb.Namespace, Uid: sb.UID, Attempt: sb.Attempt},
+			Labels:      sb.Labels,
+			Annotations: sb.Annotations,
+		},
+		Linux: linux,
+	}
+}

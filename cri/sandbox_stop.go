@@ -1,0 +1,71 @@
+package cri
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/containerd/errdefs"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"ketch.dev/ketch/cri/store"
+)
+
+// StopPodSandbox ends the pod's processes and frees its network; the record
+// stays, NOTREADY, until RemovePodSandbox. Stopping a stopped or unknown
+// pod succeeds: kubelet retries stops, and a pod removed meanwhile is as
+// stopped as it gets.
+func (s *Server) StopPodSandbox(ctx context.Context, req *runtimeapi.StopPodSandboxRequest) (*runtimeapi.StopPodSandboxResponse, error) {
+	sb, err := s.findSandbox(req.GetPodSandboxId())
+	if errdefs.IsNotFound(err) {
+		return &runtimeapi.StopPodSandboxResponse{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("stop pod sandbox: %w", err)
+	}
+	spec, err := storedSpec(sb)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.sandboxes.Stop(ctx, spec); err != nil {
+		return nil, err
+	}
+	_, err = s.store.UpdateSandbox(sb.ID, func(sb *store.Sandbox) error {
+		sb.State = store.SandboxNotReady
+		return nil
+	})
+	if err != nil && !errdefs.IsNotFound(err) {
+		return nil, fmt.Errorf("stop pod sandbox %s: %w", sb.ID, err)
+	}
+	return &runtimeapi.StopPodSandboxResponse{}, nil
+}
+
+// RemovePodSandbox removes the pod and everything it holds, stopping it
+// first if needed. Removing an unknown pod succeeds, as kubelet expects.
+func (s *Server) RemovePodSandbox(ctx context.Context, req *runtimeapi.RemovePodSandboxRequest) (*runtimeapi.RemovePodSandboxResponse, error) {
+	sb, err := s.findSandbox(req.GetPodSandboxId())
+	if errdefs.IsNotFound(err) {
+		return &runtimeapi.RemovePodSandboxResponse{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("remove pod sandbox: %w", err)
+	}
+	spec, err := storedSpec(sb)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.sandboxes.Remove(ctx, spec); err != nil {
+		return nil, err
+	}
+	if err := s.store.DeleteSandbox(sb.ID); err != nil {
+		return nil, fmt.Errorf("remove pod sandbox %s: %w", sb.ID, err)
+	}
+	return &runtimeapi.RemovePodSandboxResponse{}, nil
+}
+
+// findSandbox looks a pod up by ID or unique ID prefix.
+func (s *Server) findSandbox(idOrPrefix string) (store.Sandbox, error) {
+	if idOrPrefix == "" {
+		return store.Sandbox{}, fmt.Errorf("pod sandbox ID is empty: %w", errdefs.ErrInvalidArgument)
+	}
+	return s.store.GetSandbox(idOrPrefix)
+}

@@ -1,0 +1,301 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"golang.org/x/sync/errgroup"
+
+	"ketch.dev/ketch/oci/shim"
+	"ketch.dev/ketch/sandbox/netns"
+)
+
+// networkDown marks a pod whose network Stop has torn down, so that a
+// second Stop and the Remove after it do not run CNI DEL again.
+const networkDown = "network-down"
+
+// cleanupTimeout bounds the undoing of a failed Run: the request's deadline
+// may be what made it fail.
+const cleanupTimeout = 30 * time.Second
+
+// Run starts pod s: its files, its netns and CNI network, its shim and
+// ketch-init. CNI ADD and the start of ketch-init run at the same time. A
+// failure at any step undoes every step before it, so a failed Run leaves
+// nothing behind and can be retried with the same Spec.
+func (m *Manager) Run(ctx context.Context, s Spec) (_ Pod, retErr error) {
+	if s.Hostname == "" && !s.HostNetwork {
+		// What a new UTS namespace starts with, as in containerd.
+		s.Hostname, _ = os.Hostname()
+	}
+	if err := checkSpec(s); err != nil {
+		return Pod{}, fmt.Errorf("run pod %s: %w", s.ID, err)
+	}
+	defer m.lock(s.ID)()
+	dir := m.podDir(s.ID)
+	if err := os.MkdirAll(filepath.Dir(dir), 0o711); err != nil {
+		return Pod{}, fmt.Errorf("run pod %s: %w", s.ID, err)
+	}
+	if err := os.Mkdir(dir, 0o711); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			err = fmt.Errorf("pod directory %s exists: %w", dir, errdefs.ErrAlreadyExists)
+		}
+		return Pod{}, fmt.Errorf("run pod %s: %w", s.ID, err)
+	}
+	defer func() {
+		if retErr == nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+		defer cancel()
+		if err := m.remove(ctx, s); err != nil {
+			slog.Error("undo failed pod start", "pod", s.ID, "err", err)
+			retErr = fmt.Errorf("%w; undoing it failed too: %v", retErr, err)
+		}
+	}()
+
+	files, err := writeFiles(dir, s)
+	if err != nil {
+		return Pod{}, fmt.Errorf("run pod %s: %w", s.ID, err)
+	}
+	shm := hostShm
+	if !s.HostIPC {
+		if shm, err = mountShm(dir, m.o.ShmSize); err != nil {
+			return Pod{}, fmt.Errorf("run pod %s: %w", s.ID, err)
+		}
+	}
+	var pod Pod
+	if !s.HostNetwork {
+		if pod.NetNSPath, err = netns.Create(m.netnsDir(), s.ID); err != nil {
+			return Pod{}, fmt.Errorf("run pod %s: %w", s.ID, err)
+		}
+	}
+
+	// Neither step cancels the other when it fails: a plugin killed half-way
+	// through ADD can leave what DEL cannot undo. The deadline bounds both.
+	var g errgroup.Group
+	if pod.NetNSPath != "" {
+		g.Go(func() error {
+			res, err := m.o.Network.Setup(ctx, s.ID, pod.NetNSPath, cniPod(s))
+			pod.IPs = res.IPs
+			return err
+		})
+	}
+	g.Go(func() error {
+		var err error
+		pod.PID, err = m.startInit(ctx, s, files, shm, pod.NetNSPath)
+		return err
+	})
+	if err := g.Wait(); err != nil {
+		return Pod{}, fmt.Errorf("run pod %s: %w", s.ID, err)
+	}
+	return pod, nil
+}
+
+// startInit launches the pod's shim and has it start ketch-init.
+func (m *Manager) startInit(ctx context.Context, s Spec, f podFiles, shmPath, netnsPath string) (int, error) {
+	dir := m.podDir(s.ID)
+	c, err := shim.Launch(ctx, shim.LaunchOptions{
+		Binary: m.o.ShimBinary, ID: s.ID, Dir: dir, Log: filepath.Join(dir, "shim.log"),
+	})
+	if err != nil {
+		return 0, err
+	}
+	m.mu.Lock()
+	m.shims[s.ID] = c
+	m.mu.Unlock()
+	parent := s.CgroupParent
+	if parent == "" && m.o.CgroupDriver != shim.DriverSystemd {
+		parent = DefaultCgroupParent
+	}
+	hostname := s.Hostname
+	if s.HostNetwork {
+		hostname = ""
+	}
+	return c.StartSandbox(ctx, &shim.SandboxConfig{
+		Rootfs:         m.rootfs,
+		Hostname:       hostname,
+		NetNSPath:      netnsPath,
+		HostPID:        s.HostPID,
+		HostIPC:        s.HostIPC,
+		HostUTS:        s.HostNetwork,
+		Cgroup:         shim.Cgroup{Driver: m.o.CgroupDriver, Parent: parent, Name: s.ID},
+		OOMScoreAdj:    sandboxOOMScoreAdj,
+		Sysctls:        s.Sysctls,
+		ShmPath:        shmPath,
+		HostsPath:      f.hosts,
+		ResolvConfPath: f.resolvConf,
+		HostnamePath:   f.hostname,
+	})
+}
+
+// Stop ends the pod's processes and detaches it from the network; its
+// files and its shim stay until Remove. Stopping a stopped pod succeeds.
+func (m *Manager) Stop(ctx context.Context, s Spec) error {
+	defer m.lock(s.ID)()
+	if err := m.stopInit(ctx, s.ID); err != nil {
+		return fmt.Errorf("stop pod %s: %w", s.ID, err)
+	}
+	if err := m.teardown(ctx, s); err != nil {
+		return fmt.Errorf("stop pod %s: %w", s.ID, err)
+	}
+	return nil
+}
+
+// stopInit kills ketch-init and waits until the shim has recorded its exit.
+// KILL rather than TERM: pause mode has nothing to clean up, and KILL of a
+// PID namespace's init ends every process left in it at once. When the
+// shim is gone, its pod's processes are killed without it.
+func (m *Manager) stopInit(ctx context.Context, id string) error {
+	c, err := m.client(ctx, id)
+	if errdefs.IsNotFound(err) {
+		return shim.Destroy(ctx, m.podDir(id), id)
+	}
+	if err != nil {
+		return err
+	}
+	err = c.Kill(ctx, id, syscall.SIGKILL, false)
+	if err == nil {
+		_, err = c.Wait(ctx, id)
+	}
+	switch {
+	case c.Gone(err):
+		m.forget(id)
+		return shim.Destroy(ctx, m.podDir(id), id)
+	case errdefs.IsFailedPrecondition(err), errdefs.IsNotFound(err):
+		return nil // exited already, or never started
+	}
+	return err
+}
+
+// teardown runs CNI DEL once, and removes the netns pin's use by the
+// plugins; the pin itself goes at Remove, as the CRI keeps the network
+// namespace path valid in the status of a stopped pod.
+func (m *Manager) teardown(ctx context.Context, s Spec) error {
+	if s.HostNetwork {
+		return nil
+	}
+	marker := filepath.Join(m.podDir(s.ID), networkDown)
+	if _, err := os.Stat(marker); err == nil {
+		return nil
+	}
+	if err := m.o.Network.Teardown(ctx, s.ID, m.netnsPath(s.ID), cniPod(s)); err != nil {
+		return err
+	}
+	if err := os.WriteFile(marker, nil, 0o600); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// Remove stops the pod if needed and removes everything it holds: shim,
+// processes, cgroup, network, netns, mounts and files. Removing a removed
+// pod succeeds.
+func (m *Manager) Remove(ctx context.Context, s Spec) error {
+	defer m.lock(s.ID)()
+	if err := m.remove(ctx, s); err != nil {
+		return fmt.Errorf("remove pod %s: %w", s.ID, err)
+	}
+	return nil
+}
+
+// remove undoes whatever of Run exists; it must cope with any step of Run
+// missing, as it also undoes a Run that failed half-way.
+func (m *Manager) remove(ctx context.Context, s Spec) error {
+	dir := m.podDir(s.ID)
+	c, err := m.client(ctx, s.ID)
+	if err == nil {
+		err = c.Shutdown(ctx)
+		m.forget(s.ID)
+		if c.Gone(err) {
+			err = errdefs.ErrNotFound
+		}
+	}
+	if errdefs.IsNotFound(err) {
+		// A shim that died leaves its pod's processes and cgroup behind.
+		err = shim.Destroy(ctx, dir, s.ID)
+	}
+	if err != nil {
+		return err
+	}
+	if err := m.teardown(ctx, s); err != nil {
+		return err
+	}
+	if err := netns.Remove(m.netnsPath(s.ID)); err != nil {
+		return err
+	}
+	if err := unmountShm(dir); err != nil {
+		return err
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return err
+	}
+	return nil
+}
+
+// Ready reports whether the pod's ketch-init runs. A pod whose shim is gone
+// is not ready.
+func (m *Manager) Ready(ctx context.Context, id string) (bool, error) {
+	c, err := m.client(ctx, id)
+	if errdefs.IsNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	st, err := c.State(ctx, id)
+	switch {
+	case errdefs.IsNotFound(err):
+		return false, nil
+	case c.Gone(err):
+		m.forget(id)
+		return false, nil
+	case err != nil:
+		return false, err
+	}
+	return st.Status == shim.StatusRunning, nil
+}
+
+// Wait blocks until the pod's ketch-init has exited or its shim is gone,
+// and returns nil then; it returns ctx's error if ctx ends first.
+func (m *Manager) Wait(ctx context.Context, id string) error {
+	c, err := m.client(ctx, id)
+	if errdefs.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	_, err = c.Wait(ctx, id)
+	switch {
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case c.Gone(err):
+		m.forget(id)
+	}
+	return nil
+}
+
+func checkSpec(s Spec) error {
+	if !shim.ValidID(s.ID) {
+		return fmt.Errorf("pod id %q: %w", s.ID, errdefs.ErrInvalidArgument)
+	}
+	if !s.HostNetwork && !shim.ValidHostname(s.Hostname) {
+		return fmt.Errorf("hostname %q is not an RFC 1123 name: %w", s.Hostname, errdefs.ErrInvalidArgument)
+	}
+	if s.DNS != nil {
+		for _, srv := range s.DNS.Servers {
+			if _, err := netip.ParseAddr(srv); err != nil {
+				return fmt.Errorf("DNS server %q is not an IP address: %w", srv, errdefs.ErrInvalidArgument)
+			}
+		}
+	}
+	return nil
+}

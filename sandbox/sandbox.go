@@ -1,0 +1,219 @@
+// Package sandbox runs pods. A pod is a per-pod ketch-shim whose first
+// container is ketch-init in pause mode: PID 1 of the pod, holder of its
+// PID, IPC and UTS namespaces, joined to a network namespace pinned under
+// <state>/netns and networked through CNI. The pod's files (hosts,
+// resolv.conf, hostname, the /dev/shm tmpfs) live in <state>/pods/<id>.
+//
+// Manager knows nothing of the CRI: package cri translates requests into a
+// Spec and keeps the pod records.
+package sandbox
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/containerd/errdefs"
+
+	"ketch.dev/ketch/oci/shim"
+	"ketch.dev/ketch/sandbox/cni"
+)
+
+// Spec is what a pod is run from. Stop and Remove take the same Spec, so
+// they need no state of their own: package cri keeps it with the pod.
+type Spec struct {
+	ID                   string
+	Name, Namespace, UID string
+	// Hostname of the pod; ignored with HostNetwork, where the pod has
+	// the node's UTS namespace, as kubelet expects of host-network pods.
+	Hostname     string
+	HostNetwork  bool
+	HostPID      bool
+	HostIPC      bool
+	DNS          *DNS // nil: the node's resolv.conf
+	PortMappings []cni.PortMapping
+	// CgroupParent is where the pod's cgroups go: a path for cgroupfs, a
+	// slice for systemd. Empty is DefaultCgroupParent (cgroupfs) or
+	// system.slice (systemd).
+	CgroupParent string
+	Sysctls      map[string]string
+}
+
+// DNS is the pod's resolv.conf.
+type DNS struct {
+	Servers, Searches, Options []string
+}
+
+// Pod is what Run made.
+type Pod struct {
+	PID       int          // ketch-init's host PID
+	NetNSPath string       // "" with the node's network
+	IPs       []netip.Addr // the pod's IPs, IPv4 first; none with the node's network
+}
+
+// DefaultCgroupParent holds the cgroups of pods that name no parent, so
+// that ketch's cgroups never litter the root of a hierarchy.
+const DefaultCgroupParent = "/ketch"
+
+// sandboxOOMScoreAdj is what kubelet's pod infra container gets: the pod's
+// PID 1 must be the last thing the OOM killer takes (the shim clamps it to
+// what this host allows).
+const sandboxOOMScoreAdj = -998
+
+// Network attaches pods to the node's pod network; *cni.Manager is one.
+type Network interface {
+	Setup(ctx context.Context, podID, netnsPath string, pod cni.Pod) (cni.Result, error)
+	Teardown(ctx context.Context, podID, netnsPath string, pod cni.Pod) error
+}
+
+// Options configure a Manager.
+type Options struct {
+	// StateDir is the volatile state: <StateDir>/pods/<id> and
+	// <StateDir>/netns/<id>.
+	StateDir string
+	// RootDir is persistent: the sandbox rootfs ketch-init runs from.
+	RootDir    string
+	ShimBinary string
+	InitBinary string
+	// CgroupDriver is shim.DriverCgroupfs or shim.DriverSystemd.
+	CgroupDriver string
+	// ShmSize is the size of each pod's /dev/shm in bytes.
+	ShmSize int64
+	Network Network
+}
+
+// Manager runs, stops and removes pods. It is safe for concurrent use;
+// calls for one pod are serialised.
+type Manager struct {
+	o      Options
+	rootfs string
+
+	mu sync.Mutex
+	// shims holds the open connection to each pod's shim, made at Run or
+	// on first use after a restart; guarded by mu.
+	shims map[string]*shim.Client
+	// pods holds a lock per pod ID in use, so that Run, Stop and Remove of
+	// one pod never interleave; guarded by mu.
+	pods map[string]*podLock
+}
+
+type podLock struct {
+	mu    sync.Mutex
+	users int // guarded by Manager.mu
+}
+
+// maxSocketPath is what fits in sockaddr_un.sun_path with its NUL.
+const maxSocketPath = 107
+
+// New prepares the sandbox rootfs and returns a Manager.
+func New(o Options) (*Manager, error) {
+	// A pod's shim socket is <state>/pods/<64-hex id>/shim.sock; the
+	// kernel would refuse it later, pod by pod, with an unclear error.
+	if n := len(filepath.Join(o.StateDir, "pods", fmt.Sprintf("%064d", 0), "shim.sock")); n > maxSocketPath {
+		return nil, fmt.Errorf("state dir %s is too long: shim sockets would be %d bytes, unix sockets take %d: %w",
+			o.StateDir, n, maxSocketPath, errdefs.ErrInvalidArgument)
+	}
+	for _, b := range []string{o.ShimBinary, o.InitBinary} {
+		if _, err := os.Stat(b); err != nil {
+			return nil, fmt.Errorf("sandbox: %w", err)
+		}
+	}
+	if o.ShmSize <= 0 {
+		return nil, fmt.Errorf("sandbox: shm size %d: %w", o.ShmSize, errdefs.ErrInvalidArgument)
+	}
+	rootfs, err := installRootfs(filepath.Join(o.RootDir, "sandbox"), o.InitBinary)
+	if err != nil {
+		return nil, err
+	}
+	return &Manager{o: o, rootfs: rootfs, shims: map[string]*shim.Client{}, pods: map[string]*podLock{}}, nil
+}
+
+// Close drops the connections to the shims; the pods keep running.
+func (m *Manager) Close() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for id, c := range m.shims {
+		c.Close()
+		delete(m.shims, id)
+	}
+}
+
+// lock serialises the calls for pod id; the returned func unlocks.
+func (m *Manager) lock(id string) func() {
+	m.mu.Lock()
+	l := m.pods[id]
+	if l == nil {
+		l = &podLock{}
+		m.pods[id] = l
+	}
+	l.users++
+	m.mu.Unlock()
+	l.mu.Lock()
+	return func() {
+		l.mu.Unlock()
+		m.mu.Lock()
+		if l.users--; l.users == 0 {
+			delete(m.pods, id)
+		}
+		m.mu.Unlock()
+	}
+}
+
+func (m *Manager) podDir(id string) string    { return filepath.Join(m.o.StateDir, "pods", id) }
+func (m *Manager) netnsDir() string           { return filepath.Join(m.o.StateDir, "netns") }
+func (m *Manager) netnsPath(id string) string { return filepath.Join(m.netnsDir(), id) }
+
+// NetNSPath is where pod id's network namespace is pinned ("" with the
+// node's network), for callers that run things in it.
+func (m *Manager) NetNSPath(s Spec) string {
+	if s.HostNetwork {
+		return ""
+	}
+	return m.netnsPath(s.ID)
+}
+
+func cniPod(s Spec) cni.Pod {
+	return cni.Pod{Namespace: s.Namespace, Name: s.Name, UID: s.UID, PortMappings: s.PortMappings}
+}
+
+// client returns the connection to pod id's shim, connecting on first use
+// (after a ketchd restart). errdefs.ErrNotFound: no shim serves the pod.
+func (m *Manager) client(ctx context.Context, id string) (*shim.Client, error) {
+	m.mu.Lock()
+	c := m.shims[id]
+	if c != nil && c.Closed() {
+		// The shim died (or a restart replaced it): ask the socket anew.
+		delete(m.shims, id)
+		c = nil
+	}
+	m.mu.Unlock()
+	if c != nil {
+		return c, nil
+	}
+	c, err := shim.Connect(ctx, m.podDir(id))
+	if err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if old := m.shims[id]; old != nil && !old.Closed() {
+		c.Close()
+		return old, nil
+	}
+	m.shims[id] = c
+	return c, nil
+}
+
+// forget drops the connection to pod id's shim.
+func (m *Manager) forget(id string) {
+	m.mu.Lock()
+	c := m.shims[id]
+	delete(m.shims, id)
+	m.mu.Unlock()
+	if c != nil {
+		c.Close()
+	}
+}

@@ -1,0 +1,80 @@
+package sandbox
+
+import (
+	"context"
+	"fmt"
+	"net"
+
+	"github.com/containerd/errdefs"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"ketch.dev/ketch/oci/shim"
+	"ketch.dev/ketch/sandbox/netns"
+)
+
+// Stats is a pod's resource usage: its cgroup's, and its interfaces' in
+// its own network namespace.
+type Stats struct {
+	shim.Stats
+	Interfaces []Interface // none for a pod on the node's network
+}
+
+// Interface is one network interface's counters.
+type Interface struct {
+	Name                                 string
+	RxBytes, RxErrors, TxBytes, TxErrors uint64
+}
+
+// Stats reads pod s's usage. A pod whose shim is gone has none:
+// errdefs.ErrNotFound.
+func (m *Manager) Stats(ctx context.Context, s Spec) (Stats, error) {
+	c, err := m.client(ctx, s.ID)
+	if err != nil {
+		return Stats{}, fmt.Errorf("stats of pod %s: %w", s.ID, err)
+	}
+	st, err := c.Stats(ctx, s.ID)
+	if err != nil {
+		return Stats{}, fmt.Errorf("stats of pod %s: %w", s.ID, err)
+	}
+	out := Stats{Stats: st}
+	if s.HostNetwork {
+		return out, nil
+	}
+	err = netns.Do(m.netnsPath(s.ID), func() error {
+		out.Interfaces, err = interfaces()
+		return err
+	})
+	if errdefs.IsNotFound(err) {
+		return out, nil // a stopped pod's netns may be gone
+	}
+	if err != nil {
+		return Stats{}, fmt.Errorf("network stats of pod %s: %w", s.ID, err)
+	}
+	return out, nil
+}
+
+// interfaces lists the counters of the current thread's netns, lo left out.
+func interfaces() ([]Interface, error) {
+	// A handle of its own: netlink's package handle was opened in the
+	// node's netns.
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+	links, err := h.LinkList()
+	if err != nil {
+		return nil, err
+	}
+	var out []Interface
+	for _, l := range links {
+		a := l.Attrs()
+		if a.Flags&net.FlagLoopback != 0 || a.Statistics == nil {
+			continue
+		}
+		out = append(out, Interface{Name: a.Name, RxBytes: a.Statistics.RxBytes, RxErrors: a.Statistics.RxErrors,
+			TxBytes: a.Statistics.TxBytes, TxErrors: a.Statistics.TxErrors})
+	}
+	return out, nil
+}

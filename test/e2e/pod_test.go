@@ -1,0 +1,535 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// TestPodLifecycle runs a pod with everything a kubelet pod config carries
+// and checks each part on the host, then stops and removes it (twice each).
+func TestPodLifecycle(t *testing.T) {
+	d := startKetchd(t, daemonOpts{network: true})
+	cfg := podConfig(t, "lifecycle")
+	cfg.Labels = map[string]string{"app": "web", "io.kubernetes.pod.name": "lifecycle"}
+	cfg.Annotations = map[string]string{"note": "kept as is"}
+	cfg.DnsConfig = &runtimeapi.DNSConfig{Servers: []string{"10.10.10.10"}, Searches: []string{"e2e.test"}, Options: []string{"ndots:8"}}
+	cfg.PortMappings = []*runtimeapi.PortMapping{{Protocol: runtimeapi.Protocol_TCP, ContainerPort: 80, HostPort: 18080, HostIp: "127.0.0.1"}}
+	cfg.Linux.Sysctls = map[string]string{"kernel.shm_rmid_forced": "1"}
+	id := d.runPod(t, cfg)
+
+	st, _ := d.podStatus(t, id)
+	if st.State != runtimeapi.PodSandboxState_SANDBOX_READY {
+		t.Errorf("state %v, want READY", st.State)
+	}
+	if md := st.Metadata; md.Name != "lifecycle" || md.Namespace != "e2e" || md.Uid != "uid-lifecycle" || md.Attempt != 1 {
+		t.Errorf("metadata %+v", md)
+	}
+	if st.Labels["app"] != "web" || st.Annotations["note"] != "kept as is" {
+		t.Errorf("labels %v, annotations %v", st.Labels, st.Annotations)
+	}
+	if age := time.Since(time.Unix(0, st.CreatedAt)); age < 0 || age > time.Minute {
+		t.Errorf("created_at %v ago", age)
+	}
+	ip, err := netip.ParseAddr(st.GetNetwork().GetIp())
+	if err != nil || !netip.MustParsePrefix(podSubnet).Contains(ip) {
+		t.Fatalf("pod IP %q is not in %s", st.GetNetwork().GetIp(), podSubnet)
+	}
+
+	pid := d.podPID(t, id)
+	// ketch-init is PID 1 of a PID namespace of the pod's own.
+	if nspid := procField(t, pid, "NSpid"); !strings.HasSuffix(nspid, "\t1") {
+		t.Errorf("NSpid of ketch-init = %q, want PID 1 in its own namespace", nspid)
+	}
+	if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); strings.TrimSpace(string(comm)) != "ketch-init" {
+		t.Errorf("the pod's PID 1 is %q", comm)
+	}
+	if got := inPod(t, pid, "-u", "hostname"); got != "lifecycle" {
+		t.Errorf("hostname in the pod = %q", got)
+	}
+	pin := filepath.Join(d.state, "netns", id)
+	if nsInode(t, pin) != nsInode(t, fmt.Sprintf("/proc/%d/ns/net", pid)) {
+		t.Error("ketch-init is not in the pod's pinned netns")
+	}
+	if out := inPod(t, pid, "-n", "ip", "-4", "-o", "addr", "show", "eth0"); !strings.Contains(out, " "+ip.String()+"/") {
+		t.Errorf("eth0 in the pod: %q, want %s", out, ip)
+	}
+	if got := inPod(t, pid, "-i", "cat", "/proc/sys/kernel/shm_rmid_forced"); got != "1" {
+		t.Errorf("sysctl kernel.shm_rmid_forced in the pod = %q, want 1", got)
+	}
+	resolv := readFile(t, fmt.Sprintf("/proc/%d/root/etc/resolv.conf", pid))
+	for _, want := range []string{"nameserver 10.10.10.10", "search e2e.test", "options ndots:8"} {
+		if !strings.Contains(resolv, want) {
+			t.Errorf("resolv.conf %q lacks %q", resolv, want)
+		}
+	}
+	if h := readFile(t, fmt.Sprintf("/proc/%d/root/etc/hostname", pid)); h != "lifecycle\n" {
+		t.Errorf("/etc/hostname = %q", h)
+	}
+	if mi := readFile(t, fmt.Sprintf("/proc/%d/mountinfo", pid)); !strings.Contains(mi, " /dev/shm ") {
+		t.Error("the pod has no /dev/shm of its own")
+	}
+	if out, _ := exec.Command("iptables-save", "-t", "nat").Output(); !strings.Contains(string(out), id) {
+		t.Error("no port mapping rule names the pod")
+	}
+
+	for _, f := range []*runtimeapi.PodSandboxFilter{
+		{Id: id}, {Id: id[:12]}, {LabelSelector: map[string]string{"app": "web"}},
+		{State: &runtimeapi.PodSandboxStateValue{State: runtimeapi.PodSandboxState_SANDBOX_READY}},
+	} {
+		if got := d.pods(t, f); len(got) != 1 || got[0].Id != id || got[0].Labels["app"] != "web" {
+			t.Errorf("ListPodSandbox(%v) = %v, want the pod", f, got)
+		}
+	}
+	for _, f := range []*runtimeapi.PodSandboxFilter{
+		{Id: "0000"}, {LabelSelector: map[string]string{"app": "db"}},
+		{State: &runtimeapi.PodSandboxStateValue{State: runtimeapi.PodSandboxState_SANDBOX_NOTREADY}},
+	} {
+		if got := d.pods(t, f); len(got) != 0 {
+			t.Errorf("ListPodSandbox(%v) = %v, want none", f, got)
+		}
+	}
+	stats, err := d.rt.PodSandboxStats(ctxT(t, 10*time.Second), &runtimeapi.PodSandboxStatsRequest{PodSandboxId: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := stats.Stats.GetLinux()
+	if stats.Stats.GetAttributes().GetId() != id || l.GetMemory().GetWorkingSetBytes().GetValue() == 0 ||
+		l.GetProcess().GetProcessCount().GetValue() == 0 || l.GetNetwork().GetDefaultInterface().GetName() != "eth0" {
+		t.Errorf("PodSandboxStats = %v", stats.Stats)
+	}
+
+	for range 2 {
+		d.stopPod(t, id)
+		if st, _ := d.podStatus(t, id); st.State != runtimeapi.PodSandboxState_SANDBOX_NOTREADY {
+			t.Errorf("after stop: state %v", st.State)
+		}
+	}
+	if alive(pid) {
+		t.Error("ketch-init still runs after StopPodSandbox")
+	}
+	if ipam, _ := filepath.Glob(filepath.Join(d.dir, "ipam", "ketch-e2e", ip.String())); len(ipam) != 0 {
+		t.Errorf("the pod's IP is still allocated after stop: %v", ipam)
+	}
+	for range 2 {
+		d.removePod(t, id)
+	}
+	d.checkPodGone(t, id)
+	checkBridgeEmpty(t)
+	d.stopPod(t, id) // a removed pod is as stopped as it gets
+	_, err = d.rt.PodSandboxStatus(ctxT(t, 10*time.Second), &runtimeapi.PodSandboxStatusRequest{PodSandboxId: id})
+	if status.Code(err) != codes.NotFound {
+		t.Errorf("status of a removed pod: %v, want NotFound", err)
+	}
+}
+
+// TestPodProcessesShareNetwork: two processes that join a pod, as its
+// containers will, see one network namespace: the same interfaces, IP and
+// hostname.
+func TestPodProcessesShareNetwork(t *testing.T) {
+	d := startKetchd(t, daemonOpts{network: true})
+	id := d.runPod(t, podConfig(t, "shared"))
+	pid := d.podPID(t, id)
+	st, _ := d.podStatus(t, id)
+	const probe = `echo "$(hostname) $(readlink /proc/self/ns/net)"; ip -4 -o addr show | awk '{print $2, $4}'`
+	// Two processes started apart, each joining the pod's namespaces.
+	a := inPod(t, pid, "-n", "-u", "sh", "-c", probe)
+	b := inPod(t, pid, "-n", "-u", "sh", "-c", probe)
+	if a != b {
+		t.Errorf("two processes of the pod see different networks:\n%s\n---\n%s", a, b)
+	}
+	for _, want := range []string{"shared net:[", "lo 127.0.0.1/8", "eth0 " + st.Network.Ip + "/"} {
+		if !strings.Contains(a, want) {
+			t.Errorf("the pod's view %q lacks %q", a, want)
+		}
+	}
+	d.stopPod(t, id)
+	d.removePod(t, id)
+	d.checkPodGone(t, id)
+}
+
+// TestPodReapsOrphans: with a shared PID namespace ketch-init is the pod's
+// PID 1 and reaps every orphan; with the node's, it is not PID 1 at all.
+func TestPodReapsOrphans(t *testing.T) {
+	d := startKetchd(t, daemonOpts{network: true})
+	cfg := podConfig(t, "reaper")
+	cfg.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{
+		NamespaceOptions: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_POD},
+	}
+	id := d.runPod(t, cfg)
+	pid := d.podPID(t, id)
+	if nspid := procField(t, pid, "NSpid"); !strings.HasSuffix(nspid, "\t1") {
+		t.Fatalf("NSpid of ketch-init = %q, want PID 1", nspid)
+	}
+	// 100 children whose parents exit at once: each sleep is orphaned in
+	// the pod's PID namespace and reparented to its PID 1.
+	inPod(t, pid, "-p", "sh", "-c", `for i in $(seq 100); do (sleep 2 >/dev/null 2>&1 &); done`)
+	if n := len(childrenOf(pid)); n < 100 {
+		t.Fatalf("ketch-init has %d children, want the 100 orphans", n)
+	}
+	deadline := time.Now().Add(2*time.Second + time.Second) // the sleeps, then 1 s to reap them
+	for time.Now().Before(deadline) && len(childrenOf(pid)) > 0 {
+		time.Sleep(50 * time.Millisecond)
+	}
+	var zombies, left int
+	for _, c := range childrenOf(pid) {
+		left++
+		if st, _ := procState(c); st == 'Z' {
+			zombies++
+		}
+	}
+	if left > 0 {
+		t.Errorf("1 s after the orphans exited ketch-init still has %d children (%d zombies)", left, zombies)
+	}
+	d.stopPod(t, id)
+	d.removePod(t, id)
+	d.checkPodGone(t, id)
+
+	cfg = podConfig(t, "hostpid")
+	cfg.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{
+		NamespaceOptions: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_NODE},
+	}
+	id = d.runPod(t, cfg)
+	pid = d.podPID(t, id)
+	if nsInode(t, fmt.Sprintf("/proc/%d/ns/pid", pid)) != nsInode(t, "/proc/self/ns/pid") {
+		t.Error("a pod with the node's PID namespace got one of its own")
+	}
+	d.removePod(t, id)
+	d.checkPodGone(t, id)
+}
+
+// TestHostNetworkPod: a pod with the node's network and IPC namespaces has
+// them, the node's hostname, no netns pin and no pod IP.
+func TestHostNetworkPod(t *testing.T) {
+	d := startKetchd(t, daemonOpts{network: true})
+	cfg := podConfig(t, "hostnet")
+	cfg.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{
+		NamespaceOptions: &runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_NODE, Ipc: runtimeapi.NamespaceMode_NODE},
+	}
+	id := d.runPod(t, cfg)
+	pid := d.podPID(t, id)
+	for _, ns := range []string{"net", "uts", "ipc"} {
+		if nsInode(t, fmt.Sprintf("/proc/%d/ns/%s", pid, ns)) != nsInode(t, "/proc/self/ns/"+ns) {
+			t.Errorf("the host-network pod has a %s namespace of its own", ns)
+		}
+	}
+	if nsInode(t, fmt.Sprintf("/proc/%d/ns/pid", pid)) == nsInode(t, "/proc/self/ns/pid") {
+		t.Error("the pod shares the node's PID namespace without asking")
+	}
+	host, _ := os.Hostname()
+	if h := readFile(t, fmt.Sprintf("/proc/%d/root/etc/hostname", pid)); h != host+"\n" {
+		t.Errorf("/etc/hostname = %q, want the node's %q", h, host)
+	}
+	if _, err := os.Stat(filepath.Join(d.state, "netns", id)); err == nil {
+		t.Error("a host-network pod got a netns pin")
+	}
+	if st, _ := d.podStatus(t, id); st.GetNetwork().GetIp() != "" || st.State != runtimeapi.PodSandboxState_SANDBOX_READY {
+		t.Errorf("status: state %v, ip %q; want READY without a pod IP", st.State, st.GetNetwork().GetIp())
+	}
+	d.stopPod(t, id)
+	d.removePod(t, id)
+	d.checkPodGone(t, id)
+}
+
+// TestPodInitKilled: a pod whose PID 1 was killed (OOM, an admin) is
+// NOTREADY in status and lists, and stops and removes cleanly.
+func TestPodInitKilled(t *testing.T) {
+	d := startKetchd(t, daemonOpts{network: true})
+	id := d.runPod(t, podConfig(t, "killed"))
+	pid := d.podPID(t, id)
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitNotReady(t, d, id)
+	d.stopPod(t, id)
+	d.removePod(t, id)
+	d.checkPodGone(t, id)
+}
+
+// TestPodShimKilled: a pod whose shim was killed is NOTREADY; Remove still
+// ends its processes (ketch-init outlives its shim) and frees everything.
+func TestPodShimKilled(t *testing.T) {
+	d := startKetchd(t, daemonOpts{network: true})
+	id := d.runPod(t, podConfig(t, "shimkilled"))
+	pid := d.podPID(t, id)
+	shimPid, err := strconv.Atoi(strings.TrimSpace(readFile(t, filepath.Join(d.state, "pods", id, "shim.pid"))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(shimPid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitNotReady(t, d, id)
+	if !alive(pid) {
+		t.Fatal("ketch-init died with its shim; this test needs it orphaned")
+	}
+	d.stopPod(t, id)
+	if alive(pid) {
+		t.Error("StopPodSandbox left the orphaned ketch-init running")
+	}
+	d.removePod(t, id)
+	d.checkPodGone(t, id)
+}
+
+// TestPodVanishedNetns: somebody unmounted the pod's netns; stop and
+// remove still free its IP and everything else.
+func TestPodVanishedNetns(t *testing.T) {
+	d := startKetchd(t, daemonOpts{network: true})
+	id := d.runPod(t, podConfig(t, "vanished"))
+	d.podPID(t, id)
+	if err := syscall.Unmount(filepath.Join(d.state, "netns", id), syscall.MNT_DETACH); err != nil {
+		t.Fatal(err)
+	}
+	d.stopPod(t, id)
+	d.removePod(t, id)
+	d.checkPodGone(t, id)
+	checkBridgeEmpty(t)
+}
+
+// waitNotReady waits for the pod to be reported NOTREADY, then checks that
+// it stays so in status and in lists.
+func waitNotReady(t *testing.T, d *daemon, id string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st, _ := d.podStatus(t, id)
+		if st.State == runtimeapi.PodSandboxState_SANDBOX_NOTREADY {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the pod is still READY 5 s after its PID 1 died")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for range 3 {
+		if st, _ := d.podStatus(t, id); st.State != runtimeapi.PodSandboxState_SANDBOX_NOTREADY {
+			t.Errorf("status went back to %v", st.State)
+		}
+		if got := d.pods(t, &runtimeapi.PodSandboxFilter{Id: id}); len(got) != 1 || got[0].State != runtimeapi.PodSandboxState_SANDBOX_NOTREADY {
+			t.Errorf("list shows %v, want the pod NOTREADY", got)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// inPod runs a host program in pid's namespaces (nsenter flags, e.g. -n -u)
+// and returns its trimmed output.
+func inPod(t *testing.T, pid int, args ...string) string {
+	t.Helper()
+	var flags, cmd []string
+	for i, a := range args {
+		if !strings.HasPrefix(a, "-") {
+			flags, cmd = args[:i], args[i:]
+			break
+		}
+	}
+	full := append(append([]string{"-t", strconv.Itoa(pid)}, flags...), append([]string{"--"}, cmd...)...)
+	out, err := exec.Command("nsenter", full...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("nsenter %s: %v\n%s", strings.Join(full, " "), err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func procField(t *testing.T, pid int, key string) string {
+	t.Helper()
+	for _, line := range strings.Split(readFile(t, fmt.Sprintf("/proc/%d/status", pid)), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && k == key {
+			return strings.TrimRight(v, " ")
+		}
+	}
+	t.Fatalf("no %s in /proc/%d/status", key, pid)
+	return ""
+}
+
+// childrenOf lists pid's children.
+func childrenOf(pid int) []int {
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+	var kids []int
+	for _, task := range tasks {
+		data, _ := os.ReadFile(task)
+		for _, f := range strings.Fields(string(data)) {
+			if n, err := strconv.Atoi(f); err == nil {
+				kids = append(kids, n)
+			}
+		}
+	}
+	return kids
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// TestRunPodSandboxBadInput: every refused or failed RunPodSandbox answers
+// a clear code and leaves the host as it was, and the name can be used
+// again afterwards.
+func TestRunPodSandboxBadInput(t *testing.T) {
+	bin := t.TempDir()
+	for name, add := range map[string]string{
+		"ketch-e2e-fail": `echo '{"cniVersion":"1.0.0","code":11,"msg":"ketch-e2e-fail refuses every pod"}'; exit 1`,
+		"ketch-e2e-hang": `exec sleep 300`,
+	} {
+		script := "#!/bin/sh\ncase \"$CNI_COMMAND\" in\nVERSION) echo '{\"cniVersion\":\"1.0.0\",\"supportedVersions\":[\"1.0.0\"]}' ;;\nADD) cat >/dev/null; " +
+			add + " ;;\n*) cat >/dev/null ;;\nesac\n"
+		if err := os.WriteFile(filepath.Join(bin, name), []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d := startKetchd(t, daemonOpts{network: true, extra: fmt.Sprintf("cni_bin_dirs = [%q, \"/usr/lib/cni\"]", bin)})
+	// A second network config that a case swaps in: the bridge does its
+	// part of ADD (veth, IP), then the failing or hanging plugin runs.
+	netd := filepath.Join(d.dir, "net.d", "10-e2e.conflist")
+	good := readFile(t, netd)
+	withPlugin := func(plugin string) func() {
+		return func() {
+			bad := strings.Replace(good, `{"type": "loopback"}`, `{"type": "loopback"}, {"type": "`+plugin+`"}`, 1)
+			if err := os.WriteFile(netd, []byte(bad), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+
+	for _, tc := range []struct {
+		desc    string
+		mutate  func(*runtimeapi.RunPodSandboxRequest)
+		setup   func() // changes the node for this case; undone after it
+		timeout time.Duration
+		code    codes.Code
+		inMsg   string
+	}{
+		{desc: "no config", mutate: func(r *runtimeapi.RunPodSandboxRequest) { r.Config = nil }, code: codes.InvalidArgument},
+		{desc: "no metadata", mutate: func(r *runtimeapi.RunPodSandboxRequest) { r.Config.Metadata = nil }, code: codes.InvalidArgument},
+		{desc: "no uid", mutate: func(r *runtimeapi.RunPodSandboxRequest) { r.Config.Metadata.Uid = "" }, code: codes.InvalidArgument},
+		{desc: "bad hostname", mutate: func(r *runtimeapi.RunPodSandboxRequest) { r.Config.Hostname = "Not_A_Host" },
+			code: codes.InvalidArgument, inMsg: "Not_A_Host"},
+		{desc: "unknown runtime handler", mutate: func(r *runtimeapi.RunPodSandboxRequest) { r.RuntimeHandler = "kata" },
+			code: codes.InvalidArgument, inMsg: "kata"},
+		{desc: "pid namespace TARGET", mutate: func(r *runtimeapi.RunPodSandboxRequest) {
+			r.Config.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{
+				NamespaceOptions: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_TARGET}}
+		}, code: codes.InvalidArgument},
+		{desc: "DNS server not an IP", mutate: func(r *runtimeapi.RunPodSandboxRequest) {
+			r.Config.DnsConfig = &runtimeapi.DNSConfig{Servers: []string{"dns.example"}}
+		}, code: codes.InvalidArgument, inMsg: "dns.example"},
+		{desc: "port out of range", mutate: func(r *runtimeapi.RunPodSandboxRequest) {
+			r.Config.PortMappings = []*runtimeapi.PortMapping{{ContainerPort: 70000}}
+		}, code: codes.InvalidArgument},
+		{desc: "cgroup parent escapes", mutate: func(r *runtimeapi.RunPodSandboxRequest) { r.Config.Linux.CgroupParent = "/ketch-e2e/../x" },
+			code: codes.InvalidArgument},
+		// Refused only once the network is up and the shim runs: the
+		// undo path for both.
+		{desc: "sysctl of no namespace", mutate: func(r *runtimeapi.RunPodSandboxRequest) {
+			r.Config.Linux.Sysctls = map[string]string{"vm.swappiness": "10"}
+		}, code: codes.InvalidArgument, inMsg: "vm.swappiness"},
+		{desc: "cgroup parent that cannot be created", mutate: func(r *runtimeapi.RunPodSandboxRequest) {
+			r.Config.Linux.CgroupParent = "/ketch-e2e/cgroup.procs/x"
+		}, code: codes.FailedPrecondition, inMsg: "cgroup"},
+		{desc: "failing CNI plugin", setup: withPlugin("ketch-e2e-fail"), code: codes.Unavailable, inMsg: "refuses every pod"},
+		{desc: "hanging CNI plugin", setup: withPlugin("ketch-e2e-hang"), timeout: 3 * time.Second, code: codes.DeadlineExceeded},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			req := &runtimeapi.RunPodSandboxRequest{Config: podConfig(t, "bad")}
+			if tc.mutate != nil {
+				tc.mutate(req)
+			}
+			if tc.setup != nil {
+				tc.setup()
+				defer func() { _ = os.WriteFile(netd, []byte(good), 0o644) }()
+			}
+			timeout := tc.timeout
+			if timeout == 0 {
+				timeout = 30 * time.Second
+			}
+			start := time.Now()
+			_, err := d.rt.RunPodSandbox(ctxT(t, timeout), req)
+			if status.Code(err) != tc.code || !strings.Contains(status.Convert(err).Message(), tc.inMsg) {
+				t.Fatalf("got %v, want %v naming %q", err, tc.code, tc.inMsg)
+			}
+			if took := time.Since(start); took > timeout+15*time.Second {
+				t.Errorf("the failure took %v", took)
+			}
+			d.checkNothingLeft(t)
+		})
+	}
+	// Every name was freed: the same pod runs now.
+	id := d.runPod(t, podConfig(t, "bad"))
+	if _, err := d.rt.RunPodSandbox(ctxT(t, 30*time.Second), &runtimeapi.RunPodSandboxRequest{Config: podConfig(t, "bad")}); status.Code(err) != codes.AlreadyExists {
+		t.Errorf("a second pod of the same name and attempt: %v, want AlreadyExists", err)
+	}
+	d.removePod(t, id)
+	d.checkNothingLeft(t)
+}
+
+// checkNothingLeft: the daemon holds no pod, and the host nothing of one.
+func (d *daemon) checkNothingLeft(t *testing.T) {
+	t.Helper()
+	// A failed RunPodSandbox undoes itself before it answers, except for
+	// what the kernel frees by itself a moment later (a killed plugin's
+	// processes): give that a moment.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		left := d.leftovers()
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("left behind: %v", left)
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (d *daemon) leftovers() []string {
+	var left []string
+	for _, dir := range []string{filepath.Join(d.state, "pods"), filepath.Join(d.state, "netns")} {
+		ents, _ := os.ReadDir(dir)
+		for _, e := range ents {
+			left = append(left, filepath.Join(dir, e.Name()))
+		}
+	}
+	if mounts, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(mounts), d.state+"/pods") ||
+		strings.Contains(string(mounts), d.state+"/netns/") {
+		left = append(left, "mounts under "+d.state)
+	}
+	resp, err := d.rt.ListPodSandbox(ctxT(&testing.T{}, 10*time.Second), &runtimeapi.ListPodSandboxRequest{})
+	if err != nil || len(resp.Items) > 0 {
+		left = append(left, fmt.Sprintf("listed pods %v (%v)", resp.GetItems(), err))
+	}
+	if out, _ := exec.Command("ip", "-o", "link", "show", "master", podBridge).Output(); len(strings.TrimSpace(string(out))) > 0 {
+		left = append(left, "veths: "+string(out))
+	}
+	ipam, _ := filepath.Glob(filepath.Join(d.dir, "ipam", "*", "10.*"))
+	left = append(left, ipam...)
+	for _, mnt := range cgroupMounts() {
+		if dirs, _ := filepath.Glob(filepath.Join(mnt, cgroupParent, "*", "cgroup.procs")); len(dirs) > 0 {
+			left = append(left, dirs...)
+		}
+	}
+	if pids := processesOf(d.state); len(pids) > 0 {
+		left = append(left, fmt.Sprintf("processes %v", pids))
+	}
+	if pids := processesOf("ketch-e2e-"); len(pids) > 0 {
+		left = append(left, fmt.Sprintf("plugin processes %v", pids))
+	}
+	return left
+}
