@@ -66,9 +66,13 @@ critest: build
 test:
 	@trap 'test/registry.sh stop' EXIT; $(MAKE) --no-print-directory lint unit e2e critest
 
+# Image benchmarks 10 runs each; pods: 50 sequential lifecycles, then memory with 20 pods.
+BENCH = KETCHD=$(CURDIR)/bin/ketchd $(GO) test -tags e2e -run '^$$' -count=1 -timeout 30m ./test/e2e/... -bench
 bench: build
 	test/setup.sh
-	KETCHD=$(CURDIR)/bin/ketchd $(GO) test -tags e2e -run '^$$' -bench . -benchmem -benchtime 10x -count=1 -timeout 30m ./test/e2e/...
+	$(BENCH) 'Image' -benchmem -benchtime 10x
+	$(BENCH) 'PodSandbox$$' -benchtime 50x
+	$(BENCH) 'PodMemory' -benchtime 1x
 
 clean:
 	rm -rf bin

@@ -66,9 +66,9 @@ func (s *Server) PodSandboxStatus(ctx context.Context, req *runtimeapi.PodSandbo
 // verboseSandbox is the "info" of a verbose PodSandboxStatus; the keys are
 // containerd's, so tools that read one read the other.
 type verboseSandbox struct {
-	PID       int                         `json:"pid"`
-	NetNSPath string                      `json:"netNamespacePath"`
-	State     string                      `json:"state"`
+	PID       int                          `json:"pid"`
+	NetNSPath string                       `json:"netNamespacePath"`
+	State     string                       `json:"state"`
 	Config    *runtimeapi.PodSandboxConfig `json:"config"`
 }
 

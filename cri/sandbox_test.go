@@ -225,9 +225,18 @@ func TestStopAndRemovePodSandbox(t *testing.T) {
 		t.Errorf("status of a removed pod: %v, want NotFound", err)
 	}
 	for _, call := range []func() error{
-		func() error { _, err := intercept(t, d.srv.StopPodSandbox, &runtimeapi.StopPodSandboxRequest{}); return err },
-		func() error { _, err := intercept(t, d.srv.RemovePodSandbox, &runtimeapi.RemovePodSandboxRequest{}); return err },
-		func() error { _, err := intercept(t, d.srv.PodSandboxStatus, &runtimeapi.PodSandboxStatusRequest{}); return err },
+		func() error {
+			_, err := intercept(t, d.srv.StopPodSandbox, &runtimeapi.StopPodSandboxRequest{})
+			return err
+		},
+		func() error {
+			_, err := intercept(t, d.srv.RemovePodSandbox, &runtimeapi.RemovePodSandboxRequest{})
+			return err
+		},
+		func() error {
+			_, err := intercept(t, d.srv.PodSandboxStatus, &runtimeapi.PodSandboxStatusRequest{})
+			return err
+		},
 	} {
 		if err := call(); status.Code(err) != codes.InvalidArgument {
 			t.Errorf("empty pod ID: %v, want InvalidArgument", err)

@@ -88,6 +88,10 @@ func loadConfig(path string, explicit bool) (Config, error) {
 	dec := toml.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&cfg); err != nil {
+		var unknown *toml.StrictMissingError
+		if errors.As(err, &unknown) {
+			return cfg, fmt.Errorf("config %s: unknown fields:\n%s", path, unknown.String())
+		}
 		return cfg, fmt.Errorf("parse config %s: %w", path, err)
 	}
 	switch cfg.CgroupDriver {

@@ -9,11 +9,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
+	"time"
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/ttrpc"
+	"golang.org/x/sys/unix"
 
 	"ketch.dev/ketch/oci/shim/api"
 )
@@ -70,7 +74,7 @@ func (c *Client) Gone(err error) bool {
 func (c *Client) StartSandbox(ctx context.Context, cfg *SandboxConfig) (int, error) {
 	r, err := c.shim.StartSandbox(ctx, sandboxConfigToProto(cfg))
 	if err != nil {
-		return 0, errgrpc.ToNative(err)
+		return 0, fromTTRPC(err)
 	}
 	return int(r.GetPid()), nil
 }
@@ -79,7 +83,7 @@ func (c *Client) StartSandbox(ctx context.Context, cfg *SandboxConfig) (int, err
 func (c *Client) State(ctx context.Context, id string) (State, error) {
 	r, err := c.shim.State(ctx, &api.StateRequest{Id: id})
 	if err != nil {
-		return State{}, errgrpc.ToNative(err)
+		return State{}, fromTTRPC(err)
 	}
 	return stateFromProto(r), nil
 }
@@ -88,14 +92,14 @@ func (c *Client) State(ctx context.Context, id string) (State, error) {
 // cgroup. errdefs.ErrFailedPrecondition means it is not running.
 func (c *Client) Kill(ctx context.Context, id string, sig syscall.Signal, all bool) error {
 	_, err := c.shim.Kill(ctx, &api.KillRequest{Id: id, Signal: uint32(sig), All: all})
-	return errgrpc.ToNative(err)
+	return fromTTRPC(err)
 }
 
 // Wait blocks until container id's init has exited and returns its exit.
 func (c *Client) Wait(ctx context.Context, id string) (Exit, error) {
 	r, err := c.shim.Wait(ctx, &api.WaitRequest{Id: id})
 	if err != nil {
-		return Exit{}, errgrpc.ToNative(err)
+		return Exit{}, fromTTRPC(err)
 	}
 	return *exitFromProto(r.GetExit()), nil
 }
@@ -104,14 +108,21 @@ func (c *Client) Wait(ctx context.Context, id string) (Exit, error) {
 func (c *Client) Stats(ctx context.Context, id string) (Stats, error) {
 	r, err := c.shim.Stats(ctx, &api.StatsRequest{Id: id})
 	if err != nil {
-		return Stats{}, errgrpc.ToNative(err)
+		return Stats{}, fromTTRPC(err)
 	}
 	return statsFromProto(r), nil
 }
 
 // Shutdown kills the pod's processes, removes their cgroups and state, and
-// ends the shim. The connection is closed afterwards.
+// ends the shim; it returns once the shim process is gone, so that nothing
+// of the pod is left running. The connection is closed afterwards.
 func (c *Client) Shutdown(ctx context.Context) error {
+	// Opened while the shim surely lives: a pidfd then tells when it has
+	// exited, whoever its parent is (ketchd, or init after a restart).
+	pidfd := c.pidfd()
+	if pidfd >= 0 {
+		defer unix.Close(pidfd)
+	}
 	_, err := c.shim.Shutdown(ctx, &api.ShutdownRequest{})
 	// The shim may close the connection before its reply is out (ttrpc
 	// closes connections it believes idle). It removes its socket only
@@ -122,9 +133,71 @@ func (c *Client) Shutdown(ctx context.Context) error {
 		}
 	}
 	if err != nil {
-		return errgrpc.ToNative(err)
+		return fromTTRPC(err)
+	}
+	if pidfd >= 0 {
+		if err := waitExit(ctx, pidfd, shimExitTimeout); err != nil {
+			return fmt.Errorf("shim in %s: %w", c.dir, err)
+		}
 	}
 	return c.Close()
+}
+
+// shimExitTimeout bounds the wait for a shim that has answered Shutdown to
+// exit: it only has to close its listener.
+const shimExitTimeout = 5 * time.Second
+
+// pidfd opens a pidfd on the shim named by its pid file; -1 when that
+// cannot be done (the shim is then not waited for).
+func (c *Client) pidfd() int {
+	data, err := os.ReadFile(filepath.Join(c.dir, pidFile))
+	if err != nil {
+		return -1
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil || pid <= 0 {
+		return -1
+	}
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return -1
+	}
+	return fd
+}
+
+// waitExit waits until the process behind pidfd has exited.
+func waitExit(ctx context.Context, pidfd int, bound time.Duration) error {
+	deadline := time.Now().Add(bound)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	for {
+		ms := int(time.Until(deadline).Milliseconds())
+		if ms <= 0 {
+			return fmt.Errorf("did not exit after Shutdown: %w", errdefs.ErrUnavailable)
+		}
+		fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
+		n, err := unix.Poll(fds, ms)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			return nil
+		}
+	}
+}
+
+// fromTTRPC turns the shim's status codes back into errdefs sentinels. A
+// connection that ended is ErrUnavailable and stays ttrpc.ErrClosed, so
+// Gone can tell a dead shim from a refusal.
+func fromTTRPC(err error) error {
+	if errors.Is(err, ttrpc.ErrClosed) {
+		return fmt.Errorf("shim connection: %w: %w", errdefs.ErrUnavailable, err)
+	}
+	return errgrpc.ToNative(err)
 }
 
 // LaunchOptions say how to start a shim.

@@ -11,6 +11,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -138,4 +143,98 @@ func mustDo(tb testing.TB, req *http.Request, want int) *http.Response {
 		tb.Fatalf("%s %s: %s: %s", req.Method, req.URL, resp.Status, body)
 	}
 	return resp
+}
+
+// BenchmarkPodSandbox runs b.N pods one after another (`make bench` runs
+// 50) through RunPodSandbox, StopPodSandbox and RemovePodSandbox, and
+// reports each call's p50 and p90.
+func BenchmarkPodSandbox(b *testing.B) {
+	d := startKetchd(b, daemonOpts{network: true})
+	var run, stop, remove []time.Duration
+	i := 0
+	for b.Loop() {
+		start := time.Now()
+		id := d.runPod(b, podConfig(b, fmt.Sprintf("bench-%d", i)))
+		run = append(run, time.Since(start))
+		start = time.Now()
+		d.stopPod(b, id)
+		stop = append(stop, time.Since(start))
+		start = time.Now()
+		d.removePod(b, id)
+		remove = append(remove, time.Since(start))
+		i++
+	}
+	reportPercentiles(b, "RunPodSandbox", run)
+	reportPercentiles(b, "StopPodSandbox", stop)
+	reportPercentiles(b, "RemovePodSandbox", remove)
+}
+
+// BenchmarkPodMemory runs 20 pods at once and reports what each costs the
+// node: its shim's and its ketch-init's RSS and PSS (PSS splits the pages
+// the pods share, the binaries' text mostly, among them).
+func BenchmarkPodMemory(b *testing.B) {
+	const pods = 20
+	d := startKetchd(b, daemonOpts{network: true})
+	for b.Loop() {
+		var ids []string
+		for i := range pods {
+			ids = append(ids, d.runPod(b, podConfig(b, fmt.Sprintf("mem-%d", i))))
+		}
+		time.Sleep(time.Second) // let the Go runtimes settle after start-up
+		var shimRSS, shimPSS, initRSS, initPSS float64
+		for _, id := range ids {
+			pidFile, err := os.ReadFile(filepath.Join(d.state, "pods", id, "shim.pid"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			shimPid, _ := strconv.Atoi(strings.TrimSpace(string(pidFile)))
+			r, p := memoryOf(b, shimPid)
+			shimRSS, shimPSS = shimRSS+r, shimPSS+p
+			r, p = memoryOf(b, d.podPID(b, id))
+			initRSS, initPSS = initRSS+r, initPSS+p
+		}
+		b.ReportMetric(shimRSS/pods, "shim-RSS-MiB/pod")
+		b.ReportMetric(shimPSS/pods, "shim-PSS-MiB/pod")
+		b.ReportMetric(initRSS/pods, "init-RSS-MiB/pod")
+		b.ReportMetric(initPSS/pods, "init-PSS-MiB/pod")
+		b.ReportMetric((shimRSS+initRSS)/pods, "RSS-MiB/pod")
+		b.ReportMetric((shimPSS+initPSS)/pods, "PSS-MiB/pod")
+		for _, id := range ids {
+			d.removePod(b, id)
+		}
+	}
+}
+
+// memoryOf returns pid's RSS and PSS in MiB.
+func memoryOf(tb testing.TB, pid int) (rss, pss float64) {
+	tb.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		kb, _ := strconv.ParseFloat(f[1], 64)
+		switch f[0] {
+		case "Rss:":
+			rss = kb / 1024
+		case "Pss:":
+			pss = kb / 1024
+		}
+	}
+	return rss, pss
+}
+
+// reportPercentiles reports p50 and p90 of ds in milliseconds.
+func reportPercentiles(b *testing.B, what string, ds []time.Duration) {
+	if len(ds) == 0 {
+		return
+	}
+	slices.Sort(ds)
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	b.ReportMetric(ms(ds[len(ds)/2]), what+"-p50-ms")
+	b.ReportMetric(ms(ds[len(ds)*9/10]), what+"-p90-ms")
 }

@@ -1,0 +1,85 @@
+package sandbox
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/containerd/errdefs"
+)
+
+func TestResolvConf(t *testing.T) {
+	got, err := resolvConf(&DNS{Servers: []string{"10.0.0.10", "fd00::a"}, Searches: []string{"ns.svc.local", "svc.local"}, Options: []string{"ndots:5", "edns0"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "nameserver 10.0.0.10\nnameserver fd00::a\nsearch ns.svc.local svc.local\noptions ndots:5 edns0\n"
+	if string(got) != want {
+		t.Errorf("resolv.conf =\n%s\nwant\n%s", got, want)
+	}
+	node, _ := os.ReadFile("/etc/resolv.conf")
+	if got, err := resolvConf(nil); err != nil || string(got) != string(node) {
+		t.Errorf("without DNS config: %q, %v; want the node's", got, err)
+	}
+}
+
+func TestCheckSpec(t *testing.T) {
+	ok := Spec{ID: "abc123", Hostname: "web-0"}
+	for _, tc := range []struct {
+		desc   string
+		mutate func(*Spec)
+		valid  bool
+	}{
+		{"valid", func(*Spec) {}, true},
+		{"host network ignores the hostname", func(s *Spec) { s.HostNetwork, s.Hostname = true, "" }, true},
+		{"no id", func(s *Spec) { s.ID = "" }, false},
+		{"id with a slash", func(s *Spec) { s.ID = "../x" }, false},
+		{"upper-case hostname", func(s *Spec) { s.Hostname = "Web" }, false},
+		{"hostname too long", func(s *Spec) { s.Hostname = string(make([]byte, 64)) }, false},
+		{"DNS server not an IP", func(s *Spec) { s.DNS = &DNS{Servers: []string{"ns1"}} }, false},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			s := ok
+			tc.mutate(&s)
+			err := checkSpec(s)
+			if tc.valid != (err == nil) || (err != nil && !errdefs.IsInvalidArgument(err)) {
+				t.Errorf("checkSpec = %v, want valid %v (or InvalidArgument)", err, tc.valid)
+			}
+		})
+	}
+}
+
+// TestInstallRootfs: the rootfs is named by ketch-init's content, so a new
+// binary gets a new one beside the old, and installing again reuses it.
+func TestInstallRootfs(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "ketch-init")
+	if err := os.WriteFile(bin, []byte("v1"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	first, err := installRootfs(filepath.Join(dir, "sandbox"), bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"ketch-init", "proc", "dev", "sys", "etc/hosts", "etc/resolv.conf", "etc/hostname"} {
+		if _, err := os.Stat(filepath.Join(first, p)); err != nil {
+			t.Errorf("rootfs lacks %s: %v", p, err)
+		}
+	}
+	if again, err := installRootfs(filepath.Join(dir, "sandbox"), bin); err != nil || again != first {
+		t.Errorf("second install: %q, %v; want %q", again, err, first)
+	}
+	if err := os.WriteFile(bin, []byte("v2"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	second, err := installRootfs(filepath.Join(dir, "sandbox"), bin)
+	if err != nil || second == first {
+		t.Fatalf("upgrade: %q, %v; want a new rootfs beside %q", second, err, first)
+	}
+	if b, _ := os.ReadFile(filepath.Join(first, "ketch-init")); string(b) != "v1" {
+		t.Error("the upgrade changed the rootfs running pods use")
+	}
+	if ents, _ := os.ReadDir(filepath.Join(dir, "sandbox")); len(ents) != 2 {
+		t.Errorf("sandbox dir holds %d entries, want the two rootfs (no temp left)", len(ents))
+	}
+}
