@@ -178,6 +178,20 @@ func (m *MockSandboxes) EXPECT() *MockSandboxesMockRecorder {
 	return m.recorder
 }
 
+// Adopt mocks base method.
+func (m *MockSandboxes) Adopt(s sandbox.Spec) error {
+	m.ctrl.T.Helper()
+	ret := m.ctrl.Call(m, "Adopt", s)
+	ret0, _ := ret[0].(error)
+	return ret0
+}
+
+// Adopt indicates an expected call of Adopt.
+func (mr *MockSandboxesMockRecorder) Adopt(s any) *gomock.Call {
+	mr.mock.ctrl.T.Helper()
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "Adopt", reflect.TypeOf((*MockSandboxes)(nil).Adopt), s)
+}
+
 // Ready mocks base method.
 func (m *MockSandboxes) Ready(ctx context.Context, id string) (bool, error) {
 	m.ctrl.T.Helper()

@@ -100,7 +100,9 @@ func (s *Server) markNotReady(id string) {
 	}
 }
 
-// watchReadySandboxes watches every pod a previous ketchd left ready.
+// watchReadySandboxes adopts and watches every pod a previous ketchd left
+// ready. A pod that cannot be adopted (its host port taken meanwhile) is
+// logged and still watched: it runs, and kubelet decides what to do.
 func (s *Server) watchReadySandboxes() error {
 	ready := store.SandboxReady
 	pods, err := s.store.ListSandboxes(store.SandboxFilter{State: &ready})
@@ -108,6 +110,11 @@ func (s *Server) watchReadySandboxes() error {
 		return fmt.Errorf("list pods: %w", err)
 	}
 	for _, p := range pods {
+		if spec, err := storedSpec(p); err != nil {
+			slog.Error("pod record unreadable", "pod", p.ID, "err", err)
+		} else if err := s.sandboxes.Adopt(spec); err != nil {
+			slog.Warn("adopt pod", "pod", p.ID, "err", err)
+		}
 		s.watchSandbox(p.ID)
 	}
 	return nil

@@ -53,6 +53,8 @@ type Sandboxes interface {
 	// Wait returns nil once the pod's PID 1 has exited or its shim is
 	// gone, and ctx's error if ctx ends first.
 	Wait(ctx context.Context, id string) error
+	// Adopt takes over a pod an earlier ketchd ran.
+	Adopt(s sandbox.Spec) error
 	// Stats reads the pod's resource usage.
 	Stats(ctx context.Context, s sandbox.Spec) (sandbox.Stats, error)
 }

@@ -61,6 +61,9 @@ func (m *Manager) Run(ctx context.Context, s Spec) (_ Pod, retErr error) {
 		}
 	}()
 
+	if err := m.reservePorts(s); err != nil {
+		return Pod{}, fmt.Errorf("run pod %s: %w", s.ID, err)
+	}
 	files, err := writeFiles(dir, s)
 	if err != nil {
 		return Pod{}, fmt.Errorf("run pod %s: %w", s.ID, err)
@@ -146,6 +149,7 @@ func (m *Manager) Stop(ctx context.Context, s Spec) error {
 	if err := m.teardown(ctx, s); err != nil {
 		return fmt.Errorf("stop pod %s: %w", s.ID, err)
 	}
+	m.releasePorts(s.ID)
 	return nil
 }
 
@@ -228,6 +232,7 @@ func (m *Manager) remove(ctx context.Context, s Spec) error {
 	if err := m.teardown(ctx, s); err != nil {
 		return err
 	}
+	m.releasePorts(s.ID)
 	if err := netns.Remove(m.netnsPath(s.ID)); err != nil {
 		return err
 	}

@@ -98,6 +98,9 @@ type Manager struct {
 	// pods holds a lock per pod ID in use, so that Run, Stop and Remove of
 	// one pod never interleave; guarded by mu.
 	pods map[string]*podLock
+	// ports holds the sockets that reserve each running pod's host ports
+	// (ports.go); guarded by mu.
+	ports map[string][]int
 }
 
 type podLock struct {
@@ -128,10 +131,11 @@ func New(o Options) (*Manager, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Manager{o: o, rootfs: rootfs, shims: map[string]*shim.Client{}, pods: map[string]*podLock{}}, nil
+	return &Manager{o: o, rootfs: rootfs, shims: map[string]*shim.Client{}, pods: map[string]*podLock{}, ports: map[string][]int{}}, nil
 }
 
-// Close drops the connections to the shims; the pods keep running.
+// Close drops the connections to the shims and the host port
+// reservations; the pods keep running, and the next ketchd Adopts them.
 func (m *Manager) Close() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -139,6 +143,20 @@ func (m *Manager) Close() {
 		c.Close()
 		delete(m.shims, id)
 	}
+	for id, fds := range m.ports {
+		closeAll(fds)
+		delete(m.ports, id)
+	}
+}
+
+// Adopt takes over a running pod that an earlier ketchd started: it
+// reserves the pod's host ports again.
+func (m *Manager) Adopt(s Spec) error {
+	defer m.lock(s.ID)()
+	if err := m.reservePorts(s); err != nil {
+		return fmt.Errorf("adopt pod %s: %w", s.ID, err)
+	}
+	return nil
 }
 
 // lock serialises the calls for pod id; the returned func unlocks.

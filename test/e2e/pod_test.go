@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -395,6 +396,12 @@ func TestRunPodSandboxBadInput(t *testing.T) {
 		}
 	}
 	d := startKetchd(t, daemonOpts{network: true, extra: fmt.Sprintf("cni_bin_dirs = [%q, \"/usr/lib/cni\"]", bin)})
+	held, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	heldPort := held.Addr().(*net.TCPAddr).Port
 	// A second network config that a case swaps in: the bridge does its
 	// part of ADD (veth, IP), then the failing or hanging plugin runs.
 	netd := filepath.Join(d.dir, "net.d", "10-e2e.conflist")
@@ -443,6 +450,9 @@ func TestRunPodSandboxBadInput(t *testing.T) {
 		{desc: "cgroup parent that cannot be created", mutate: func(r *runtimeapi.RunPodSandboxRequest) {
 			r.Config.Linux.CgroupParent = "/ketch-e2e/cgroup.procs/x"
 		}, code: codes.FailedPrecondition, inMsg: "cgroup"},
+		{desc: "host port a node process holds", mutate: func(r *runtimeapi.RunPodSandboxRequest) {
+			r.Config.PortMappings = []*runtimeapi.PortMapping{{ContainerPort: 80, HostPort: int32(heldPort), HostIp: "127.0.0.1"}}
+		}, code: codes.FailedPrecondition, inMsg: "in use"},
 		{desc: "failing CNI plugin", setup: withPlugin("ketch-e2e-fail"), code: codes.Unavailable, inMsg: "refuses every pod"},
 		{desc: "hanging CNI plugin", setup: withPlugin("ketch-e2e-hang"), timeout: 3 * time.Second, code: codes.DeadlineExceeded},
 	} {
@@ -532,4 +542,69 @@ func (d *daemon) leftovers() []string {
 		left = append(left, fmt.Sprintf("plugin processes %v", pids))
 	}
 	return left
+}
+
+// TestHostPortsAreReserved: a host port belongs to one running pod; a
+// second pod that maps it is refused until the first stops, and a ketchd
+// restart keeps the reservation.
+func TestHostPortsAreReserved(t *testing.T) {
+	d := startKetchd(t, daemonOpts{network: true})
+	withPort := func(name string) *runtimeapi.PodSandboxConfig {
+		cfg := podConfig(t, name)
+		cfg.PortMappings = []*runtimeapi.PortMapping{{Protocol: runtimeapi.Protocol_UDP, ContainerPort: 53, HostPort: 18053}}
+		return cfg
+	}
+	refused := func(d *daemon, name string) {
+		t.Helper()
+		_, err := d.rt.RunPodSandbox(ctxT(t, 30*time.Second), &runtimeapi.RunPodSandboxRequest{Config: withPort(name)})
+		if status.Code(err) != codes.FailedPrecondition {
+			t.Errorf("a second pod on host port 18053/udp: %v, want FailedPrecondition", err)
+		}
+	}
+	a := d.runPod(t, withPort("first"))
+	refused(d, "second")
+	d.stop(t)
+	d = restart(t, d)
+	refused(d, "after-restart")
+	d.stopPod(t, a)
+	b := d.runPod(t, withPort("third"))
+	for _, id := range []string{a, b} {
+		d.removePod(t, id)
+		d.checkPodGone(t, id)
+	}
+	d.checkNothingLeft(t)
+}
+
+// TestPodsSurviveRestart: ketchd restarts under running pods; they stay
+// listed and running, a pod whose PID 1 died meanwhile is NOTREADY, and
+// both stop and remove as usual.
+func TestPodsSurviveRestart(t *testing.T) {
+	d := startKetchd(t, daemonOpts{network: true})
+	live := d.runPod(t, podConfig(t, "live"))
+	dying := d.runPod(t, podConfig(t, "dying"))
+	liveStatus, _ := d.podStatus(t, live)
+	livePID, dyingPID := d.podPID(t, live), d.podPID(t, dying)
+	d.stop(t)
+	if !alive(livePID) || !alive(dyingPID) {
+		t.Fatal("stopping ketchd stopped its pods")
+	}
+	if err := syscall.Kill(dyingPID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	d = restart(t, d)
+	st, _ := d.podStatus(t, live)
+	if st.State != runtimeapi.PodSandboxState_SANDBOX_READY || st.GetNetwork().GetIp() != liveStatus.GetNetwork().GetIp() || d.podPID(t, live) != livePID {
+		t.Errorf("after restart the live pod is %v with IP %q; want READY with %q and the same PID 1",
+			st.State, st.GetNetwork().GetIp(), liveStatus.GetNetwork().GetIp())
+	}
+	waitNotReady(t, d, dying)
+	if got := d.pods(t, nil); len(got) != 2 {
+		t.Errorf("%d pods listed after restart, want 2", len(got))
+	}
+	for _, id := range []string{live, dying} {
+		d.stopPod(t, id)
+		d.removePod(t, id)
+		d.checkPodGone(t, id)
+	}
+	checkBridgeEmpty(t)
 }
