@@ -26,6 +26,16 @@ func (s *Server) StopPodSandbox(ctx context.Context, req *runtimeapi.StopPodSand
 	if err != nil {
 		return nil, err
 	}
+	ctrs, err := s.store.ListContainers(store.ContainerFilter{SandboxID: sb.ID})
+	if err != nil {
+		return nil, fmt.Errorf("stop pod sandbox %s: %w", sb.ID, err)
+	}
+	// The CRI asks for the containers to be ended forcibly: no grace.
+	for _, c := range ctrs {
+		if err := s.stopContainer(ctx, c, 0); err != nil {
+			return nil, fmt.Errorf("stop pod sandbox %s: container %s: %w", sb.ID, c.ID, err)
+		}
+	}
 	if err := s.sandboxes.Stop(ctx, spec); err != nil {
 		return nil, err
 	}
@@ -52,6 +62,15 @@ func (s *Server) RemovePodSandbox(ctx context.Context, req *runtimeapi.RemovePod
 	spec, err := storedSpec(sb)
 	if err != nil {
 		return nil, err
+	}
+	ctrs, err := s.store.ListContainers(store.ContainerFilter{SandboxID: sb.ID})
+	if err != nil {
+		return nil, fmt.Errorf("remove pod sandbox %s: %w", sb.ID, err)
+	}
+	for _, c := range ctrs {
+		if err := s.removeContainer(ctx, c); err != nil {
+			return nil, fmt.Errorf("remove pod sandbox %s: container %s: %w", sb.ID, c.ID, err)
+		}
 	}
 	if err := s.sandboxes.Remove(ctx, spec); err != nil {
 		return nil, err

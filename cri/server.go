@@ -8,16 +8,20 @@ package cri
 import (
 	"context"
 	"sync"
+	"syscall"
+	"time"
 
+	"github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/grpc"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"ketch.dev/ketch/cri/store"
 	"ketch.dev/ketch/image"
+	"ketch.dev/ketch/oci/shim"
 	"ketch.dev/ketch/sandbox"
 )
 
-//go:generate go tool mockgen -destination=mock_deps_test.go -package=cri . ImageStore,NetworkChecker,Sandboxes
+//go:generate go tool mockgen -destination=mock_deps_test.go -package=cri . ImageStore,NetworkChecker,Sandboxes,Containers
 
 // ImageStore is what the ImageService needs of image.Store.
 type ImageStore interface {
@@ -33,6 +37,12 @@ type ImageStore interface {
 	Remove(ctx context.Context, ref string) error
 	// Usage is the disk the image store takes.
 	Usage(ctx context.Context) (image.Usage, error)
+	// Prepare mounts a fresh writable snapshot of image ref at target, keyed
+	// by a container ID; Release unmounts and removes it (idempotent).
+	Prepare(ctx context.Context, key, ref, target string) (image.Image, error)
+	Release(ctx context.Context, key, target string) error
+	// WritableUsage is the disk a container's writable layer takes.
+	WritableUsage(ctx context.Context, key string) (bytes, inodes uint64, err error)
 }
 
 // NetworkChecker tells whether pod networking can be set up: nil once a CNI
@@ -59,6 +69,25 @@ type Sandboxes interface {
 	Stats(ctx context.Context, s sandbox.Spec) (sandbox.Stats, error)
 }
 
+// Containers is what the container RPCs need of sandbox.Manager: the
+// pod's shim drives each container; podID names the shim.
+type Containers interface {
+	// Paths are the pod's files and netns a container spec refers to.
+	Paths(s sandbox.Spec) sandbox.PodPaths
+	// ContainerRootfs is where container id's rootfs is mounted.
+	ContainerRootfs(id string) string
+	CreateContainer(ctx context.Context, podID, id string, spec *specs.Spec, o shim.ContainerOptions) error
+	StartContainer(ctx context.Context, podID, id string) (time.Time, error)
+	SignalContainer(ctx context.Context, podID, id string, sig syscall.Signal, all bool) error
+	// WaitContainer returns the exit once recorded; sandbox.ErrShimGone
+	// when the shim died before it recorded one.
+	WaitContainer(ctx context.Context, podID, id string) (shim.Exit, error)
+	ContainerState(ctx context.Context, podID, id string) (shim.State, error)
+	DeleteContainer(ctx context.Context, podID, id string) error
+	ContainerStats(ctx context.Context, podID, id string) (shim.Stats, error)
+	ReopenLog(ctx context.Context, podID, id string) error
+}
+
 // Config is what the server reports about the node it runs on.
 type Config struct {
 	Version      string // ketch's own version
@@ -66,6 +95,11 @@ type Config struct {
 	// RuntimeHandlers are the handler names pods may ask for besides the
 	// default "".
 	RuntimeHandlers []string
+	// ShimCgroupDriver is CgroupDriver as the shim names it.
+	ShimCgroupDriver string
+	// ImageRoot is the image store's directory: the filesystem writable
+	// layers live on, for stats.
+	ImageRoot string
 }
 
 // Server implements runtimeapi.RuntimeServiceServer and ImageServiceServer.
@@ -75,11 +109,12 @@ type Server struct {
 	runtimeapi.UnimplementedRuntimeServiceServer
 	runtimeapi.UnimplementedImageServiceServer
 
-	cfg       Config
-	images    ImageStore
-	network   NetworkChecker
-	store     *store.Store
-	sandboxes Sandboxes
+	cfg        Config
+	images     ImageStore
+	network    NetworkChecker
+	store      *store.Store
+	sandboxes  Sandboxes
+	containers Containers
 
 	// bg lives as long as the server: the goroutines that watch pods for
 	// their PID 1's exit run under it, counted by watchers.
@@ -91,11 +126,15 @@ type Server struct {
 // New builds a Server over its dependencies and starts watching the pods
 // the store holds, so a pod whose PID 1 died while ketchd was down, or
 // dies later, is reported NOTREADY.
-func New(cfg Config, images ImageStore, network NetworkChecker, st *store.Store, sb Sandboxes) (*Server, error) {
+func New(cfg Config, images ImageStore, network NetworkChecker, st *store.Store, sb Sandboxes, ctrs Containers) (*Server, error) {
 	bg, stop := context.WithCancel(context.Background())
-	s := &Server{cfg: cfg, images: images, network: network, store: st, sandboxes: sb, bg: bg, stop: stop}
+	s := &Server{cfg: cfg, images: images, network: network, store: st, sandboxes: sb, containers: ctrs, bg: bg, stop: stop}
 	if err := s.watchReadySandboxes(); err != nil {
 		stop()
+		return nil, err
+	}
+	if err := s.watchRunningContainers(); err != nil {
+		s.Close()
 		return nil, err
 	}
 	return s, nil

@@ -31,11 +31,12 @@ func newTestServer(t *testing.T, cfg Config) (*Server, *MockImageStore, *MockNet
 // testDeps is a Server over mocks of the packages below cri, and a real
 // store (cri's own, in a temporary file).
 type testDeps struct {
-	srv       *Server
-	images    *MockImageStore
-	network   *MockNetworkChecker
-	sandboxes *MockSandboxes
-	store     *store.Store
+	srv        *Server
+	images     *MockImageStore
+	network    *MockNetworkChecker
+	sandboxes  *MockSandboxes
+	containers *MockContainers
+	store      *store.Store
 }
 
 func newTestDeps(t *testing.T, cfg Config) *testDeps {
@@ -45,8 +46,9 @@ func newTestDeps(t *testing.T, cfg Config) *testDeps {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &testDeps{images: NewMockImageStore(ctrl), network: NewMockNetworkChecker(ctrl), sandboxes: NewMockSandboxes(ctrl), store: st}
-	d.srv, err = New(cfg, d.images, d.network, st, d.sandboxes)
+	d := &testDeps{images: NewMockImageStore(ctrl), network: NewMockNetworkChecker(ctrl), sandboxes: NewMockSandboxes(ctrl),
+		containers: NewMockContainers(ctrl), store: st}
+	d.srv, err = New(cfg, d.images, d.network, st, d.sandboxes, d.containers)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,8 +188,8 @@ func TestRegisterOverGRPC(t *testing.T) {
 	if status.Code(err) != codes.FailedPrecondition {
 		t.Errorf("RemoveImage: got %v, want FailedPrecondition", err)
 	}
-	_, err = runtimeapi.NewRuntimeServiceClient(conn).CreateContainer(t.Context(), &runtimeapi.CreateContainerRequest{})
+	_, err = runtimeapi.NewRuntimeServiceClient(conn).Exec(t.Context(), &runtimeapi.ExecRequest{})
 	if status.Code(err) != codes.Unimplemented {
-		t.Errorf("CreateContainer: got %v, want Unimplemented", err)
+		t.Errorf("Exec: got %v, want Unimplemented", err)
 	}
 }

@@ -9,7 +9,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 CACHE=${KETCH_TEST_CACHE:-/var/cache/ketch-test}
 KETCHD=${KETCHD:-$HERE/../bin/ketchd}
 
-FOCUS='Image Manager|Image Consistency|Image Identifier Consistency|Runtime info|PodSandbox|Networking|Idempotence'
+FOCUS=${CRITEST_FOCUS:-'Image Manager|Image Consistency|Image Identifier Consistency|Runtime info|PodSandbox|Networking|Idempotence'}
 SKIP_SPECS=(
   # Pins an upstream manifest digest (sha256:9700f9a2...) that no offline build can
   # reproduce (node-facts.md).

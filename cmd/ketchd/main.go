@@ -116,8 +116,9 @@ func run() error {
 	}
 	defer pods.Close()
 
-	srv, err := cri.New(cri.Config{Version: version, CgroupDriver: driver, RuntimeHandlers: cfg.RuntimeHandlers},
-		images, network, st, pods)
+	srv, err := cri.New(cri.Config{Version: version, CgroupDriver: driver, RuntimeHandlers: cfg.RuntimeHandlers,
+		ShimCgroupDriver: shimDriver, ImageRoot: filepath.Join(cfg.Root, "image")},
+		images, network, st, pods, pods)
 	if err != nil {
 		return err
 	}

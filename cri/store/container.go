@@ -40,8 +40,10 @@ type Container struct {
 	ExitCode    int32             `json:"exit_code"`
 	Reason      string            `json:"reason"`
 	Message     string            `json:"message"`
-	Image       string            `json:"image"`     // as the request named it
-	ImageRef    string            `json:"image_ref"` // the image ID it resolved to
+	Image       string            `json:"image"`       // as the request named it
+	ImageRef    string            `json:"image_ref"`   // a repo digest of the image, or its ID
+	ImageID     string            `json:"image_id"`    // the image's ID (config digest)
+	StopSignal  string            `json:"stop_signal"` // the image's, e.g. "SIGQUIT"; "" is SIGTERM
 	Labels      map[string]string `json:"labels"`
 	Annotations map[string]string `json:"annotations"`
 	LogPath     string            `json:"log_path"` // absolute: the pod's log directory joined with the config's path

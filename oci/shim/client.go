@@ -2,6 +2,7 @@ package shim
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/ttrpc"
+	"github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
 	"ketch.dev/ketch/oci/shim/api"
@@ -77,6 +79,42 @@ func (c *Client) StartSandbox(ctx context.Context, cfg *SandboxConfig) (int, err
 		return 0, fromTTRPC(err)
 	}
 	return int(r.GetPid()), nil
+}
+
+// CreateContainer sets app container id up from spec (its root mounted);
+// nothing runs until StartContainer.
+func (c *Client) CreateContainer(ctx context.Context, id string, spec *specs.Spec, o ContainerOptions) error {
+	data, err := json.Marshal(spec)
+	if err != nil {
+		return fmt.Errorf("create container %s: %w", id, err)
+	}
+	_, err = c.shim.CreateContainer(ctx, &api.CreateContainerRequest{
+		Id: id, Spec: data, LogPath: o.LogPath, Stdin: o.Stdin, StdinOnce: o.StdinOnce,
+	})
+	return fromTTRPC(err)
+}
+
+// StartContainer runs created container id's program and returns when it
+// started. errdefs.ErrNotFound: the program is not in the image.
+func (c *Client) StartContainer(ctx context.Context, id string) (time.Time, error) {
+	r, err := c.shim.StartContainer(ctx, &api.StartContainerRequest{Id: id})
+	if err != nil {
+		return time.Time{}, fromTTRPC(err)
+	}
+	return time.Unix(0, r.GetStartedAtUnixNano()), nil
+}
+
+// DeleteContainer kills container id if it runs and removes it; unknown
+// ids succeed.
+func (c *Client) DeleteContainer(ctx context.Context, id string) error {
+	_, err := c.shim.DeleteContainer(ctx, &api.DeleteContainerRequest{Id: id})
+	return fromTTRPC(err)
+}
+
+// ReopenLog reopens running container id's log file.
+func (c *Client) ReopenLog(ctx context.Context, id string) error {
+	_, err := c.shim.ReopenLog(ctx, &api.ReopenLogRequest{Id: id})
+	return fromTTRPC(err)
 }
 
 // State returns container id's state; the sandbox's id is the pod id.

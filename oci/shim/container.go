@@ -1,15 +1,29 @@
 package shim
 
 import (
+	"sync"
+	"time"
+
 	"github.com/opencontainers/runc/libcontainer"
+	"github.com/opencontainers/runtime-spec/specs-go"
 )
 
-// container is one libcontainer container the shim started: the sandbox
-// now, app containers later.
+// container is one libcontainer container the shim runs: the pod's
+// sandbox, whose id is the pod id, or an app container.
 type container struct {
 	id  string
 	lc  *libcontainer.Container // libcontainer locks its own calls
 	pid int                     // set before the reaper watches it; constant after
+
+	// process and opts are what StartContainer runs an app container
+	// with; both nil for the sandbox, which runs from the start.
+	process *specs.Process
+	opts    *ContainerOptions
+
+	mu        sync.Mutex
+	startedAt time.Time    // zero until started; guarded by mu
+	starting  bool         // StartContainer is under way; guarded by mu
+	io        *containerIO // an app container's stdio and log once started; guarded by mu
 
 	// exited is closed once exit is set and recorded on disk; exit is
 	// written once, before the close, and read only after it.
@@ -30,10 +44,32 @@ func (c *container) stopped() bool {
 	}
 }
 
+func (c *container) started() (time.Time, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.startedAt, !c.startedAt.IsZero()
+}
+
 func (c *container) state() State {
-	if c.stopped() {
+	at, started := c.started()
+	st := State{ID: c.id, Status: StatusCreated, Pid: c.pid, StartedAt: at}
+	switch {
+	case c.stopped():
 		e := c.exit
-		return State{ID: c.id, Status: StatusStopped, Pid: c.pid, Exit: &e}
+		st.Status, st.Exit = StatusStopped, &e
+	case started || c.process == nil: // the sandbox runs from the start
+		st.Status = StatusRunning
 	}
-	return State{ID: c.id, Status: StatusRunning, Pid: c.pid}
+	return st
+}
+
+// running: started (or the sandbox) and not yet exited.
+func (c *container) running() bool {
+	return c.state().Status == StatusRunning
+}
+
+func (c *container) stdio() *containerIO {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.io
 }

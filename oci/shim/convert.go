@@ -53,22 +53,30 @@ func exitToProto(e *Exit) *api.Exit {
 	if e == nil {
 		return nil
 	}
-	return &api.Exit{ExitCode: int32(e.Code), Signal: int32(e.Signal), ExitedAtUnixNano: e.At.UnixNano()}
+	return &api.Exit{ExitCode: int32(e.Code), Signal: int32(e.Signal), ExitedAtUnixNano: e.At.UnixNano(), OomKilled: e.OOMKilled}
 }
 
 func exitFromProto(e *api.Exit) *Exit {
 	if e == nil {
 		return nil
 	}
-	return &Exit{Code: int(e.GetExitCode()), Signal: syscall.Signal(e.GetSignal()), At: time.Unix(0, e.GetExitedAtUnixNano())}
+	return &Exit{Code: int(e.GetExitCode()), Signal: syscall.Signal(e.GetSignal()), At: time.Unix(0, e.GetExitedAtUnixNano()), OOMKilled: e.GetOomKilled()}
 }
 
 func stateToProto(s State) *api.StateResponse {
-	return &api.StateResponse{Id: s.ID, Status: api.Status(s.Status), Pid: uint32(s.Pid), Exit: exitToProto(s.Exit)}
+	r := &api.StateResponse{Id: s.ID, Status: api.Status(s.Status), Pid: uint32(s.Pid), Exit: exitToProto(s.Exit)}
+	if !s.StartedAt.IsZero() {
+		r.StartedAtUnixNano = s.StartedAt.UnixNano()
+	}
+	return r
 }
 
 func stateFromProto(r *api.StateResponse) State {
-	return State{ID: r.GetId(), Status: Status(r.GetStatus()), Pid: int(r.GetPid()), Exit: exitFromProto(r.GetExit())}
+	s := State{ID: r.GetId(), Status: Status(r.GetStatus()), Pid: int(r.GetPid()), Exit: exitFromProto(r.GetExit())}
+	if n := r.GetStartedAtUnixNano(); n != 0 {
+		s.StartedAt = time.Unix(0, n)
+	}
+	return s
 }
 
 func statsToProto(s Stats) *api.StatsResponse {

@@ -2,6 +2,7 @@ package shim
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,6 +18,7 @@ import (
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/ttrpc"
 	"github.com/opencontainers/runc/libcontainer/seccomp"
+	"github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
 	"ketch.dev/ketch/oci/shim/api"
@@ -194,6 +196,40 @@ func (t *ttrpcService) StartSandbox(ctx context.Context, r *api.StartSandboxRequ
 		return nil, err
 	}
 	return &api.StartSandboxResponse{Pid: uint32(pid)}, nil
+}
+
+func (t *ttrpcService) CreateContainer(ctx context.Context, r *api.CreateContainerRequest) (*api.CreateContainerResponse, error) {
+	var spec specs.Spec
+	if err := json.Unmarshal(r.GetSpec(), &spec); err != nil {
+		return nil, fmt.Errorf("create container %s: spec: %w: %w", r.GetId(), errdefs.ErrInvalidArgument, err)
+	}
+	o := ContainerOptions{LogPath: r.GetLogPath(), Stdin: r.GetStdin(), StdinOnce: r.GetStdinOnce()}
+	if err := t.s.CreateContainer(ctx, r.GetId(), &spec, o); err != nil {
+		return nil, err
+	}
+	return &api.CreateContainerResponse{}, nil
+}
+
+func (t *ttrpcService) StartContainer(ctx context.Context, r *api.StartContainerRequest) (*api.StartContainerResponse, error) {
+	at, err := t.s.StartContainer(ctx, r.GetId())
+	if err != nil {
+		return nil, err
+	}
+	return &api.StartContainerResponse{StartedAtUnixNano: at.UnixNano()}, nil
+}
+
+func (t *ttrpcService) DeleteContainer(ctx context.Context, r *api.DeleteContainerRequest) (*api.DeleteContainerResponse, error) {
+	if err := t.s.DeleteContainer(ctx, r.GetId()); err != nil {
+		return nil, err
+	}
+	return &api.DeleteContainerResponse{}, nil
+}
+
+func (t *ttrpcService) ReopenLog(ctx context.Context, r *api.ReopenLogRequest) (*api.ReopenLogResponse, error) {
+	if err := t.s.ReopenLog(ctx, r.GetId()); err != nil {
+		return nil, err
+	}
+	return &api.ReopenLogResponse{}, nil
 }
 
 func (t *ttrpcService) State(ctx context.Context, r *api.StateRequest) (*api.StateResponse, error) {

@@ -35,9 +35,11 @@ type Service struct {
 	mu sync.Mutex
 	// containers by id; guarded by mu. The sandbox is containers[id].
 	containers map[string]*container
-	// starting is true while StartSandbox runs, so that a second call fails
-	// at once; closing is set by Shutdown and never cleared. Guarded by mu.
+	// starting is true while StartSandbox runs, creating holds the ids
+	// of CreateContainer calls under way, so that a second call fails at
+	// once; closing is set by Shutdown and never cleared. Guarded by mu.
 	starting bool
+	creating map[string]bool
 	closing  bool
 	// starts counts StartSandbox calls past the closing check; Shutdown
 	// waits for them so that nothing is created behind its back.
@@ -48,7 +50,7 @@ type Service struct {
 }
 
 func newService(id, dir string, r *reaper) *Service {
-	return &Service{id: id, dir: dir, reaper: r, containers: map[string]*container{}, done: make(chan struct{})}
+	return &Service{id: id, dir: dir, reaper: r, containers: map[string]*container{}, creating: map[string]bool{}, done: make(chan struct{})}
 }
 
 func (s *Service) stateRoot() string { return filepath.Join(s.dir, stateDir) }
@@ -83,7 +85,7 @@ func (s *Service) Kill(_ context.Context, id string, sig syscall.Signal, all boo
 	// Holding the reaper keeps the init from being reaped, and its PID
 	// reused, between the check and the signal.
 	err = s.reaper.hold(func() error {
-		if c.stopped() {
+		if !c.running() {
 			return libcontainer.ErrNotRunning
 		}
 		if !all {
@@ -109,11 +111,15 @@ func (s *Service) Kill(_ context.Context, id string, sig syscall.Signal, all boo
 	return nil
 }
 
-// Wait returns the container's exit once it is recorded on disk.
+// Wait returns the container's exit once it is recorded on disk. A
+// container that was never started has none to wait for.
 func (s *Service) Wait(ctx context.Context, id string) (Exit, error) {
 	c, err := s.get(id)
 	if err != nil {
 		return Exit{}, err
+	}
+	if c.state().Status == StatusCreated {
+		return Exit{}, fmt.Errorf("wait for %s: not started: %w", id, errdefs.ErrFailedPrecondition)
 	}
 	select {
 	case <-c.exited:
@@ -177,7 +183,7 @@ func (s *Service) Shutdown(ctx context.Context) error {
 // destroy kills c, waits until the reaper has recorded its exit, and
 // removes its cgroup and libcontainer state.
 func (s *Service) destroy(ctx context.Context, c *container) error {
-	if !c.stopped() {
+	if c.running() {
 		// KILL of a private PID namespace's init kills the whole namespace;
 		// with a shared one libcontainer kills every PID in the cgroup.
 		err := s.reaper.hold(func() error { return c.lc.Signal(syscall.SIGKILL) })
@@ -196,6 +202,9 @@ func (s *Service) destroy(ctx context.Context, c *container) error {
 	}
 	if err := c.lc.Destroy(); err != nil {
 		return fmt.Errorf("destroy %s: %w", c.id, err)
+	}
+	if cio := c.stdio(); cio != nil {
+		cio.close()
 	}
 	s.mu.Lock()
 	delete(s.containers, c.id)

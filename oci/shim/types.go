@@ -65,10 +65,18 @@ func (s Status) String() string {
 
 // State is a container as the shim sees it.
 type State struct {
-	ID     string
-	Status Status
-	Pid    int
-	Exit   *Exit // set once Status is StatusStopped
+	ID        string
+	Status    Status
+	Pid       int
+	StartedAt time.Time // zero until started
+	Exit      *Exit     // set once Status is StatusStopped
+}
+
+// ContainerOptions say how an app container's stdio is wired.
+type ContainerOptions struct {
+	LogPath   string // the CRI log file; "" discards the output
+	Stdin     bool   // keep stdin open for attach
+	StdinOnce bool   // close stdin when the first attach ends
 }
 
 // Exit is how a container's init ended.
@@ -78,6 +86,10 @@ type Exit struct {
 	Code   int            `json:"code"`
 	Signal syscall.Signal `json:"signal,omitempty"`
 	At     time.Time      `json:"at"`
+	// OOMKilled: the kernel's OOM killer ended a process of the
+	// container's cgroup, told by the cgroup's own count, never guessed
+	// from a 137.
+	OOMKilled bool `json:"oom_killed,omitempty"`
 }
 
 func exitFromWaitStatus(ws syscall.WaitStatus, at time.Time) Exit {

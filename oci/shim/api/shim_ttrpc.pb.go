@@ -9,6 +9,10 @@ import (
 
 type ShimService interface {
 	StartSandbox(context.Context, *StartSandboxRequest) (*StartSandboxResponse, error)
+	CreateContainer(context.Context, *CreateContainerRequest) (*CreateContainerResponse, error)
+	StartContainer(context.Context, *StartContainerRequest) (*StartContainerResponse, error)
+	DeleteContainer(context.Context, *DeleteContainerRequest) (*DeleteContainerResponse, error)
+	ReopenLog(context.Context, *ReopenLogRequest) (*ReopenLogResponse, error)
 	State(context.Context, *StateRequest) (*StateResponse, error)
 	Kill(context.Context, *KillRequest) (*KillResponse, error)
 	Wait(context.Context, *WaitRequest) (*WaitResponse, error)
@@ -25,6 +29,34 @@ func RegisterShimService(srv *ttrpc.Server, svc ShimService) {
 					return nil, err
 				}
 				return svc.StartSandbox(ctx, &req)
+			},
+			"CreateContainer": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req CreateContainerRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.CreateContainer(ctx, &req)
+			},
+			"StartContainer": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req StartContainerRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.StartContainer(ctx, &req)
+			},
+			"DeleteContainer": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req DeleteContainerRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.DeleteContainer(ctx, &req)
+			},
+			"ReopenLog": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req ReopenLogRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.ReopenLog(ctx, &req)
 			},
 			"State": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
 				var req StateRequest
@@ -78,6 +110,38 @@ func NewShimClient(client *ttrpc.Client) ShimService {
 func (c *shimClient) StartSandbox(ctx context.Context, req *StartSandboxRequest) (*StartSandboxResponse, error) {
 	var resp StartSandboxResponse
 	if err := c.client.Call(ctx, "ketch.shim.v1.Shim", "StartSandbox", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *shimClient) CreateContainer(ctx context.Context, req *CreateContainerRequest) (*CreateContainerResponse, error) {
+	var resp CreateContainerResponse
+	if err := c.client.Call(ctx, "ketch.shim.v1.Shim", "CreateContainer", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *shimClient) StartContainer(ctx context.Context, req *StartContainerRequest) (*StartContainerResponse, error) {
+	var resp StartContainerResponse
+	if err := c.client.Call(ctx, "ketch.shim.v1.Shim", "StartContainer", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *shimClient) DeleteContainer(ctx context.Context, req *DeleteContainerRequest) (*DeleteContainerResponse, error) {
+	var resp DeleteContainerResponse
+	if err := c.client.Call(ctx, "ketch.shim.v1.Shim", "DeleteContainer", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *shimClient) ReopenLog(ctx context.Context, req *ReopenLogRequest) (*ReopenLogResponse, error) {
+	var resp ReopenLogResponse
+	if err := c.client.Call(ctx, "ketch.shim.v1.Shim", "ReopenLog", req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil

@@ -1,0 +1,121 @@
+package cri
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/containerd/errdefs"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"ketch.dev/ketch/cri/store"
+	"ketch.dev/ketch/oci/shim"
+	"ketch.dev/ketch/sandbox"
+)
+
+// StartContainer runs a created container. One whose program cannot start
+// is EXITED with reason StartError and exit code 128, as containerd
+// reports it, and the error says why.
+func (s *Server) StartContainer(ctx context.Context, req *runtimeapi.StartContainerRequest) (*runtimeapi.StartContainerResponse, error) {
+	c, err := s.findContainer(req.GetContainerId())
+	if err != nil {
+		return nil, fmt.Errorf("start container: %w", err)
+	}
+	if c.State != store.ContainerCreated {
+		return nil, fmt.Errorf("start container %s: it is %s, not created: %w", c.ID, c.State, errdefs.ErrFailedPrecondition)
+	}
+	at, err := s.containers.StartContainer(ctx, c.SandboxID, c.ID)
+	if err != nil {
+		_, uerr := s.store.UpdateContainer(c.ID, func(c *store.Container) error {
+			c.State, c.ExitCode, c.Reason, c.Message, c.FinishedAt = store.ContainerExited, 128, "StartError", err.Error(), time.Now()
+			return nil
+		})
+		return nil, errors.Join(fmt.Errorf("start container %s: %w", c.ID, err), uerr)
+	}
+	st, err := s.containers.ContainerState(ctx, c.SandboxID, c.ID)
+	if err != nil {
+		return nil, fmt.Errorf("start container %s: %w", c.ID, err)
+	}
+	if _, err := s.store.UpdateContainer(c.ID, func(c *store.Container) error {
+		c.State, c.StartedAt, c.PID = store.ContainerRunning, at, st.Pid
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("start container %s: %w", c.ID, err)
+	}
+	s.watchContainer(c.SandboxID, c.ID)
+	return &runtimeapi.StartContainerResponse{}, nil
+}
+
+// watchContainer records the container's exit once its shim has, whoever
+// ended it, so status and lists tell the truth without asking the shim.
+func (s *Server) watchContainer(podID, id string) {
+	s.watchers.Add(1)
+	go func() {
+		defer s.watchers.Done()
+		e, err := s.containers.WaitContainer(s.bg, podID, id)
+		if s.bg.Err() != nil {
+			return // ketchd is stopping; the next one watches again
+		}
+		s.recordExit(id, e, err)
+	}()
+}
+
+// recordExit writes an exit the shim reported (or the loss of the shim)
+// into the record of a container that was running; it is idempotent, as
+// StopContainer and the watcher both call it.
+func (s *Server) recordExit(id string, e shim.Exit, waitErr error) {
+	reason, msg := exitReason(e)
+	if waitErr != nil {
+		if !errors.Is(waitErr, sandbox.ErrShimGone) {
+			slog.Warn("wait for container", "container", id, "err", waitErr)
+		}
+		e = shim.Exit{Code: 255, At: time.Now()}
+		reason, msg = "ShimDied", "the pod's shim died before the container's exit was recorded: "+waitErr.Error()
+	}
+	_, err := s.store.UpdateContainer(id, func(c *store.Container) error {
+		if c.State != store.ContainerRunning {
+			return nil
+		}
+		c.State, c.ExitCode, c.FinishedAt, c.Reason, c.Message = store.ContainerExited, int32(e.Code), e.At, reason, msg
+		return nil
+	})
+	if err != nil && !errdefs.IsNotFound(err) {
+		slog.Error("record container exit", "container", id, "err", err)
+	}
+}
+
+// exitReason is kubelet's reason for an exit: OOMKilled from the cgroup's
+// own count, else Completed or Error by the exit code.
+func exitReason(e shim.Exit) (reason, message string) {
+	switch {
+	case e.OOMKilled:
+		return "OOMKilled", ""
+	case e.Code == 0:
+		return "Completed", ""
+	}
+	return "Error", ""
+}
+
+// watchRunningContainers watches every container a previous ketchd left
+// running.
+func (s *Server) watchRunningContainers() error {
+	running := store.ContainerRunning
+	ctrs, err := s.store.ListContainers(store.ContainerFilter{State: &running})
+	if err != nil {
+		return fmt.Errorf("list containers: %w", err)
+	}
+	for _, c := range ctrs {
+		s.watchContainer(c.SandboxID, c.ID)
+	}
+	return nil
+}
+
+// findContainer looks a container up by ID or unique ID prefix.
+func (s *Server) findContainer(idOrPrefix string) (store.Container, error) {
+	if idOrPrefix == "" {
+		return store.Container{}, fmt.Errorf("container ID is empty: %w", errdefs.ErrInvalidArgument)
+	}
+	return s.store.GetContainer(idOrPrefix)
+}

@@ -1,0 +1,145 @@
+package cri
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"google.golang.org/protobuf/proto"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"ketch.dev/ketch/cri/store"
+)
+
+// ContainerStatus reports the container as recorded; the watchers keep
+// the record true.
+func (s *Server) ContainerStatus(ctx context.Context, req *runtimeapi.ContainerStatusRequest) (*runtimeapi.ContainerStatusResponse, error) {
+	c, err := s.findContainer(req.GetContainerId())
+	if err != nil {
+		return nil, fmt.Errorf("container status: %w", err)
+	}
+	var cfg runtimeapi.ContainerConfig
+	if err := proto.Unmarshal(c.Config, &cfg); err != nil {
+		return nil, fmt.Errorf("container %s: stored config: %w: %w", c.ID, errdefs.ErrDataLoss, err)
+	}
+	st := &runtimeapi.ContainerStatus{
+		Id:          c.ID,
+		Metadata:    &runtimeapi.ContainerMetadata{Name: c.Name, Attempt: c.Attempt},
+		State:       criContainerState(c.State),
+		CreatedAt:   c.CreatedAt.UnixNano(),
+		StartedAt:   unixNano(c.StartedAt),
+		FinishedAt:  unixNano(c.FinishedAt),
+		ExitCode:    c.ExitCode,
+		Image:       &runtimeapi.ImageSpec{Image: c.Image, Annotations: cfg.GetImage().GetAnnotations()},
+		ImageRef:    c.ImageRef,
+		ImageId:     c.ImageID,
+		Reason:      c.Reason,
+		Message:     c.Message,
+		Labels:      c.Labels,
+		Annotations: c.Annotations,
+		Mounts:      cfg.GetMounts(),
+		LogPath:     c.LogPath,
+	}
+	if r := cfg.GetLinux().GetResources(); r != nil {
+		st.Resources = &runtimeapi.ContainerResources{Linux: r}
+	}
+	resp := &runtimeapi.ContainerStatusResponse{Status: st}
+	if req.GetVerbose() {
+		info, err := json.Marshal(verboseContainer{SandboxID: c.SandboxID, PID: c.PID, State: string(c.State), Config: &cfg})
+		if err != nil {
+			return nil, err
+		}
+		resp.Info = map[string]string{"info": string(info)}
+	}
+	return resp, nil
+}
+
+// verboseContainer is the "info" of a verbose ContainerStatus, with
+// containerd's keys.
+type verboseContainer struct {
+	SandboxID string                      `json:"sandboxID"`
+	PID       int                         `json:"pid"`
+	State     string                      `json:"state"`
+	Config    *runtimeapi.ContainerConfig `json:"config"`
+}
+
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+// criContainerState: a container still being created is reported as
+// created (it is not listed until it is).
+func criContainerState(st store.ContainerState) runtimeapi.ContainerState {
+	switch st {
+	case store.ContainerRunning:
+		return runtimeapi.ContainerState_CONTAINER_RUNNING
+	case store.ContainerExited:
+		return runtimeapi.ContainerState_CONTAINER_EXITED
+	}
+	return runtimeapi.ContainerState_CONTAINER_CREATED
+}
+
+var fromCRIContainerState = map[runtimeapi.ContainerState]store.ContainerState{
+	runtimeapi.ContainerState_CONTAINER_CREATED: store.ContainerCreated,
+	runtimeapi.ContainerState_CONTAINER_RUNNING: store.ContainerRunning,
+	runtimeapi.ContainerState_CONTAINER_EXITED:  store.ContainerExited,
+}
+
+// ListContainers lists the containers the filter selects. A state filter
+// of UNKNOWN selects nothing: ketch records no container in that state.
+func (s *Server) ListContainers(ctx context.Context, req *runtimeapi.ListContainersRequest) (*runtimeapi.ListContainersResponse, error) {
+	f := req.GetFilter()
+	filter := store.ContainerFilter{ID: f.GetId(), SandboxID: f.GetPodSandboxId(), LabelSelector: f.GetLabelSelector()}
+	if sv := f.GetState(); sv != nil {
+		st, ok := fromCRIContainerState[sv.GetState()]
+		if !ok {
+			return &runtimeapi.ListContainersResponse{}, nil
+		}
+		filter.State = &st
+	}
+	ctrs, err := s.store.ListContainers(filter)
+	if err != nil {
+		return nil, fmt.Errorf("list containers: %w", err)
+	}
+	resp := &runtimeapi.ListContainersResponse{}
+	for _, c := range ctrs {
+		if c.State == store.ContainerCreating {
+			continue
+		}
+		resp.Containers = append(resp.Containers, &runtimeapi.Container{
+			Id:           c.ID,
+			PodSandboxId: c.SandboxID,
+			Metadata:     &runtimeapi.ContainerMetadata{Name: c.Name, Attempt: c.Attempt},
+			Image:        &runtimeapi.ImageSpec{Image: c.Image},
+			ImageRef:     c.ImageRef,
+			ImageId:      c.ImageID,
+			State:        criContainerState(c.State),
+			CreatedAt:    c.CreatedAt.UnixNano(),
+			Labels:       c.Labels,
+			Annotations:  c.Annotations,
+		})
+	}
+	return resp, nil
+}
+
+// ReopenContainerLog reopens a running container's log after kubelet
+// rotated it; a container that does not run has no log to reopen, and no
+// file is created for it.
+func (s *Server) ReopenContainerLog(ctx context.Context, req *runtimeapi.ReopenContainerLogRequest) (*runtimeapi.ReopenContainerLogResponse, error) {
+	c, err := s.findContainer(req.GetContainerId())
+	if err != nil {
+		return nil, fmt.Errorf("reopen container log: %w", err)
+	}
+	if c.State != store.ContainerRunning {
+		return nil, fmt.Errorf("reopen log of container %s: it is %s: %w", c.ID, c.State, errdefs.ErrFailedPrecondition)
+	}
+	if err := s.containers.ReopenLog(ctx, c.SandboxID, c.ID); err != nil {
+		return nil, fmt.Errorf("reopen log of container %s: %w", c.ID, err)
+	}
+	return &runtimeapi.ReopenContainerLogResponse{}, nil
+}

@@ -1,0 +1,111 @@
+package cri
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"ketch.dev/ketch/cri/store"
+)
+
+// StopContainer sends the image's stop signal (TERM by default), waits up
+// to timeout seconds, then KILLs every process of the container; timeout 0
+// KILLs at once. It returns once the exit is recorded. Stopping a
+// container that does not run, or does not exist, succeeds.
+func (s *Server) StopContainer(ctx context.Context, req *runtimeapi.StopContainerRequest) (*runtimeapi.StopContainerResponse, error) {
+	c, err := s.findContainer(req.GetContainerId())
+	if errdefs.IsNotFound(err) {
+		return &runtimeapi.StopContainerResponse{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("stop container: %w", err)
+	}
+	if err := s.stopContainer(ctx, c, time.Duration(req.GetTimeout())*time.Second); err != nil {
+		return nil, fmt.Errorf("stop container %s: %w", c.ID, err)
+	}
+	return &runtimeapi.StopContainerResponse{}, nil
+}
+
+func (s *Server) stopContainer(ctx context.Context, c store.Container, grace time.Duration) error {
+	if c.State != store.ContainerRunning {
+		return nil
+	}
+	if grace > 0 {
+		sig, err := stopSignal(c.StopSignal)
+		if err != nil {
+			return err
+		}
+		if err := s.containers.SignalContainer(ctx, c.SandboxID, c.ID, sig, false); err != nil && !errdefs.IsFailedPrecondition(err) {
+			return err
+		}
+		wctx, cancel := context.WithTimeout(ctx, grace)
+		e, err := s.containers.WaitContainer(wctx, c.SandboxID, c.ID)
+		cancel()
+		if err == nil || ctx.Err() != nil {
+			s.recordExit(c.ID, e, err)
+			return ctx.Err()
+		}
+	}
+	// KILL every process of the cgroup: a child the program left behind
+	// must not keep the container's pipes or PID namespace alive.
+	if err := s.containers.SignalContainer(ctx, c.SandboxID, c.ID, syscall.SIGKILL, true); err != nil && !errdefs.IsFailedPrecondition(err) {
+		return err
+	}
+	e, err := s.containers.WaitContainer(ctx, c.SandboxID, c.ID)
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	s.recordExit(c.ID, e, err)
+	return nil
+}
+
+// stopSignal parses an image's StopSignal ("SIGQUIT", "QUIT" or "3").
+func stopSignal(name string) (syscall.Signal, error) {
+	if name == "" {
+		return syscall.SIGTERM, nil
+	}
+	if n, err := strconv.Atoi(name); err == nil && n > 0 && n < 65 {
+		return syscall.Signal(n), nil
+	}
+	name = strings.ToUpper(name)
+	if !strings.HasPrefix(name, "SIG") {
+		name = "SIG" + name
+	}
+	if sig := unix.SignalNum(name); sig != 0 {
+		return sig, nil
+	}
+	return 0, fmt.Errorf("stop signal %q: %w", name, errdefs.ErrInvalidArgument)
+}
+
+// RemoveContainer kills the container if it runs and removes it, its
+// writable layer and its record. Removing an unknown container succeeds.
+func (s *Server) RemoveContainer(ctx context.Context, req *runtimeapi.RemoveContainerRequest) (*runtimeapi.RemoveContainerResponse, error) {
+	c, err := s.findContainer(req.GetContainerId())
+	if errdefs.IsNotFound(err) {
+		return &runtimeapi.RemoveContainerResponse{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("remove container: %w", err)
+	}
+	if err := s.removeContainer(ctx, c); err != nil {
+		return nil, fmt.Errorf("remove container %s: %w", c.ID, err)
+	}
+	return &runtimeapi.RemoveContainerResponse{}, nil
+}
+
+func (s *Server) removeContainer(ctx context.Context, c store.Container) error {
+	if err := s.containers.DeleteContainer(ctx, c.SandboxID, c.ID); err != nil {
+		return err
+	}
+	if err := s.images.Release(ctx, c.ID, s.containers.ContainerRootfs(c.ID)); err != nil {
+		return err
+	}
+	return s.store.DeleteContainer(c.ID)
+}

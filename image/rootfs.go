@@ -1,0 +1,75 @@
+package image
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/containerd/containerd/v2/core/mount"
+	"github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
+)
+
+// gcRoot keeps a container's writable snapshot from the garbage collector
+// for as long as it exists: no image record refers to it, only the
+// container that Release will end.
+const gcRoot = "containerd.io/gc.root"
+
+// Prepare makes a fresh writable snapshot of the image ref names, keyed
+// by key (a container ID), and mounts it at target (created if needed).
+// It returns the image. A failure leaves no snapshot and no mount.
+func (s *Store) Prepare(ctx context.Context, key, ref, target string) (_ Image, retErr error) {
+	img, err := s.Get(ctx, ref)
+	if err != nil {
+		return Image{}, fmt.Errorf("rootfs of %s: %w", key, err)
+	}
+	ctx = s.ns(ctx)
+	mounts, err := s.snap.Prepare(ctx, key, img.ChainID.String(), snapshots.WithLabels(map[string]string{gcRoot: "container"}))
+	if errdefs.IsAlreadyExists(err) {
+		return Image{}, fmt.Errorf("rootfs of %s exists: %w", key, err)
+	}
+	if err != nil {
+		return Image{}, fmt.Errorf("rootfs of %s from %s: %w", key, img.ID, err)
+	}
+	defer func() {
+		if retErr != nil {
+			_ = s.snap.Remove(ctx, key)
+		}
+	}()
+	if err := os.MkdirAll(target, 0o700); err != nil {
+		return Image{}, fmt.Errorf("rootfs of %s: %w", key, err)
+	}
+	if err := mount.All(mounts, target); err != nil {
+		return Image{}, fmt.Errorf("mount rootfs of %s: %w", key, err)
+	}
+	return img, nil
+}
+
+// Release unmounts target and removes snapshot key, and with it the
+// container's writable layer. Releasing what is gone succeeds.
+func (s *Store) Release(ctx context.Context, key, target string) error {
+	// MNT_DETACH: a process still holding a file in the rootfs (a
+	// leftover exec, an open log) must not keep the snapshot forever.
+	if err := unix.Unmount(target, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("unmount rootfs of %s: %w", key, err)
+	}
+	if err := os.Remove(target); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("rootfs of %s: %w", key, err)
+	}
+	if err := s.snap.Remove(s.ns(ctx), key); err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("remove rootfs of %s: %w", key, err)
+	}
+	return s.collect(s.ns(ctx))
+}
+
+// WritableUsage is the disk the container's writable layer takes, for
+// ContainerStats.
+func (s *Store) WritableUsage(ctx context.Context, key string) (bytes, inodes uint64, err error) {
+	u, err := s.snap.Usage(s.ns(ctx), key)
+	if err != nil {
+		return 0, 0, fmt.Errorf("usage of %s: %w", key, err)
+	}
+	return uint64(u.Size), uint64(u.Inodes), nil
+}

@@ -1,0 +1,336 @@
+package shim
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/opencontainers/runc/libcontainer"
+	"github.com/opencontainers/runc/libcontainer/configs/validate"
+	"github.com/opencontainers/runc/libcontainer/specconv"
+	"github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// drainTimeout bounds how long an exit waits for the container's output
+// to reach its log: a background child left in a shared PID namespace
+// keeps the pipes open for as long as it lives (node-facts.md).
+const drainTimeout = 2 * time.Second
+
+// CreateContainer sets app container id up from spec, whose root is
+// mounted: libcontainer validates it and records its state, and nothing
+// runs until StartContainer, which is when the user's program is looked
+// up and started, as with containerd. A failure leaves nothing.
+func (s *Service) CreateContainer(_ context.Context, id string, spec *specs.Spec, o ContainerOptions) error {
+	switch {
+	case !ValidID(id) || id == s.id:
+		return fmt.Errorf("create container: id %q: %w", id, errdefs.ErrInvalidArgument)
+	case spec.Process == nil || len(spec.Process.Args) == 0 || spec.Root == nil || spec.Linux == nil:
+		return fmt.Errorf("create container %s: spec needs process args, root and linux: %w", id, errdefs.ErrInvalidArgument)
+	}
+	if err := s.reserve(id); err != nil {
+		return fmt.Errorf("create container %s: %w", id, err)
+	}
+	defer s.unreserve(id)
+	if spec.Process.OOMScoreAdj != nil {
+		oom, err := clampOOMScoreAdj(*spec.Process.OOMScoreAdj)
+		if err != nil {
+			return fmt.Errorf("create container %s: %w", id, err)
+		}
+		spec.Process.OOMScoreAdj = &oom
+	}
+	config, err := specconv.CreateLibcontainerConfig(&specconv.CreateOpts{
+		CgroupName: id,
+		// cgroupfs paths are absolute; systemd ones are slice:prefix:name.
+		UseSystemdCgroup: !strings.HasPrefix(spec.Linux.CgroupsPath, "/"),
+		Spec:             spec,
+	})
+	if err == nil {
+		err = validate.Validate(config)
+	}
+	if err != nil {
+		return fmt.Errorf("create container %s: %w: %w", id, errdefs.ErrInvalidArgument, err)
+	}
+	lc, err := libcontainer.Create(s.stateRoot(), id, config)
+	if err != nil {
+		return fmt.Errorf("create container %s: %w", id, err)
+	}
+	c := newContainer(id, lc)
+	c.process, c.opts = spec.Process, &o
+	s.mu.Lock()
+	s.containers[id] = c
+	s.mu.Unlock()
+	return nil
+}
+
+// reserve claims id for a create under way, refusing a second one and any
+// create once Shutdown has begun; unreserve releases the claim.
+func (s *Service) reserve(id string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.closing:
+		return fmt.Errorf("shim is shutting down: %w", errdefs.ErrFailedPrecondition)
+	case s.containers[id] != nil || s.creating[id]:
+		return fmt.Errorf("container %s: %w", id, errdefs.ErrAlreadyExists)
+	}
+	s.creating[id] = true
+	s.starts.Add(1)
+	return nil
+}
+
+func (s *Service) unreserve(id string) {
+	s.mu.Lock()
+	delete(s.creating, id)
+	s.mu.Unlock()
+	s.starts.Done()
+}
+
+// StartContainer starts a created container's program with its stdio
+// wired to its CRI log. A program that cannot be started (not found, not
+// executable) is an error naming it, and the container stays created.
+func (s *Service) StartContainer(_ context.Context, id string) (time.Time, error) {
+	c, err := s.get(id)
+	if err != nil {
+		return time.Time{}, err
+	}
+	if c.process == nil {
+		return time.Time{}, fmt.Errorf("start %s: the sandbox starts with the pod: %w", id, errdefs.ErrInvalidArgument)
+	}
+	c.mu.Lock()
+	if c.starting || !c.startedAt.IsZero() {
+		c.mu.Unlock()
+		return time.Time{}, fmt.Errorf("start %s: already started: %w", id, errdefs.ErrFailedPrecondition)
+	}
+	c.starting = true
+	c.mu.Unlock()
+	at, err := s.start(c)
+	c.mu.Lock()
+	c.starting = false
+	c.mu.Unlock()
+	if err != nil {
+		return time.Time{}, fmt.Errorf("start container %s: %w", id, err)
+	}
+	slog.Info("started", "id", id, "pid", c.pid)
+	return at, nil
+}
+
+func (s *Service) start(c *container) (time.Time, error) {
+	proc := processFromSpec(c.process)
+	cio, err := newContainerIO(*c.opts, proc)
+	if err != nil {
+		return time.Time{}, err
+	}
+	_, err = s.reaper.start(func() (int, error) {
+		if err := c.lc.Run(proc); err != nil {
+			return 0, err
+		}
+		c.pid, err = proc.Pid()
+		return c.pid, err
+	}, func(e Exit) { go s.exitedApp(c, e) })
+	cio.closeChildEnds()
+	if err != nil {
+		cio.close()
+		return time.Time{}, startError(err)
+	}
+	at := time.Now()
+	c.mu.Lock()
+	c.io, c.startedAt = cio, at
+	c.mu.Unlock()
+	return at, nil
+}
+
+// startError says which kind of failure a start was: a program that is not
+// there is the request's fault, as kubelet reports it (StartError).
+func startError(err error) error {
+	msg := err.Error()
+	if strings.Contains(msg, "executable file not found") || strings.Contains(msg, "no such file or directory") {
+		return fmt.Errorf("%w: %w", errdefs.ErrNotFound, err)
+	}
+	if strings.Contains(msg, "permission denied") {
+		return fmt.Errorf("%w: %w", errdefs.ErrPermissionDenied, err)
+	}
+	return err
+}
+
+func processFromSpec(p *specs.Process) *libcontainer.Process {
+	lp := &libcontainer.Process{
+		Args: p.Args,
+		Env:  p.Env,
+		Cwd:  p.Cwd,
+		UID:  int(p.User.UID),
+		GID:  int(p.User.GID),
+		Init: true,
+	}
+	for _, g := range p.User.AdditionalGids {
+		lp.AdditionalGroups = append(lp.AdditionalGroups, int(g))
+	}
+	return lp
+}
+
+// exitedApp records an app container's exit once its output has reached
+// the log (bounded: see drainTimeout) and says whether it was an OOM kill.
+// It runs on its own goroutine, so that the drain never holds the reaper.
+func (s *Service) exitedApp(c *container, e Exit) {
+	if cio := c.stdio(); cio != nil {
+		cio.drain(drainTimeout)
+	}
+	if st, err := c.lc.State(); err == nil {
+		e.OOMKilled = oomKilled(st.CgroupPaths)
+	}
+	s.exited(c, e)
+}
+
+// oomKilled reads the cgroup's own count of OOM kills: memory.oom_control
+// on cgroup v1, memory.events on v2.
+func oomKilled(paths map[string]string) bool {
+	if p, ok := paths["memory"]; ok {
+		return counter(filepath.Join(p, "memory.oom_control"), "oom_kill") > 0
+	}
+	if p, ok := paths[""]; ok {
+		return counter(filepath.Join(p, "memory.events"), "oom_kill") > 0
+	}
+	return false
+}
+
+// counter reads "key N" from a cgroup file of such lines; 0 when absent.
+func counter(path, key string) uint64 {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if k, v, ok := strings.Cut(sc.Text(), " "); ok && k == key {
+			n, _ := strconv.ParseUint(v, 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
+// DeleteContainer kills container id if it runs, waits for its exit to be
+// recorded, and removes its cgroup and libcontainer state. A container
+// that is not there is no error.
+func (s *Service) DeleteContainer(ctx context.Context, id string) error {
+	if id == s.id {
+		return fmt.Errorf("delete %s: the sandbox goes with Shutdown: %w", id, errdefs.ErrInvalidArgument)
+	}
+	c, err := s.get(id)
+	if errdefs.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return s.destroy(ctx, c)
+}
+
+// ReopenLog reopens a running container's log file at its path.
+func (s *Service) ReopenLog(_ context.Context, id string) error {
+	c, err := s.get(id)
+	if err != nil {
+		return err
+	}
+	cio := c.stdio()
+	if cio == nil || !c.running() {
+		return fmt.Errorf("reopen log of %s: not running: %w", id, errdefs.ErrFailedPrecondition)
+	}
+	return cio.log.reopen()
+}
+
+// containerIO is an app container's stdio: a pipe per output stream whose
+// write end the container holds and whose read end one goroutine copies
+// into the CRI log, and, when asked for, a stdin pipe held open for attach.
+type containerIO struct {
+	log     *criLog
+	readers []*os.File // our ends of stdout and stderr
+	child   []*os.File // the container's ends, closed here once it holds them
+	stdin   *os.File   // write end of stdin; nil without stdin
+	copiers sync.WaitGroup
+}
+
+func newContainerIO(o ContainerOptions, p *libcontainer.Process) (_ *containerIO, retErr error) {
+	l, err := openCRILog(o.LogPath)
+	if err != nil {
+		return nil, err
+	}
+	cio := &containerIO{log: l}
+	defer func() {
+		if retErr != nil {
+			cio.closeChildEnds()
+			cio.close()
+		}
+	}()
+	for _, stream := range []string{"stdout", "stderr"} {
+		r, w, err := os.Pipe()
+		if err != nil {
+			return nil, err
+		}
+		cio.readers, cio.child = append(cio.readers, r), append(cio.child, w)
+		if stream == "stdout" {
+			p.Stdout = w
+		} else {
+			p.Stderr = w
+		}
+	}
+	if o.Stdin {
+		r, w, err := os.Pipe()
+		if err != nil {
+			return nil, err
+		}
+		cio.child, cio.stdin, p.Stdin = append(cio.child, r), w, r
+	}
+	for i, stream := range []string{"stdout", "stderr"} {
+		cio.copiers.Add(1)
+		go func() {
+			defer cio.copiers.Done()
+			l.copy(stream, cio.readers[i], nil)
+		}()
+	}
+	return cio, nil
+}
+
+// closeChildEnds drops the shim's copies of the container's ends: the
+// copiers see EOF once every process of the container has closed them.
+func (cio *containerIO) closeChildEnds() {
+	for _, f := range cio.child {
+		f.Close()
+	}
+	cio.child = nil
+}
+
+// drain waits up to bound for the copiers to reach EOF, then cuts the
+// pipes, so what a surviving background child writes later is dropped
+// rather than keeping the exit from being recorded.
+func (cio *containerIO) drain(bound time.Duration) {
+	done := make(chan struct{})
+	go func() { cio.copiers.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(bound):
+		for _, r := range cio.readers {
+			r.Close()
+		}
+		<-done
+	}
+}
+
+func (cio *containerIO) close() {
+	for _, r := range cio.readers {
+		r.Close()
+	}
+	cio.copiers.Wait()
+	if cio.stdin != nil {
+		cio.stdin.Close()
+	}
+	cio.log.close()
+}

@@ -1,0 +1,131 @@
+package shim
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+)
+
+// maxLogLine is where a long line is cut into partial (P) entries, as
+// containerd and CRI-O cut them; kubelet joins them again.
+const maxLogLine = 16 << 10
+
+// criLog writes a container's output in the CRI log format kubelet reads:
+//
+//	2026-11-22T14:00:00.123456789Z stdout F the line
+//
+// with P instead of F for every piece of a line but its last. The shim
+// writes it, not ketchd, so a ketchd restart loses no line.
+type criLog struct {
+	path string
+
+	mu sync.Mutex
+	f  *os.File // nil when discarding; guarded by mu
+}
+
+func openCRILog(path string) (*criLog, error) {
+	l := &criLog{path: path}
+	if path == "" {
+		return l, nil
+	}
+	f, err := openLogFile(path)
+	if err != nil {
+		return nil, err
+	}
+	l.f = f
+	return l, nil
+}
+
+func openLogFile(path string) (*os.File, error) {
+	// kubelet makes the pod's log directory; a log path with a directory
+	// of its own in it (name/0.log) is the runtime's to make.
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("log directory of %s: %w", path, err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	if err != nil {
+		return nil, fmt.Errorf("open log %s: %w", path, asNotFound(err))
+	}
+	return f, nil
+}
+
+// reopen opens the log path anew, after kubelet renamed the file away to
+// rotate it.
+func (l *criLog) reopen() error {
+	if l.path == "" {
+		return nil
+	}
+	f, err := openLogFile(l.path)
+	if err != nil {
+		return err
+	}
+	l.mu.Lock()
+	old := l.f
+	l.f = f
+	l.mu.Unlock()
+	if old != nil {
+		old.Close()
+	}
+	return nil
+}
+
+func (l *criLog) close() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f != nil {
+		l.f.Close()
+		l.f = nil
+	}
+}
+
+// entry writes one log entry in one write, so that entries of stdout and
+// stderr never interleave within a line.
+func (l *criLog) entry(stream string, partial bool, line []byte) {
+	tag := "F"
+	if partial {
+		tag = "P"
+	}
+	buf := make([]byte, 0, len(line)+48)
+	buf = time.Now().UTC().AppendFormat(buf, time.RFC3339Nano)
+	buf = append(buf, ' ')
+	buf = append(buf, stream...)
+	buf = append(buf, ' ')
+	buf = append(buf, tag...)
+	buf = append(buf, ' ')
+	buf = append(buf, line...)
+	buf = append(buf, '\n')
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f != nil {
+		_, _ = l.f.Write(buf) // a full disk must not stop the container; the line is lost
+	}
+}
+
+// copy logs r as stream until r ends, calling tee with every byte read
+// (for result capture), and returns when r is closed.
+func (l *criLog) copy(stream string, r io.Reader, tee func([]byte)) {
+	br := bufio.NewReaderSize(r, maxLogLine)
+	for {
+		line, err := br.ReadSlice('\n')
+		if len(line) > 0 {
+			if tee != nil {
+				tee(line)
+			}
+			full := line[len(line)-1] == '\n'
+			if full {
+				line = line[:len(line)-1]
+			}
+			// A piece cut at the buffer's size is partial; the last piece
+			// of the output, even without a newline, ends its line.
+			l.entry(stream, !full && errors.Is(err, bufio.ErrBufferFull), line)
+		}
+		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
+			return
+		}
+	}
+}

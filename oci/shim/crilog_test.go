@@ -1,0 +1,80 @@
+package shim
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestCRILogFormat(t *testing.T) {
+	long := strings.Repeat("x", maxLogLine+10)
+	for _, tc := range []struct {
+		desc, in string
+		want     []string // "<tag> <line>" per entry
+	}{
+		{"lines", "one\ntwo\n", []string{"F one", "F two"}},
+		{"empty line", "\n", []string{"F "}},
+		{"no trailing newline", "one\ntwo", []string{"F one", "F two"}},
+		{"long line is cut into partials", long + "\n", []string{"P " + long[:maxLogLine], "F " + long[maxLogLine:]}},
+		{"nothing", "", nil},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "sub", "0.log")
+			l, err := openCRILog(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var teed strings.Builder
+			l.copy("stdout", strings.NewReader(tc.in), func(b []byte) { teed.Write(b) })
+			l.close()
+			if teed.String() != tc.in {
+				t.Errorf("tee saw %q, want the output as is", teed.String())
+			}
+			data, _ := os.ReadFile(path)
+			lines := strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
+			if len(tc.want) == 0 {
+				if len(data) != 0 {
+					t.Errorf("log = %q, want empty", data)
+				}
+				return
+			}
+			if len(lines) != len(tc.want) {
+				t.Fatalf("log has %d entries, want %d:\n%s", len(lines), len(tc.want), data)
+			}
+			for i, line := range lines {
+				ts, rest, _ := strings.Cut(line, " ")
+				if _, err := time.Parse(time.RFC3339Nano, ts); err != nil {
+					t.Errorf("entry %d: timestamp %q: %v", i, ts, err)
+				}
+				if rest != "stdout "+tc.want[i] {
+					t.Errorf("entry %d = %.60q, want %.60q", i, rest, "stdout "+tc.want[i])
+				}
+			}
+		})
+	}
+}
+
+func TestCRILogReopen(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "0.log")
+	l, err := openCRILog(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.close()
+	l.entry("stdout", false, []byte("before"))
+	if err := os.Rename(path, path+".1"); err != nil { // kubelet's rotation
+		t.Fatal(err)
+	}
+	if err := l.reopen(); err != nil {
+		t.Fatal(err)
+	}
+	l.entry("stderr", false, []byte("after"))
+	old, _ := os.ReadFile(path + ".1")
+	cur, _ := os.ReadFile(path)
+	if !strings.HasSuffix(string(old), " stdout F before\n") || !strings.HasSuffix(string(cur), " stderr F after\n") {
+		t.Errorf("rotated %q, current %q", old, cur)
+	}
+}

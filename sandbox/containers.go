@@ -1,0 +1,153 @@
+package sandbox
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/opencontainers/runtime-spec/specs-go"
+
+	"ketch.dev/ketch/oci/shim"
+)
+
+// PodPaths are the pod's files and namespaces that its containers' specs
+// bind-mount or join.
+type PodPaths struct {
+	NetNS                            string // "" with the node's network
+	Hosts, ResolvConf, Hostname, Shm string
+}
+
+// Paths returns pod s's PodPaths.
+func (m *Manager) Paths(s Spec) PodPaths {
+	dir := m.podDir(s.ID)
+	shm := filepath.Join(dir, "shm")
+	if s.HostIPC {
+		shm = hostShm
+	}
+	return PodPaths{
+		NetNS:      m.NetNSPath(s),
+		Hosts:      filepath.Join(dir, "hosts"),
+		ResolvConf: filepath.Join(dir, "resolv.conf"),
+		Hostname:   filepath.Join(dir, "hostname"),
+		Shm:        shm,
+	}
+}
+
+// ContainerRootfs is where container id's rootfs is mounted: outside the
+// pod's directory, so removing a pod can never reach into a rootfs.
+func (m *Manager) ContainerRootfs(id string) string {
+	return filepath.Join(m.o.StateDir, "containers", id)
+}
+
+// podShim is the shim of pod podID; errdefs.ErrFailedPrecondition when the
+// pod has none (stopped with its shim gone, or never started).
+func (m *Manager) podShim(ctx context.Context, podID string) (*shim.Client, error) {
+	c, err := m.client(ctx, podID)
+	if errdefs.IsNotFound(err) {
+		return nil, fmt.Errorf("pod %s has no shim: %w", podID, errdefs.ErrFailedPrecondition)
+	}
+	return c, err
+}
+
+// CreateContainer sets container id up in pod podID's shim from spec.
+func (m *Manager) CreateContainer(ctx context.Context, podID, id string, spec *specs.Spec, o shim.ContainerOptions) error {
+	c, err := m.podShim(ctx, podID)
+	if err != nil {
+		return err
+	}
+	return c.CreateContainer(ctx, id, spec, o)
+}
+
+// StartContainer runs container id's program.
+func (m *Manager) StartContainer(ctx context.Context, podID, id string) (time.Time, error) {
+	c, err := m.podShim(ctx, podID)
+	if err != nil {
+		return time.Time{}, err
+	}
+	return c.StartContainer(ctx, id)
+}
+
+// SignalContainer sends sig to container id's init, or with all to every
+// process of its cgroup. errdefs.ErrFailedPrecondition: it does not run.
+func (m *Manager) SignalContainer(ctx context.Context, podID, id string, sig syscall.Signal, all bool) error {
+	c, err := m.podShim(ctx, podID)
+	if err != nil {
+		return err
+	}
+	return c.Kill(ctx, id, sig, all)
+}
+
+// WaitContainer returns container id's exit once recorded. When the shim is
+// gone, the exit it recorded on disk, if any, is the answer; a container
+// whose shim died before its exit was recorded ends with ErrShimGone.
+func (m *Manager) WaitContainer(ctx context.Context, podID, id string) (shim.Exit, error) {
+	c, err := m.client(ctx, podID)
+	if err == nil {
+		var e shim.Exit
+		e, err = c.Wait(ctx, id)
+		if !c.Gone(err) {
+			return e, err
+		}
+		m.forget(podID)
+	}
+	if ctx.Err() != nil {
+		return shim.Exit{}, ctx.Err()
+	}
+	if !errdefs.IsNotFound(err) && !errdefs.IsUnavailable(err) {
+		return shim.Exit{}, err
+	}
+	if e, rerr := shim.ReadExit(m.podDir(podID), id); rerr == nil {
+		return e, nil
+	}
+	return shim.Exit{}, ErrShimGone
+}
+
+// ErrShimGone: the pod's shim died, taking the container's exit with it.
+var ErrShimGone = fmt.Errorf("the pod's shim is gone: %w", errdefs.ErrUnavailable)
+
+// ContainerState is container id's state as its shim sees it.
+func (m *Manager) ContainerState(ctx context.Context, podID, id string) (shim.State, error) {
+	c, err := m.podShim(ctx, podID)
+	if err != nil {
+		return shim.State{}, err
+	}
+	return c.State(ctx, id)
+}
+
+// DeleteContainer kills container id if it runs and removes it from its
+// shim. A pod without a shim has nothing left of the container but what
+// shim.Destroy finds on disk.
+func (m *Manager) DeleteContainer(ctx context.Context, podID, id string) error {
+	c, err := m.client(ctx, podID)
+	if err == nil {
+		err = c.DeleteContainer(ctx, id)
+		if !c.Gone(err) {
+			return err
+		}
+		m.forget(podID)
+	} else if !errdefs.IsNotFound(err) {
+		return err
+	}
+	return shim.Destroy(ctx, m.podDir(podID), id)
+}
+
+// ContainerStats reads container id's cgroup usage.
+func (m *Manager) ContainerStats(ctx context.Context, podID, id string) (shim.Stats, error) {
+	c, err := m.podShim(ctx, podID)
+	if err != nil {
+		return shim.Stats{}, err
+	}
+	return c.Stats(ctx, id)
+}
+
+// ReopenLog reopens running container id's log file.
+func (m *Manager) ReopenLog(ctx context.Context, podID, id string) error {
+	c, err := m.podShim(ctx, podID)
+	if err != nil {
+		return err
+	}
+	return c.ReopenLog(ctx, id)
+}
