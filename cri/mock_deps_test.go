@@ -424,6 +424,21 @@ func (mr *MockContainersMockRecorder) DeleteContainer(ctx, podID, id any) *gomoc
 	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "DeleteContainer", reflect.TypeOf((*MockContainers)(nil).DeleteContainer), ctx, podID, id)
 }
 
+// ExecSync mocks base method.
+func (m *MockContainers) ExecSync(ctx context.Context, podID, id string, args []string, timeout time.Duration) (shim.ExecResult, error) {
+	m.ctrl.T.Helper()
+	ret := m.ctrl.Call(m, "ExecSync", ctx, podID, id, args, timeout)
+	ret0, _ := ret[0].(shim.ExecResult)
+	ret1, _ := ret[1].(error)
+	return ret0, ret1
+}
+
+// ExecSync indicates an expected call of ExecSync.
+func (mr *MockContainersMockRecorder) ExecSync(ctx, podID, id, args, timeout any) *gomock.Call {
+	mr.mock.ctrl.T.Helper()
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "ExecSync", reflect.TypeOf((*MockContainers)(nil).ExecSync), ctx, podID, id, args, timeout)
+}
+
 // Paths mocks base method.
 func (m *MockContainers) Paths(s sandbox.Spec) sandbox.PodPaths {
 	m.ctrl.T.Helper()

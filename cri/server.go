@@ -86,6 +86,7 @@ type Containers interface {
 	DeleteContainer(ctx context.Context, podID, id string) error
 	ContainerStats(ctx context.Context, podID, id string) (shim.Stats, error)
 	ReopenLog(ctx context.Context, podID, id string) error
+	ExecSync(ctx context.Context, podID, id string, args []string, timeout time.Duration) (shim.ExecResult, error)
 }
 
 // Config is what the server reports about the node it runs on.

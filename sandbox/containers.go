@@ -151,3 +151,12 @@ func (m *Manager) ReopenLog(ctx context.Context, podID, id string) error {
 	}
 	return c.ReopenLog(ctx, id)
 }
+
+// ExecSync runs args in running container id.
+func (m *Manager) ExecSync(ctx context.Context, podID, id string, args []string, timeout time.Duration) (shim.ExecResult, error) {
+	c, err := m.podShim(ctx, podID)
+	if err != nil {
+		return shim.ExecResult{}, err
+	}
+	return c.ExecSync(ctx, id, args, timeout)
+}

@@ -117,6 +117,15 @@ func (c *Client) ReopenLog(ctx context.Context, id string) error {
 	return fromTTRPC(err)
 }
 
+// ExecSync runs args in running container id and returns what it did.
+func (c *Client) ExecSync(ctx context.Context, id string, args []string, timeout time.Duration) (ExecResult, error) {
+	r, err := c.shim.ExecSync(ctx, &api.ExecSyncRequest{Id: id, Args: args, TimeoutNano: int64(timeout)})
+	if err != nil {
+		return ExecResult{}, fromTTRPC(err)
+	}
+	return ExecResult{Stdout: r.GetStdout(), Stderr: r.GetStderr(), ExitCode: int(r.GetExitCode()), TimedOut: r.GetTimedOut()}, nil
+}
+
 // State returns container id's state; the sandbox's id is the pod id.
 func (c *Client) State(ctx context.Context, id string) (State, error) {
 	r, err := c.shim.State(ctx, &api.StateRequest{Id: id})

@@ -232,6 +232,14 @@ func (t *ttrpcService) ReopenLog(ctx context.Context, r *api.ReopenLogRequest) (
 	return &api.ReopenLogResponse{}, nil
 }
 
+func (t *ttrpcService) ExecSync(ctx context.Context, r *api.ExecSyncRequest) (*api.ExecSyncResponse, error) {
+	res, err := t.s.ExecSync(ctx, r.GetId(), r.GetArgs(), time.Duration(r.GetTimeoutNano()))
+	if err != nil {
+		return nil, err
+	}
+	return &api.ExecSyncResponse{Stdout: res.Stdout, Stderr: res.Stderr, ExitCode: int32(res.ExitCode), TimedOut: res.TimedOut}, nil
+}
+
 func (t *ttrpcService) State(ctx context.Context, r *api.StateRequest) (*api.StateResponse, error) {
 	st, err := t.s.State(ctx, r.GetId())
 	if err != nil {

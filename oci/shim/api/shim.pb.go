@@ -684,6 +684,136 @@ func (*ReopenLogResponse) Descriptor() ([]byte, []int) {
 	return file_shim_proto_rawDescGZIP(), []int{9}
 }
 
+type ExecSyncRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Args  []string               `protobuf:"bytes,2,rep,name=args,proto3" json:"args,omitempty"`
+	// 0: no timeout.
+	TimeoutNano   int64 `protobuf:"varint,3,opt,name=timeout_nano,json=timeoutNano,proto3" json:"timeout_nano,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExecSyncRequest) Reset() {
+	*x = ExecSyncRequest{}
+	mi := &file_shim_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExecSyncRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExecSyncRequest) ProtoMessage() {}
+
+func (x *ExecSyncRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shim_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExecSyncRequest.ProtoReflect.Descriptor instead.
+func (*ExecSyncRequest) Descriptor() ([]byte, []int) {
+	return file_shim_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ExecSyncRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ExecSyncRequest) GetArgs() []string {
+	if x != nil {
+		return x.Args
+	}
+	return nil
+}
+
+func (x *ExecSyncRequest) GetTimeoutNano() int64 {
+	if x != nil {
+		return x.TimeoutNano
+	}
+	return 0
+}
+
+type ExecSyncResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Stdout   []byte                 `protobuf:"bytes,1,opt,name=stdout,proto3" json:"stdout,omitempty"`
+	Stderr   []byte                 `protobuf:"bytes,2,opt,name=stderr,proto3" json:"stderr,omitempty"`
+	ExitCode int32                  `protobuf:"varint,3,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
+	// The command was killed at the timeout.
+	TimedOut      bool `protobuf:"varint,4,opt,name=timed_out,json=timedOut,proto3" json:"timed_out,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExecSyncResponse) Reset() {
+	*x = ExecSyncResponse{}
+	mi := &file_shim_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExecSyncResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExecSyncResponse) ProtoMessage() {}
+
+func (x *ExecSyncResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shim_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExecSyncResponse.ProtoReflect.Descriptor instead.
+func (*ExecSyncResponse) Descriptor() ([]byte, []int) {
+	return file_shim_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ExecSyncResponse) GetStdout() []byte {
+	if x != nil {
+		return x.Stdout
+	}
+	return nil
+}
+
+func (x *ExecSyncResponse) GetStderr() []byte {
+	if x != nil {
+		return x.Stderr
+	}
+	return nil
+}
+
+func (x *ExecSyncResponse) GetExitCode() int32 {
+	if x != nil {
+		return x.ExitCode
+	}
+	return 0
+}
+
+func (x *ExecSyncResponse) GetTimedOut() bool {
+	if x != nil {
+		return x.TimedOut
+	}
+	return false
+}
+
 type StateRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -693,7 +823,7 @@ type StateRequest struct {
 
 func (x *StateRequest) Reset() {
 	*x = StateRequest{}
-	mi := &file_shim_proto_msgTypes[10]
+	mi := &file_shim_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -705,7 +835,7 @@ func (x *StateRequest) String() string {
 func (*StateRequest) ProtoMessage() {}
 
 func (x *StateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[10]
+	mi := &file_shim_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -718,7 +848,7 @@ func (x *StateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateRequest.ProtoReflect.Descriptor instead.
 func (*StateRequest) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{10}
+	return file_shim_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *StateRequest) GetId() string {
@@ -743,7 +873,7 @@ type StateResponse struct {
 
 func (x *StateResponse) Reset() {
 	*x = StateResponse{}
-	mi := &file_shim_proto_msgTypes[11]
+	mi := &file_shim_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -755,7 +885,7 @@ func (x *StateResponse) String() string {
 func (*StateResponse) ProtoMessage() {}
 
 func (x *StateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[11]
+	mi := &file_shim_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -768,7 +898,7 @@ func (x *StateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateResponse.ProtoReflect.Descriptor instead.
 func (*StateResponse) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{11}
+	return file_shim_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *StateResponse) GetId() string {
@@ -821,7 +951,7 @@ type Exit struct {
 
 func (x *Exit) Reset() {
 	*x = Exit{}
-	mi := &file_shim_proto_msgTypes[12]
+	mi := &file_shim_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -833,7 +963,7 @@ func (x *Exit) String() string {
 func (*Exit) ProtoMessage() {}
 
 func (x *Exit) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[12]
+	mi := &file_shim_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -846,7 +976,7 @@ func (x *Exit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Exit.ProtoReflect.Descriptor instead.
 func (*Exit) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{12}
+	return file_shim_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Exit) GetExitCode() int32 {
@@ -888,7 +1018,7 @@ type KillRequest struct {
 
 func (x *KillRequest) Reset() {
 	*x = KillRequest{}
-	mi := &file_shim_proto_msgTypes[13]
+	mi := &file_shim_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -900,7 +1030,7 @@ func (x *KillRequest) String() string {
 func (*KillRequest) ProtoMessage() {}
 
 func (x *KillRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[13]
+	mi := &file_shim_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -913,7 +1043,7 @@ func (x *KillRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillRequest.ProtoReflect.Descriptor instead.
 func (*KillRequest) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{13}
+	return file_shim_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *KillRequest) GetId() string {
@@ -945,7 +1075,7 @@ type KillResponse struct {
 
 func (x *KillResponse) Reset() {
 	*x = KillResponse{}
-	mi := &file_shim_proto_msgTypes[14]
+	mi := &file_shim_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -957,7 +1087,7 @@ func (x *KillResponse) String() string {
 func (*KillResponse) ProtoMessage() {}
 
 func (x *KillResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[14]
+	mi := &file_shim_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -970,7 +1100,7 @@ func (x *KillResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillResponse.ProtoReflect.Descriptor instead.
 func (*KillResponse) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{14}
+	return file_shim_proto_rawDescGZIP(), []int{16}
 }
 
 type WaitRequest struct {
@@ -982,7 +1112,7 @@ type WaitRequest struct {
 
 func (x *WaitRequest) Reset() {
 	*x = WaitRequest{}
-	mi := &file_shim_proto_msgTypes[15]
+	mi := &file_shim_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -994,7 +1124,7 @@ func (x *WaitRequest) String() string {
 func (*WaitRequest) ProtoMessage() {}
 
 func (x *WaitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[15]
+	mi := &file_shim_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1007,7 +1137,7 @@ func (x *WaitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitRequest.ProtoReflect.Descriptor instead.
 func (*WaitRequest) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{15}
+	return file_shim_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *WaitRequest) GetId() string {
@@ -1026,7 +1156,7 @@ type WaitResponse struct {
 
 func (x *WaitResponse) Reset() {
 	*x = WaitResponse{}
-	mi := &file_shim_proto_msgTypes[16]
+	mi := &file_shim_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1038,7 +1168,7 @@ func (x *WaitResponse) String() string {
 func (*WaitResponse) ProtoMessage() {}
 
 func (x *WaitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[16]
+	mi := &file_shim_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1051,7 +1181,7 @@ func (x *WaitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitResponse.ProtoReflect.Descriptor instead.
 func (*WaitResponse) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{16}
+	return file_shim_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *WaitResponse) GetExit() *Exit {
@@ -1070,7 +1200,7 @@ type StatsRequest struct {
 
 func (x *StatsRequest) Reset() {
 	*x = StatsRequest{}
-	mi := &file_shim_proto_msgTypes[17]
+	mi := &file_shim_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1082,7 +1212,7 @@ func (x *StatsRequest) String() string {
 func (*StatsRequest) ProtoMessage() {}
 
 func (x *StatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[17]
+	mi := &file_shim_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1095,7 +1225,7 @@ func (x *StatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsRequest.ProtoReflect.Descriptor instead.
 func (*StatsRequest) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{17}
+	return file_shim_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *StatsRequest) GetId() string {
@@ -1125,7 +1255,7 @@ type StatsResponse struct {
 
 func (x *StatsResponse) Reset() {
 	*x = StatsResponse{}
-	mi := &file_shim_proto_msgTypes[18]
+	mi := &file_shim_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1137,7 +1267,7 @@ func (x *StatsResponse) String() string {
 func (*StatsResponse) ProtoMessage() {}
 
 func (x *StatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[18]
+	mi := &file_shim_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1150,7 +1280,7 @@ func (x *StatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsResponse.ProtoReflect.Descriptor instead.
 func (*StatsResponse) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{18}
+	return file_shim_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *StatsResponse) GetTimestampUnixNano() int64 {
@@ -1217,7 +1347,7 @@ type ShutdownRequest struct {
 
 func (x *ShutdownRequest) Reset() {
 	*x = ShutdownRequest{}
-	mi := &file_shim_proto_msgTypes[19]
+	mi := &file_shim_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1229,7 +1359,7 @@ func (x *ShutdownRequest) String() string {
 func (*ShutdownRequest) ProtoMessage() {}
 
 func (x *ShutdownRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[19]
+	mi := &file_shim_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1242,7 +1372,7 @@ func (x *ShutdownRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShutdownRequest.ProtoReflect.Descriptor instead.
 func (*ShutdownRequest) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{19}
+	return file_shim_proto_rawDescGZIP(), []int{21}
 }
 
 type ShutdownResponse struct {
@@ -1253,7 +1383,7 @@ type ShutdownResponse struct {
 
 func (x *ShutdownResponse) Reset() {
 	*x = ShutdownResponse{}
-	mi := &file_shim_proto_msgTypes[20]
+	mi := &file_shim_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1265,7 +1395,7 @@ func (x *ShutdownResponse) String() string {
 func (*ShutdownResponse) ProtoMessage() {}
 
 func (x *ShutdownResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[20]
+	mi := &file_shim_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1278,7 +1408,7 @@ func (x *ShutdownResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShutdownResponse.ProtoReflect.Descriptor instead.
 func (*ShutdownResponse) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{20}
+	return file_shim_proto_rawDescGZIP(), []int{22}
 }
 
 var File_shim_proto protoreflect.FileDescriptor
@@ -1332,7 +1462,16 @@ const file_shim_proto_rawDesc = "" +
 	"\x17DeleteContainerResponse\"\"\n" +
 	"\x10ReopenLogRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x13\n" +
-	"\x11ReopenLogResponse\"\x1e\n" +
+	"\x11ReopenLogResponse\"X\n" +
+	"\x0fExecSyncRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04args\x18\x02 \x03(\tR\x04args\x12!\n" +
+	"\ftimeout_nano\x18\x03 \x01(\x03R\vtimeoutNano\"|\n" +
+	"\x10ExecSyncResponse\x12\x16\n" +
+	"\x06stdout\x18\x01 \x01(\fR\x06stdout\x12\x16\n" +
+	"\x06stderr\x18\x02 \x01(\fR\x06stderr\x12\x1b\n" +
+	"\texit_code\x18\x03 \x01(\x05R\bexitCode\x12\x1b\n" +
+	"\ttimed_out\x18\x04 \x01(\bR\btimedOut\"\x1e\n" +
 	"\fStateRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\xba\x01\n" +
 	"\rStateResponse\x12\x0e\n" +
@@ -1374,13 +1513,14 @@ const file_shim_proto_rawDesc = "" +
 	"\x0eSTATUS_UNKNOWN\x10\x00\x12\x12\n" +
 	"\x0eSTATUS_CREATED\x10\x01\x12\x12\n" +
 	"\x0eSTATUS_RUNNING\x10\x02\x12\x12\n" +
-	"\x0eSTATUS_STOPPED\x10\x032\xa9\x06\n" +
+	"\x0eSTATUS_STOPPED\x10\x032\xf6\x06\n" +
 	"\x04Shim\x12W\n" +
 	"\fStartSandbox\x12\".ketch.shim.v1.StartSandboxRequest\x1a#.ketch.shim.v1.StartSandboxResponse\x12`\n" +
 	"\x0fCreateContainer\x12%.ketch.shim.v1.CreateContainerRequest\x1a&.ketch.shim.v1.CreateContainerResponse\x12]\n" +
 	"\x0eStartContainer\x12$.ketch.shim.v1.StartContainerRequest\x1a%.ketch.shim.v1.StartContainerResponse\x12`\n" +
 	"\x0fDeleteContainer\x12%.ketch.shim.v1.DeleteContainerRequest\x1a&.ketch.shim.v1.DeleteContainerResponse\x12N\n" +
-	"\tReopenLog\x12\x1f.ketch.shim.v1.ReopenLogRequest\x1a .ketch.shim.v1.ReopenLogResponse\x12B\n" +
+	"\tReopenLog\x12\x1f.ketch.shim.v1.ReopenLogRequest\x1a .ketch.shim.v1.ReopenLogResponse\x12K\n" +
+	"\bExecSync\x12\x1e.ketch.shim.v1.ExecSyncRequest\x1a\x1f.ketch.shim.v1.ExecSyncResponse\x12B\n" +
 	"\x05State\x12\x1b.ketch.shim.v1.StateRequest\x1a\x1c.ketch.shim.v1.StateResponse\x12?\n" +
 	"\x04Kill\x12\x1a.ketch.shim.v1.KillRequest\x1a\x1b.ketch.shim.v1.KillResponse\x12?\n" +
 	"\x04Wait\x12\x1a.ketch.shim.v1.WaitRequest\x1a\x1b.ketch.shim.v1.WaitResponse\x12B\n" +
@@ -1400,7 +1540,7 @@ func file_shim_proto_rawDescGZIP() []byte {
 }
 
 var file_shim_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_shim_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_shim_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_shim_proto_goTypes = []any{
 	(Status)(0),                     // 0: ketch.shim.v1.Status
 	(*StartSandboxRequest)(nil),     // 1: ketch.shim.v1.StartSandboxRequest
@@ -1413,46 +1553,50 @@ var file_shim_proto_goTypes = []any{
 	(*DeleteContainerResponse)(nil), // 8: ketch.shim.v1.DeleteContainerResponse
 	(*ReopenLogRequest)(nil),        // 9: ketch.shim.v1.ReopenLogRequest
 	(*ReopenLogResponse)(nil),       // 10: ketch.shim.v1.ReopenLogResponse
-	(*StateRequest)(nil),            // 11: ketch.shim.v1.StateRequest
-	(*StateResponse)(nil),           // 12: ketch.shim.v1.StateResponse
-	(*Exit)(nil),                    // 13: ketch.shim.v1.Exit
-	(*KillRequest)(nil),             // 14: ketch.shim.v1.KillRequest
-	(*KillResponse)(nil),            // 15: ketch.shim.v1.KillResponse
-	(*WaitRequest)(nil),             // 16: ketch.shim.v1.WaitRequest
-	(*WaitResponse)(nil),            // 17: ketch.shim.v1.WaitResponse
-	(*StatsRequest)(nil),            // 18: ketch.shim.v1.StatsRequest
-	(*StatsResponse)(nil),           // 19: ketch.shim.v1.StatsResponse
-	(*ShutdownRequest)(nil),         // 20: ketch.shim.v1.ShutdownRequest
-	(*ShutdownResponse)(nil),        // 21: ketch.shim.v1.ShutdownResponse
-	nil,                             // 22: ketch.shim.v1.StartSandboxRequest.SysctlsEntry
+	(*ExecSyncRequest)(nil),         // 11: ketch.shim.v1.ExecSyncRequest
+	(*ExecSyncResponse)(nil),        // 12: ketch.shim.v1.ExecSyncResponse
+	(*StateRequest)(nil),            // 13: ketch.shim.v1.StateRequest
+	(*StateResponse)(nil),           // 14: ketch.shim.v1.StateResponse
+	(*Exit)(nil),                    // 15: ketch.shim.v1.Exit
+	(*KillRequest)(nil),             // 16: ketch.shim.v1.KillRequest
+	(*KillResponse)(nil),            // 17: ketch.shim.v1.KillResponse
+	(*WaitRequest)(nil),             // 18: ketch.shim.v1.WaitRequest
+	(*WaitResponse)(nil),            // 19: ketch.shim.v1.WaitResponse
+	(*StatsRequest)(nil),            // 20: ketch.shim.v1.StatsRequest
+	(*StatsResponse)(nil),           // 21: ketch.shim.v1.StatsResponse
+	(*ShutdownRequest)(nil),         // 22: ketch.shim.v1.ShutdownRequest
+	(*ShutdownResponse)(nil),        // 23: ketch.shim.v1.ShutdownResponse
+	nil,                             // 24: ketch.shim.v1.StartSandboxRequest.SysctlsEntry
 }
 var file_shim_proto_depIdxs = []int32{
-	22, // 0: ketch.shim.v1.StartSandboxRequest.sysctls:type_name -> ketch.shim.v1.StartSandboxRequest.SysctlsEntry
+	24, // 0: ketch.shim.v1.StartSandboxRequest.sysctls:type_name -> ketch.shim.v1.StartSandboxRequest.SysctlsEntry
 	0,  // 1: ketch.shim.v1.StateResponse.status:type_name -> ketch.shim.v1.Status
-	13, // 2: ketch.shim.v1.StateResponse.exit:type_name -> ketch.shim.v1.Exit
-	13, // 3: ketch.shim.v1.WaitResponse.exit:type_name -> ketch.shim.v1.Exit
+	15, // 2: ketch.shim.v1.StateResponse.exit:type_name -> ketch.shim.v1.Exit
+	15, // 3: ketch.shim.v1.WaitResponse.exit:type_name -> ketch.shim.v1.Exit
 	1,  // 4: ketch.shim.v1.Shim.StartSandbox:input_type -> ketch.shim.v1.StartSandboxRequest
 	3,  // 5: ketch.shim.v1.Shim.CreateContainer:input_type -> ketch.shim.v1.CreateContainerRequest
 	5,  // 6: ketch.shim.v1.Shim.StartContainer:input_type -> ketch.shim.v1.StartContainerRequest
 	7,  // 7: ketch.shim.v1.Shim.DeleteContainer:input_type -> ketch.shim.v1.DeleteContainerRequest
 	9,  // 8: ketch.shim.v1.Shim.ReopenLog:input_type -> ketch.shim.v1.ReopenLogRequest
-	11, // 9: ketch.shim.v1.Shim.State:input_type -> ketch.shim.v1.StateRequest
-	14, // 10: ketch.shim.v1.Shim.Kill:input_type -> ketch.shim.v1.KillRequest
-	16, // 11: ketch.shim.v1.Shim.Wait:input_type -> ketch.shim.v1.WaitRequest
-	18, // 12: ketch.shim.v1.Shim.Stats:input_type -> ketch.shim.v1.StatsRequest
-	20, // 13: ketch.shim.v1.Shim.Shutdown:input_type -> ketch.shim.v1.ShutdownRequest
-	2,  // 14: ketch.shim.v1.Shim.StartSandbox:output_type -> ketch.shim.v1.StartSandboxResponse
-	4,  // 15: ketch.shim.v1.Shim.CreateContainer:output_type -> ketch.shim.v1.CreateContainerResponse
-	6,  // 16: ketch.shim.v1.Shim.StartContainer:output_type -> ketch.shim.v1.StartContainerResponse
-	8,  // 17: ketch.shim.v1.Shim.DeleteContainer:output_type -> ketch.shim.v1.DeleteContainerResponse
-	10, // 18: ketch.shim.v1.Shim.ReopenLog:output_type -> ketch.shim.v1.ReopenLogResponse
-	12, // 19: ketch.shim.v1.Shim.State:output_type -> ketch.shim.v1.StateResponse
-	15, // 20: ketch.shim.v1.Shim.Kill:output_type -> ketch.shim.v1.KillResponse
-	17, // 21: ketch.shim.v1.Shim.Wait:output_type -> ketch.shim.v1.WaitResponse
-	19, // 22: ketch.shim.v1.Shim.Stats:output_type -> ketch.shim.v1.StatsResponse
-	21, // 23: ketch.shim.v1.Shim.Shutdown:output_type -> ketch.shim.v1.ShutdownResponse
-	14, // [14:24] is the sub-list for method output_type
-	4,  // [4:14] is the sub-list for method input_type
+	11, // 9: ketch.shim.v1.Shim.ExecSync:input_type -> ketch.shim.v1.ExecSyncRequest
+	13, // 10: ketch.shim.v1.Shim.State:input_type -> ketch.shim.v1.StateRequest
+	16, // 11: ketch.shim.v1.Shim.Kill:input_type -> ketch.shim.v1.KillRequest
+	18, // 12: ketch.shim.v1.Shim.Wait:input_type -> ketch.shim.v1.WaitRequest
+	20, // 13: ketch.shim.v1.Shim.Stats:input_type -> ketch.shim.v1.StatsRequest
+	22, // 14: ketch.shim.v1.Shim.Shutdown:input_type -> ketch.shim.v1.ShutdownRequest
+	2,  // 15: ketch.shim.v1.Shim.StartSandbox:output_type -> ketch.shim.v1.StartSandboxResponse
+	4,  // 16: ketch.shim.v1.Shim.CreateContainer:output_type -> ketch.shim.v1.CreateContainerResponse
+	6,  // 17: ketch.shim.v1.Shim.StartContainer:output_type -> ketch.shim.v1.StartContainerResponse
+	8,  // 18: ketch.shim.v1.Shim.DeleteContainer:output_type -> ketch.shim.v1.DeleteContainerResponse
+	10, // 19: ketch.shim.v1.Shim.ReopenLog:output_type -> ketch.shim.v1.ReopenLogResponse
+	12, // 20: ketch.shim.v1.Shim.ExecSync:output_type -> ketch.shim.v1.ExecSyncResponse
+	14, // 21: ketch.shim.v1.Shim.State:output_type -> ketch.shim.v1.StateResponse
+	17, // 22: ketch.shim.v1.Shim.Kill:output_type -> ketch.shim.v1.KillResponse
+	19, // 23: ketch.shim.v1.Shim.Wait:output_type -> ketch.shim.v1.WaitResponse
+	21, // 24: ketch.shim.v1.Shim.Stats:output_type -> ketch.shim.v1.StatsResponse
+	23, // 25: ketch.shim.v1.Shim.Shutdown:output_type -> ketch.shim.v1.ShutdownResponse
+	15, // [15:26] is the sub-list for method output_type
+	4,  // [4:15] is the sub-list for method input_type
 	4,  // [4:4] is the sub-list for extension type_name
 	4,  // [4:4] is the sub-list for extension extendee
 	0,  // [0:4] is the sub-list for field type_name
@@ -1469,7 +1613,7 @@ func file_shim_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shim_proto_rawDesc), len(file_shim_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   22,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -13,6 +13,7 @@ type ShimService interface {
 	StartContainer(context.Context, *StartContainerRequest) (*StartContainerResponse, error)
 	DeleteContainer(context.Context, *DeleteContainerRequest) (*DeleteContainerResponse, error)
 	ReopenLog(context.Context, *ReopenLogRequest) (*ReopenLogResponse, error)
+	ExecSync(context.Context, *ExecSyncRequest) (*ExecSyncResponse, error)
 	State(context.Context, *StateRequest) (*StateResponse, error)
 	Kill(context.Context, *KillRequest) (*KillResponse, error)
 	Wait(context.Context, *WaitRequest) (*WaitResponse, error)
@@ -57,6 +58,13 @@ func RegisterShimService(srv *ttrpc.Server, svc ShimService) {
 					return nil, err
 				}
 				return svc.ReopenLog(ctx, &req)
+			},
+			"ExecSync": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req ExecSyncRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.ExecSync(ctx, &req)
 			},
 			"State": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
 				var req StateRequest
@@ -142,6 +150,14 @@ func (c *shimClient) DeleteContainer(ctx context.Context, req *DeleteContainerRe
 func (c *shimClient) ReopenLog(ctx context.Context, req *ReopenLogRequest) (*ReopenLogResponse, error) {
 	var resp ReopenLogResponse
 	if err := c.client.Call(ctx, "ketch.shim.v1.Shim", "ReopenLog", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *shimClient) ExecSync(ctx context.Context, req *ExecSyncRequest) (*ExecSyncResponse, error) {
+	var resp ExecSyncResponse
+	if err := c.client.Call(ctx, "ketch.shim.v1.Shim", "ExecSync", req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil

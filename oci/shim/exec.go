@@ -1,0 +1,182 @@
+package shim
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/containerd/errdefs"
+)
+
+// maxExecOutput caps what ExecSync keeps of each stream, as kubelet caps
+// probe output, so a chatty command cannot exhaust the shim.
+const maxExecOutput = 16 << 20
+
+// ExecResult is what a command run by ExecSync did.
+type ExecResult struct {
+	Stdout, Stderr []byte
+	ExitCode       int
+	TimedOut       bool
+}
+
+// ExecSync runs args in running container id as the container's own
+// process (user, env, cwd, capabilities, seccomp), and returns its output
+// and exit code. A command that cannot be started answers 127 (not found)
+// or 126, as a shell does, with the reason on stderr. At the timeout (0:
+// none) the command and its descendants are killed.
+func (s *Service) ExecSync(ctx context.Context, id string, args []string, timeout time.Duration) (ExecResult, error) {
+	if len(args) == 0 || args[0] == "" {
+		return ExecResult{}, fmt.Errorf("exec in %s: empty command: %w", id, errdefs.ErrInvalidArgument)
+	}
+	c, err := s.get(id)
+	if err != nil {
+		return ExecResult{}, err
+	}
+	if c.process == nil {
+		return ExecResult{}, fmt.Errorf("exec in %s: the sandbox runs no commands: %w", id, errdefs.ErrInvalidArgument)
+	}
+	if !c.running() {
+		return ExecResult{}, fmt.Errorf("exec in %s: not running: %w", id, errdefs.ErrFailedPrecondition)
+	}
+	p := *c.process
+	p.Args, p.Terminal = args, false
+	proc := processFromSpec(&p)
+	proc.Init = false
+
+	var stdout, stderr cappedBuffer
+	var copiers sync.WaitGroup
+	var readers, writers []*os.File
+	for _, buf := range []*cappedBuffer{&stdout, &stderr} {
+		r, w, err := os.Pipe()
+		if err != nil {
+			closeFiles(readers, writers)
+			return ExecResult{}, err
+		}
+		readers, writers = append(readers, r), append(writers, w)
+		copiers.Add(1)
+		go func() {
+			defer copiers.Done()
+			_, _ = io.Copy(buf, r)
+		}()
+	}
+	proc.Stdout, proc.Stderr = writers[0], writers[1]
+	done := make(chan Exit, 1)
+	pid, err := s.reaper.start(func() (int, error) {
+		if err := c.lc.Run(proc); err != nil {
+			return 0, err
+		}
+		return proc.Pid()
+	}, func(e Exit) { done <- e })
+	closeFiles(nil, writers)
+	if err != nil {
+		closeFiles(readers, nil)
+		copiers.Wait()
+		return ExecResult{Stderr: []byte(err.Error() + "\n"), ExitCode: execFailureCode(err)}, nil
+	}
+
+	var res ExecResult
+	var expired <-chan time.Time
+	if timeout > 0 {
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		expired = t.C
+	}
+	select {
+	case e := <-done:
+		res.ExitCode = e.Code
+	case <-expired:
+		killTree(pid)
+		res.ExitCode, res.TimedOut = (<-done).Code, true
+	case <-ctx.Done():
+		killTree(pid)
+		<-done
+		closeFiles(readers, nil)
+		copiers.Wait()
+		return ExecResult{}, fmt.Errorf("exec in %s: %w", id, ctx.Err())
+	}
+	// A background child of the command may hold the pipes; its output
+	// after the command's exit is not the command's.
+	waitOrCut(&copiers, readers, drainTimeout)
+	res.Stdout, res.Stderr = stdout.Bytes(), stderr.Bytes()
+	return res, nil
+}
+
+func execFailureCode(err error) int {
+	msg := err.Error()
+	if strings.Contains(msg, "not found") || strings.Contains(msg, "no such file") {
+		return 127
+	}
+	return 126
+}
+
+// killTree KILLs pid and every descendant it still has.
+func killTree(pid int) {
+	for _, kid := range descendants(pid) {
+		_ = syscall.Kill(kid, syscall.SIGKILL)
+	}
+	_ = syscall.Kill(pid, syscall.SIGKILL)
+}
+
+func descendants(pid int) []int {
+	var out []int
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+	for _, t := range tasks {
+		data, _ := os.ReadFile(t)
+		for _, f := range strings.Fields(string(data)) {
+			if kid, err := strconv.Atoi(f); err == nil {
+				out = append(out, kid)
+				out = append(out, descendants(kid)...)
+			}
+		}
+	}
+	return out
+}
+
+// waitOrCut waits up to bound for wg, then closes files to end the
+// goroutines blocked reading them, and waits for them.
+func waitOrCut(wg *sync.WaitGroup, files []*os.File, bound time.Duration) {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(bound):
+	}
+	closeFiles(files, nil)
+	<-done
+}
+
+func closeFiles(a, b []*os.File) {
+	for _, f := range append(a, b...) {
+		f.Close()
+	}
+}
+
+// cappedBuffer keeps the first maxExecOutput bytes written to it and
+// drops the rest, so the writer never blocks on a full pipe.
+type cappedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *cappedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if room := maxExecOutput - b.buf.Len(); room > 0 {
+		b.buf.Write(p[:min(len(p), room)])
+	}
+	return len(p), nil
+}
+
+func (b *cappedBuffer) Bytes() []byte {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return bytes.Clone(b.buf.Bytes())
+}
