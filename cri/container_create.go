@@ -102,8 +102,10 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 	}
 	undo = append(undo, func(ctx context.Context) error { return s.containers.DeleteContainer(ctx, sb.ID, id) })
 
+	u := spec.Process.User
 	if _, err := s.store.UpdateContainer(id, func(c *store.Container) error {
 		c.State = store.ContainerCreated
+		c.User = &store.User{UID: u.UID, GID: u.GID, Groups: u.AdditionalGids}
 		return nil
 	}); err != nil {
 		return nil, fmt.Errorf("create container %s: %w", id, err)

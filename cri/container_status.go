@@ -45,6 +45,13 @@ func (s *Server) ContainerStatus(ctx context.Context, req *runtimeapi.ContainerS
 	if r := cfg.GetLinux().GetResources(); r != nil {
 		st.Resources = &runtimeapi.ContainerResources{Linux: r}
 	}
+	if u := c.User; u != nil {
+		groups := make([]int64, len(u.Groups))
+		for i, g := range u.Groups {
+			groups[i] = int64(g)
+		}
+		st.User = &runtimeapi.ContainerUser{Linux: &runtimeapi.LinuxContainerUser{Uid: int64(u.UID), Gid: int64(u.GID), SupplementalGroups: groups}}
+	}
 	resp := &runtimeapi.ContainerStatusResponse{Status: st}
 	if req.GetVerbose() {
 		info, err := json.Marshal(verboseContainer{SandboxID: c.SandboxID, PID: c.PID, State: string(c.State), Config: &cfg})

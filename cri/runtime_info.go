@@ -2,6 +2,7 @@ package cri
 
 import (
 	"context"
+	"encoding/json"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -31,12 +32,34 @@ func (s *Server) Status(ctx context.Context, req *runtimeapi.StatusRequest) (*ru
 		network.Reason = "NetworkPluginNotReady"
 		network.Message = err.Error()
 	}
-	return &runtimeapi.StatusResponse{
+	resp := &runtimeapi.StatusResponse{
 		Status: &runtimeapi.RuntimeStatus{Conditions: []*runtimeapi.RuntimeCondition{
 			{Type: runtimeapi.RuntimeReady, Status: true},
 			network,
 		}},
-	}, nil
+		Features: &runtimeapi.RuntimeFeatures{SupplementalGroupsPolicy: true},
+	}
+	// Every handler is the same runtime; kubelet and critest look features
+	// up by handler name, the default one being "".
+	for _, name := range append([]string{""}, s.cfg.RuntimeHandlers...) {
+		resp.RuntimeHandlers = append(resp.RuntimeHandlers, &runtimeapi.RuntimeHandler{
+			Name: name,
+			Features: &runtimeapi.RuntimeHandlerFeatures{
+				RecursiveReadOnlyMounts: true,
+				UserNamespaces:          s.cfg.UserNamespaces,
+			},
+		})
+	}
+	if req.GetVerbose() {
+		// The keys are containerd's: critest finds where the runtime keeps
+		// its state (to probe idmapped mounts there) under "config".
+		info, err := json.Marshal(map[string]string{"stateDir": s.cfg.StateDir, "rootDir": s.cfg.RootDir})
+		if err != nil {
+			return nil, err
+		}
+		resp.Info = map[string]string{"config": string(info)}
+	}
+	return resp, nil
 }
 
 // RuntimeConfig tells kubelet which cgroup driver to use, so the two agree.

@@ -57,6 +57,12 @@ func TestStatus(t *testing.T) {
 				t.Errorf("NetworkReady = {%v %q %q}, want {%v %q %q}",
 					net.Status, net.Reason, net.Message, tc.wantNetwork, tc.wantReason, tc.wantMessage)
 			}
+			if !resp.GetFeatures().GetSupplementalGroupsPolicy() {
+				t.Error("SupplementalGroupsPolicy not advertised")
+			}
+			if h := resp.GetRuntimeHandlers(); len(h) != 1 || h[0].Name != "" || !h[0].GetFeatures().GetRecursiveReadOnlyMounts() {
+				t.Errorf("runtime handlers = %v, want the default one with recursive read-only mounts", h)
+			}
 		})
 	}
 }

@@ -101,6 +101,11 @@ type Config struct {
 	// ImageRoot is the image store's directory: the filesystem writable
 	// layers live on, for stats.
 	ImageRoot string
+	// RootDir and StateDir are ketchd's persistent and volatile state, as
+	// verbose Status reports them.
+	RootDir, StateDir string
+	// UserNamespaces: pods may ask for a user namespace of their own.
+	UserNamespaces bool
 }
 
 // Server implements runtimeapi.RuntimeServiceServer and ImageServiceServer.

@@ -117,7 +117,7 @@ func run() error {
 	defer pods.Close()
 
 	srv, err := cri.New(cri.Config{Version: version, CgroupDriver: driver, RuntimeHandlers: cfg.RuntimeHandlers,
-		ShimCgroupDriver: shimDriver, ImageRoot: filepath.Join(cfg.Root, "image")},
+		ShimCgroupDriver: shimDriver, ImageRoot: filepath.Join(cfg.Root, "image"), RootDir: cfg.Root, StateDir: cfg.State},
 		images, network, st, pods, pods)
 	if err != nil {
 		return err

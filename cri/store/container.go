@@ -47,12 +47,22 @@ type Container struct {
 	Labels      map[string]string `json:"labels"`
 	Annotations map[string]string `json:"annotations"`
 	LogPath     string            `json:"log_path"` // absolute: the pod's log directory joined with the config's path
+	// User is the identity the container's process runs as, resolved at
+	// create from the config and the image's /etc/passwd and /etc/group.
+	User *User `json:"user,omitempty"`
 	PID         int               `json:"pid"`
 	// Config is the marshalled CRI ContainerConfig.
 	Config []byte `json:"config"`
 }
 
 func (c Container) ident() (string, string) { return c.ID, c.Key }
+
+// User is a process's Linux identity.
+type User struct {
+	UID    uint32   `json:"uid"`
+	GID    uint32   `json:"gid"`
+	Groups []uint32 `json:"groups,omitempty"` // supplementary
+}
 
 // ContainerFilter selects containers as the CRI ContainerFilter does: all set
 // fields must match.
