@@ -50,7 +50,7 @@ type Container struct {
 	// User is the identity the container's process runs as, resolved at
 	// create from the config and the image's /etc/passwd and /etc/group.
 	User *User `json:"user,omitempty"`
-	PID         int               `json:"pid"`
+	PID  int   `json:"pid"`
 	// Config is the marshalled CRI ContainerConfig.
 	Config []byte `json:"config"`
 }
