@@ -110,6 +110,7 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 	}); err != nil {
 		return nil, fmt.Errorf("create container %s: %w", id, err)
 	}
+	s.emit(sb.ID, id, runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT)
 	return &runtimeapi.CreateContainerResponse{ContainerId: id}, nil
 }
 

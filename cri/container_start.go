@@ -32,6 +32,9 @@ func (s *Server) StartContainer(ctx context.Context, req *runtimeapi.StartContai
 			c.State, c.ExitCode, c.Reason, c.Message, c.FinishedAt = store.ContainerExited, 128, "StartError", err.Error(), time.Now()
 			return nil
 		})
+		if uerr == nil {
+			s.emit(c.SandboxID, c.ID, runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT)
+		}
 		return nil, errors.Join(fmt.Errorf("start container %s: %w", c.ID, err), uerr)
 	}
 	st, err := s.containers.ContainerState(ctx, c.SandboxID, c.ID)
@@ -45,6 +48,7 @@ func (s *Server) StartContainer(ctx context.Context, req *runtimeapi.StartContai
 		return nil, fmt.Errorf("start container %s: %w", c.ID, err)
 	}
 	s.watchContainer(c.SandboxID, c.ID)
+	s.emit(c.SandboxID, c.ID, runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT)
 	return &runtimeapi.StartContainerResponse{}, nil
 }
 
@@ -58,14 +62,14 @@ func (s *Server) watchContainer(podID, id string) {
 		if s.bg.Err() != nil {
 			return // ketchd is stopping; the next one watches again
 		}
-		s.recordExit(id, e, err)
+		s.recordExit(podID, id, e, err)
 	}()
 }
 
 // recordExit writes an exit the shim reported (or the loss of the shim)
 // into the record of a container that was running; it is idempotent, as
 // StopContainer and the watcher both call it.
-func (s *Server) recordExit(id string, e shim.Exit, waitErr error) {
+func (s *Server) recordExit(podID, id string, e shim.Exit, waitErr error) {
 	reason, msg := exitReason(e)
 	if waitErr != nil {
 		if !errors.Is(waitErr, sandbox.ErrShimGone) {
@@ -74,15 +78,20 @@ func (s *Server) recordExit(id string, e shim.Exit, waitErr error) {
 		e = shim.Exit{Code: 255, At: time.Now()}
 		reason, msg = "ShimDied", "the pod's shim died before the container's exit was recorded: "+waitErr.Error()
 	}
+	changed := false
 	_, err := s.store.UpdateContainer(id, func(c *store.Container) error {
 		if c.State != store.ContainerRunning {
 			return nil
 		}
+		changed = true
 		c.State, c.ExitCode, c.FinishedAt, c.Reason, c.Message = store.ContainerExited, int32(e.Code), e.At, reason, msg
 		return nil
 	})
 	if err != nil && !errdefs.IsNotFound(err) {
 		slog.Error("record container exit", "container", id, "err", err)
+	}
+	if changed {
+		s.emit(podID, id, runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT)
 	}
 }
 

@@ -48,9 +48,12 @@ func (s *Server) stopContainer(ctx context.Context, c store.Container, grace tim
 		wctx, cancel := context.WithTimeout(ctx, grace)
 		e, err := s.containers.WaitContainer(wctx, c.SandboxID, c.ID)
 		cancel()
-		if err == nil || ctx.Err() != nil {
-			s.recordExit(c.ID, e, err)
+		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		if err == nil {
+			s.recordExit(c.SandboxID, c.ID, e, nil)
+			return nil
 		}
 	}
 	// KILL every process of the cgroup: a child the program left behind
@@ -62,7 +65,7 @@ func (s *Server) stopContainer(ctx context.Context, c store.Container, grace tim
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	s.recordExit(c.ID, e, err)
+	s.recordExit(c.SandboxID, c.ID, e, err)
 	return nil
 }
 
@@ -107,5 +110,9 @@ func (s *Server) removeContainer(ctx context.Context, c store.Container) error {
 	if err := s.images.Release(ctx, c.ID, s.containers.ContainerRootfs(c.ID)); err != nil {
 		return err
 	}
-	return s.store.DeleteContainer(c.ID)
+	if err := s.store.DeleteContainer(c.ID); err != nil {
+		return err
+	}
+	s.emit(c.SandboxID, c.ID, runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT)
+	return nil
 }

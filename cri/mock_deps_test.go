@@ -496,6 +496,20 @@ func (mr *MockContainersMockRecorder) StartContainer(ctx, podID, id any) *gomock
 	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "StartContainer", reflect.TypeOf((*MockContainers)(nil).StartContainer), ctx, podID, id)
 }
 
+// UpdateContainer mocks base method.
+func (m *MockContainers) UpdateContainer(ctx context.Context, podID, id string, r *specs.LinuxResources) error {
+	m.ctrl.T.Helper()
+	ret := m.ctrl.Call(m, "UpdateContainer", ctx, podID, id, r)
+	ret0, _ := ret[0].(error)
+	return ret0
+}
+
+// UpdateContainer indicates an expected call of UpdateContainer.
+func (mr *MockContainersMockRecorder) UpdateContainer(ctx, podID, id, r any) *gomock.Call {
+	mr.mock.ctrl.T.Helper()
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "UpdateContainer", reflect.TypeOf((*MockContainers)(nil).UpdateContainer), ctx, podID, id, r)
+}
+
 // WaitContainer mocks base method.
 func (m *MockContainers) WaitContainer(ctx context.Context, podID, id string) (shim.Exit, error) {
 	m.ctrl.T.Helper()

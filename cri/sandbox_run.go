@@ -70,6 +70,8 @@ func (s *Server) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPodSandbo
 		return nil, fmt.Errorf("run pod sandbox %s: %w", id, err)
 	}
 	s.watchSandbox(id)
+	s.emit(id, id, runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT)
+	s.emit(id, id, runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT)
 	slog.Info("pod running", "pod", id, "name", rec.Key, "pid", pod.PID, "ips", pod.IPs)
 	return &runtimeapi.RunPodSandboxResponse{PodSandboxId: id}, nil
 }
@@ -88,16 +90,30 @@ func (s *Server) watchSandbox(id string) {
 }
 
 func (s *Server) markNotReady(id string) {
+	if s.setNotReady(id) {
+		slog.Info("pod not ready: its PID 1 exited", "pod", id)
+	}
+}
+
+// setNotReady marks pod id NOTREADY and publishes that once: it reports
+// whether this call was the one that changed the state.
+func (s *Server) setNotReady(id string) bool {
+	changed := false
 	_, err := s.store.UpdateSandbox(id, func(sb *store.Sandbox) error {
-		if sb.State == store.SandboxReady {
-			sb.State = store.SandboxNotReady
-			slog.Info("pod not ready: its PID 1 exited", "pod", id)
-		}
+		changed = sb.State == store.SandboxReady
+		sb.State = store.SandboxNotReady
 		return nil
 	})
-	if err != nil && !errdefs.IsNotFound(err) {
-		slog.Warn("mark pod not ready", "pod", id, "err", err)
+	if err != nil {
+		if !errdefs.IsNotFound(err) {
+			slog.Warn("mark pod not ready", "pod", id, "err", err)
+		}
+		return false
 	}
+	if changed {
+		s.emit(id, id, runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT)
+	}
+	return changed
 }
 
 // watchReadySandboxes adopts and watches every pod a previous ketchd left

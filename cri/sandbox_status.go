@@ -30,9 +30,36 @@ func (s *Server) PodSandboxStatus(ctx context.Context, req *runtimeapi.PodSandbo
 			sb.State = store.SandboxNotReady
 		}
 	}
+	st, cfg, err := sandboxStatus(sb)
+	if err != nil {
+		return nil, err
+	}
+	resp := &runtimeapi.PodSandboxStatusResponse{Status: st}
+	if req.GetVerbose() {
+		info, err := json.Marshal(verboseSandbox{PID: sb.PID, NetNSPath: sb.NetNSPath, State: string(sb.State), Config: cfg})
+		if err != nil {
+			return nil, fmt.Errorf("pod sandbox status %s: encode info: %w", sb.ID, err)
+		}
+		resp.Info = map[string]string{"info": string(info)}
+	}
+	return resp, nil
+}
+
+// storedPodStatus is pod id's status as the store has it.
+func (s *Server) storedPodStatus(id string) (*runtimeapi.PodSandboxStatus, error) {
+	sb, err := s.store.GetSandbox(id)
+	if err != nil {
+		return nil, err
+	}
+	st, _, err := sandboxStatus(sb)
+	return st, err
+}
+
+// sandboxStatus is the CRI status of a pod record, and its config.
+func sandboxStatus(sb store.Sandbox) (*runtimeapi.PodSandboxStatus, *runtimeapi.PodSandboxConfig, error) {
 	var cfg runtimeapi.PodSandboxConfig
 	if err := proto.Unmarshal(sb.Config, &cfg); err != nil {
-		return nil, fmt.Errorf("pod %s: stored config: %w: %w", sb.ID, errdefs.ErrDataLoss, err)
+		return nil, nil, fmt.Errorf("pod %s: stored config: %w: %w", sb.ID, errdefs.ErrDataLoss, err)
 	}
 	st := &runtimeapi.PodSandboxStatus{
 		Id:             sb.ID,
@@ -52,15 +79,7 @@ func (s *Server) PodSandboxStatus(ctx context.Context, req *runtimeapi.PodSandbo
 			st.Network.AdditionalIps = append(st.Network.AdditionalIps, &runtimeapi.PodIP{Ip: ip})
 		}
 	}
-	resp := &runtimeapi.PodSandboxStatusResponse{Status: st}
-	if req.GetVerbose() {
-		info, err := json.Marshal(verboseSandbox{PID: sb.PID, NetNSPath: sb.NetNSPath, State: string(sb.State), Config: &cfg})
-		if err != nil {
-			return nil, fmt.Errorf("pod sandbox status %s: encode info: %w", sb.ID, err)
-		}
-		resp.Info = map[string]string{"info": string(info)}
-	}
-	return resp, nil
+	return st, &cfg, nil
 }
 
 // verboseSandbox is the "info" of a verbose PodSandboxStatus; the keys are

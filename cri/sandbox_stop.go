@@ -3,6 +3,7 @@ package cri
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/containerd/errdefs"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -39,13 +40,7 @@ func (s *Server) StopPodSandbox(ctx context.Context, req *runtimeapi.StopPodSand
 	if err := s.sandboxes.Stop(ctx, spec); err != nil {
 		return nil, err
 	}
-	_, err = s.store.UpdateSandbox(sb.ID, func(sb *store.Sandbox) error {
-		sb.State = store.SandboxNotReady
-		return nil
-	})
-	if err != nil && !errdefs.IsNotFound(err) {
-		return nil, fmt.Errorf("stop pod sandbox %s: %w", sb.ID, err)
-	}
+	s.setNotReady(sb.ID)
 	return &runtimeapi.StopPodSandboxResponse{}, nil
 }
 
@@ -75,9 +70,12 @@ func (s *Server) RemovePodSandbox(ctx context.Context, req *runtimeapi.RemovePod
 	if err := s.sandboxes.Remove(ctx, spec); err != nil {
 		return nil, err
 	}
+	st, _, _ := sandboxStatus(sb)
 	if err := s.store.DeleteSandbox(sb.ID); err != nil {
 		return nil, fmt.Errorf("remove pod sandbox %s: %w", sb.ID, err)
 	}
+	s.events.publish(&runtimeapi.ContainerEventResponse{ContainerId: sb.ID, PodSandboxStatus: st,
+		ContainerEventType: runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT, CreatedAt: time.Now().UnixNano()})
 	return &runtimeapi.RemovePodSandboxResponse{}, nil
 }
 

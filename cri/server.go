@@ -87,6 +87,7 @@ type Containers interface {
 	ContainerStats(ctx context.Context, podID, id string) (shim.Stats, error)
 	ReopenLog(ctx context.Context, podID, id string) error
 	ExecSync(ctx context.Context, podID, id string, args []string, timeout time.Duration) (shim.ExecResult, error)
+	UpdateContainer(ctx context.Context, podID, id string, r *specs.LinuxResources) error
 }
 
 // Config is what the server reports about the node it runs on.
@@ -127,6 +128,8 @@ type Server struct {
 	bg       context.Context
 	stop     context.CancelFunc
 	watchers sync.WaitGroup
+
+	events events
 }
 
 // New builds a Server over its dependencies and starts watching the pods

@@ -409,3 +409,9 @@ func cgroupsPath(in Input) (string, error) {
 	}
 	return "", fmt.Errorf("cgroup driver %q: want %q or %q: %w", in.CgroupDriver, CgroupDriverCgroupfs, CgroupDriverSystemd, errdefs.ErrInvalidArgument)
 }
+
+// Resources is the runtime-spec form of a container's CRI resources, for
+// UpdateContainerResources: what Spec would set, device rules aside.
+func Resources(r *runtimeapi.LinuxContainerResources) (*specs.LinuxResources, error) {
+	return resources(r, nil)
+}

@@ -160,3 +160,12 @@ func (m *Manager) ExecSync(ctx context.Context, podID, id string, args []string,
 	}
 	return c.ExecSync(ctx, id, args, timeout)
 }
+
+// UpdateContainer applies new resource limits to running container id.
+func (m *Manager) UpdateContainer(ctx context.Context, podID, id string, r *specs.LinuxResources) error {
+	c, err := m.podShim(ctx, podID)
+	if err != nil {
+		return err
+	}
+	return c.Update(ctx, id, r)
+}

@@ -126,6 +126,16 @@ func (c *Client) ExecSync(ctx context.Context, id string, args []string, timeout
 	return ExecResult{Stdout: r.GetStdout(), Stderr: r.GetStderr(), ExitCode: int(r.GetExitCode()), TimedOut: r.GetTimedOut()}, nil
 }
 
+// Update applies new resource limits to running container id.
+func (c *Client) Update(ctx context.Context, id string, r *specs.LinuxResources) error {
+	data, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	_, err = c.shim.Update(ctx, &api.UpdateRequest{Id: id, Resources: data})
+	return fromTTRPC(err)
+}
+
 // State returns container id's state; the sandbox's id is the pod id.
 func (c *Client) State(ctx context.Context, id string) (State, error) {
 	r, err := c.shim.State(ctx, &api.StateRequest{Id: id})

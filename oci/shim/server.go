@@ -240,6 +240,17 @@ func (t *ttrpcService) ExecSync(ctx context.Context, r *api.ExecSyncRequest) (*a
 	return &api.ExecSyncResponse{Stdout: res.Stdout, Stderr: res.Stderr, ExitCode: int32(res.ExitCode), TimedOut: res.TimedOut}, nil
 }
 
+func (t *ttrpcService) Update(ctx context.Context, r *api.UpdateRequest) (*api.UpdateResponse, error) {
+	var res specs.LinuxResources
+	if err := json.Unmarshal(r.GetResources(), &res); err != nil {
+		return nil, fmt.Errorf("update %s: resources: %w: %w", r.GetId(), errdefs.ErrInvalidArgument, err)
+	}
+	if err := t.s.Update(ctx, r.GetId(), &res); err != nil {
+		return nil, err
+	}
+	return &api.UpdateResponse{}, nil
+}
+
 func (t *ttrpcService) State(ctx context.Context, r *api.StateRequest) (*api.StateResponse, error) {
 	st, err := t.s.State(ctx, r.GetId())
 	if err != nil {

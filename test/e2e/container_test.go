@@ -314,3 +314,98 @@ func (d *daemon) checkNoContainerLeft(t *testing.T) {
 		t.Errorf("more rootfs mounts than containers")
 	}
 }
+
+// TestContainerEvents: GetContainerEvents sends each lifecycle event of a
+// pod and its container once, in order, with the state it describes.
+func TestContainerEvents(t *testing.T) {
+	d := startKetchd(t, daemonOpts{network: true})
+	d.mustPull(t, busybox)
+	stream, err := d.rt.GetContainerEvents(ctxT(t, time.Minute), &runtimeapi.GetEventsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod, podCfg, _ := d.podWithLogs(t, "events")
+	id := d.createContainer(t, pod, podCfg, containerConfig("ev", "sh", "-c", "exit 7"))
+	d.startContainer(t, id)
+	d.waitExited(t, id, 10*time.Second)
+	d.stopPod(t, pod)
+	d.removePod(t, pod)
+
+	type event struct {
+		id   string
+		kind runtimeapi.ContainerEventType
+	}
+	want := []event{
+		{pod, runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT},
+		{pod, runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT},
+		{id, runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT},
+		{id, runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT},
+		{id, runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT},
+		{pod, runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT},
+		{id, runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT},
+		{pod, runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT},
+	}
+	var got []event
+	for range want {
+		ev, err := stream.Recv()
+		if err != nil {
+			t.Fatalf("after %v: %v", got, err)
+		}
+		got = append(got, event{ev.ContainerId, ev.ContainerEventType})
+		if ev.ContainerId == id && ev.ContainerEventType == runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT {
+			var st *runtimeapi.ContainerStatus
+			for _, s := range ev.ContainersStatuses {
+				if s.Id == id {
+					st = s
+				}
+			}
+			if st == nil || st.State != runtimeapi.ContainerState_CONTAINER_EXITED || st.ExitCode != 7 {
+				t.Errorf("the stopped event carries %v, want the exit recorded", st)
+			}
+		}
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("events = %v\nwant     %v", got, want)
+		}
+	}
+}
+
+// TestUpdateContainerResources: a running container's limits change in
+// its cgroup and in its status.
+func TestUpdateContainerResources(t *testing.T) {
+	d := startKetchd(t, daemonOpts{network: true})
+	d.mustPull(t, busybox)
+	pod, podCfg, _ := d.podWithLogs(t, "update")
+	cfg := containerConfig("up", "sleep", "300")
+	cfg.Linux.Resources = &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 64 << 20, CpuShares: 512}
+	id := d.createContainer(t, pod, podCfg, cfg)
+	d.startContainer(t, id)
+	memLimit := func() string {
+		for _, mnt := range cgroupMounts() {
+			if b, err := os.ReadFile(filepath.Join(mnt, cgroupParent, id, "memory.limit_in_bytes")); err == nil {
+				return strings.TrimSpace(string(b))
+			}
+			if b, err := os.ReadFile(filepath.Join(mnt, cgroupParent, id, "memory.max")); err == nil {
+				return strings.TrimSpace(string(b))
+			}
+		}
+		return ""
+	}
+	if got := memLimit(); got != "67108864" {
+		t.Fatalf("memory limit at start = %q", got)
+	}
+	want := &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 128 << 20, CpuShares: 1024}
+	if _, err := d.rt.UpdateContainerResources(ctxT(t, 10*time.Second), &runtimeapi.UpdateContainerResourcesRequest{ContainerId: id, Linux: want}); err != nil {
+		t.Fatal(err)
+	}
+	if got := memLimit(); got != "134217728" {
+		t.Errorf("memory limit after update = %q", got)
+	}
+	if r := d.ctrStatus(t, id).GetResources().GetLinux(); r.GetMemoryLimitInBytes() != 128<<20 || r.GetCpuShares() != 1024 {
+		t.Errorf("status resources = %v", r)
+	}
+	d.removePod(t, pod)
+	d.checkPodGone(t, pod)
+	d.checkContainerGone(t, id)
+}

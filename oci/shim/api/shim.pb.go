@@ -814,6 +814,95 @@ func (x *ExecSyncResponse) GetTimedOut() bool {
 	return false
 }
 
+type UpdateRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The runtime-spec LinuxResources, as JSON.
+	Resources     []byte `protobuf:"bytes,2,opt,name=resources,proto3" json:"resources,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateRequest) Reset() {
+	*x = UpdateRequest{}
+	mi := &file_shim_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateRequest) ProtoMessage() {}
+
+func (x *UpdateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shim_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateRequest.ProtoReflect.Descriptor instead.
+func (*UpdateRequest) Descriptor() ([]byte, []int) {
+	return file_shim_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *UpdateRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *UpdateRequest) GetResources() []byte {
+	if x != nil {
+		return x.Resources
+	}
+	return nil
+}
+
+type UpdateResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateResponse) Reset() {
+	*x = UpdateResponse{}
+	mi := &file_shim_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateResponse) ProtoMessage() {}
+
+func (x *UpdateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shim_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateResponse.ProtoReflect.Descriptor instead.
+func (*UpdateResponse) Descriptor() ([]byte, []int) {
+	return file_shim_proto_rawDescGZIP(), []int{13}
+}
+
 type StateRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -823,7 +912,7 @@ type StateRequest struct {
 
 func (x *StateRequest) Reset() {
 	*x = StateRequest{}
-	mi := &file_shim_proto_msgTypes[12]
+	mi := &file_shim_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -835,7 +924,7 @@ func (x *StateRequest) String() string {
 func (*StateRequest) ProtoMessage() {}
 
 func (x *StateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[12]
+	mi := &file_shim_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -848,7 +937,7 @@ func (x *StateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateRequest.ProtoReflect.Descriptor instead.
 func (*StateRequest) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{12}
+	return file_shim_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *StateRequest) GetId() string {
@@ -873,7 +962,7 @@ type StateResponse struct {
 
 func (x *StateResponse) Reset() {
 	*x = StateResponse{}
-	mi := &file_shim_proto_msgTypes[13]
+	mi := &file_shim_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -885,7 +974,7 @@ func (x *StateResponse) String() string {
 func (*StateResponse) ProtoMessage() {}
 
 func (x *StateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[13]
+	mi := &file_shim_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -898,7 +987,7 @@ func (x *StateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateResponse.ProtoReflect.Descriptor instead.
 func (*StateResponse) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{13}
+	return file_shim_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *StateResponse) GetId() string {
@@ -951,7 +1040,7 @@ type Exit struct {
 
 func (x *Exit) Reset() {
 	*x = Exit{}
-	mi := &file_shim_proto_msgTypes[14]
+	mi := &file_shim_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -963,7 +1052,7 @@ func (x *Exit) String() string {
 func (*Exit) ProtoMessage() {}
 
 func (x *Exit) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[14]
+	mi := &file_shim_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -976,7 +1065,7 @@ func (x *Exit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Exit.ProtoReflect.Descriptor instead.
 func (*Exit) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{14}
+	return file_shim_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Exit) GetExitCode() int32 {
@@ -1018,7 +1107,7 @@ type KillRequest struct {
 
 func (x *KillRequest) Reset() {
 	*x = KillRequest{}
-	mi := &file_shim_proto_msgTypes[15]
+	mi := &file_shim_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1030,7 +1119,7 @@ func (x *KillRequest) String() string {
 func (*KillRequest) ProtoMessage() {}
 
 func (x *KillRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[15]
+	mi := &file_shim_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1043,7 +1132,7 @@ func (x *KillRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillRequest.ProtoReflect.Descriptor instead.
 func (*KillRequest) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{15}
+	return file_shim_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *KillRequest) GetId() string {
@@ -1075,7 +1164,7 @@ type KillResponse struct {
 
 func (x *KillResponse) Reset() {
 	*x = KillResponse{}
-	mi := &file_shim_proto_msgTypes[16]
+	mi := &file_shim_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1087,7 +1176,7 @@ func (x *KillResponse) String() string {
 func (*KillResponse) ProtoMessage() {}
 
 func (x *KillResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[16]
+	mi := &file_shim_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1100,7 +1189,7 @@ func (x *KillResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillResponse.ProtoReflect.Descriptor instead.
 func (*KillResponse) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{16}
+	return file_shim_proto_rawDescGZIP(), []int{18}
 }
 
 type WaitRequest struct {
@@ -1112,7 +1201,7 @@ type WaitRequest struct {
 
 func (x *WaitRequest) Reset() {
 	*x = WaitRequest{}
-	mi := &file_shim_proto_msgTypes[17]
+	mi := &file_shim_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1124,7 +1213,7 @@ func (x *WaitRequest) String() string {
 func (*WaitRequest) ProtoMessage() {}
 
 func (x *WaitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[17]
+	mi := &file_shim_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1137,7 +1226,7 @@ func (x *WaitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitRequest.ProtoReflect.Descriptor instead.
 func (*WaitRequest) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{17}
+	return file_shim_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *WaitRequest) GetId() string {
@@ -1156,7 +1245,7 @@ type WaitResponse struct {
 
 func (x *WaitResponse) Reset() {
 	*x = WaitResponse{}
-	mi := &file_shim_proto_msgTypes[18]
+	mi := &file_shim_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1168,7 +1257,7 @@ func (x *WaitResponse) String() string {
 func (*WaitResponse) ProtoMessage() {}
 
 func (x *WaitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[18]
+	mi := &file_shim_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1181,7 +1270,7 @@ func (x *WaitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitResponse.ProtoReflect.Descriptor instead.
 func (*WaitResponse) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{18}
+	return file_shim_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *WaitResponse) GetExit() *Exit {
@@ -1200,7 +1289,7 @@ type StatsRequest struct {
 
 func (x *StatsRequest) Reset() {
 	*x = StatsRequest{}
-	mi := &file_shim_proto_msgTypes[19]
+	mi := &file_shim_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1212,7 +1301,7 @@ func (x *StatsRequest) String() string {
 func (*StatsRequest) ProtoMessage() {}
 
 func (x *StatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[19]
+	mi := &file_shim_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1225,7 +1314,7 @@ func (x *StatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsRequest.ProtoReflect.Descriptor instead.
 func (*StatsRequest) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{19}
+	return file_shim_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *StatsRequest) GetId() string {
@@ -1255,7 +1344,7 @@ type StatsResponse struct {
 
 func (x *StatsResponse) Reset() {
 	*x = StatsResponse{}
-	mi := &file_shim_proto_msgTypes[20]
+	mi := &file_shim_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1267,7 +1356,7 @@ func (x *StatsResponse) String() string {
 func (*StatsResponse) ProtoMessage() {}
 
 func (x *StatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[20]
+	mi := &file_shim_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1280,7 +1369,7 @@ func (x *StatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsResponse.ProtoReflect.Descriptor instead.
 func (*StatsResponse) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{20}
+	return file_shim_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *StatsResponse) GetTimestampUnixNano() int64 {
@@ -1347,7 +1436,7 @@ type ShutdownRequest struct {
 
 func (x *ShutdownRequest) Reset() {
 	*x = ShutdownRequest{}
-	mi := &file_shim_proto_msgTypes[21]
+	mi := &file_shim_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1359,7 +1448,7 @@ func (x *ShutdownRequest) String() string {
 func (*ShutdownRequest) ProtoMessage() {}
 
 func (x *ShutdownRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[21]
+	mi := &file_shim_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1372,7 +1461,7 @@ func (x *ShutdownRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShutdownRequest.ProtoReflect.Descriptor instead.
 func (*ShutdownRequest) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{21}
+	return file_shim_proto_rawDescGZIP(), []int{23}
 }
 
 type ShutdownResponse struct {
@@ -1383,7 +1472,7 @@ type ShutdownResponse struct {
 
 func (x *ShutdownResponse) Reset() {
 	*x = ShutdownResponse{}
-	mi := &file_shim_proto_msgTypes[22]
+	mi := &file_shim_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1395,7 +1484,7 @@ func (x *ShutdownResponse) String() string {
 func (*ShutdownResponse) ProtoMessage() {}
 
 func (x *ShutdownResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[22]
+	mi := &file_shim_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1408,7 +1497,7 @@ func (x *ShutdownResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShutdownResponse.ProtoReflect.Descriptor instead.
 func (*ShutdownResponse) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{22}
+	return file_shim_proto_rawDescGZIP(), []int{24}
 }
 
 var File_shim_proto protoreflect.FileDescriptor
@@ -1471,7 +1560,11 @@ const file_shim_proto_rawDesc = "" +
 	"\x06stdout\x18\x01 \x01(\fR\x06stdout\x12\x16\n" +
 	"\x06stderr\x18\x02 \x01(\fR\x06stderr\x12\x1b\n" +
 	"\texit_code\x18\x03 \x01(\x05R\bexitCode\x12\x1b\n" +
-	"\ttimed_out\x18\x04 \x01(\bR\btimedOut\"\x1e\n" +
+	"\ttimed_out\x18\x04 \x01(\bR\btimedOut\"=\n" +
+	"\rUpdateRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
+	"\tresources\x18\x02 \x01(\fR\tresources\"\x10\n" +
+	"\x0eUpdateResponse\"\x1e\n" +
 	"\fStateRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\xba\x01\n" +
 	"\rStateResponse\x12\x0e\n" +
@@ -1513,14 +1606,15 @@ const file_shim_proto_rawDesc = "" +
 	"\x0eSTATUS_UNKNOWN\x10\x00\x12\x12\n" +
 	"\x0eSTATUS_CREATED\x10\x01\x12\x12\n" +
 	"\x0eSTATUS_RUNNING\x10\x02\x12\x12\n" +
-	"\x0eSTATUS_STOPPED\x10\x032\xf6\x06\n" +
+	"\x0eSTATUS_STOPPED\x10\x032\xbd\a\n" +
 	"\x04Shim\x12W\n" +
 	"\fStartSandbox\x12\".ketch.shim.v1.StartSandboxRequest\x1a#.ketch.shim.v1.StartSandboxResponse\x12`\n" +
 	"\x0fCreateContainer\x12%.ketch.shim.v1.CreateContainerRequest\x1a&.ketch.shim.v1.CreateContainerResponse\x12]\n" +
 	"\x0eStartContainer\x12$.ketch.shim.v1.StartContainerRequest\x1a%.ketch.shim.v1.StartContainerResponse\x12`\n" +
 	"\x0fDeleteContainer\x12%.ketch.shim.v1.DeleteContainerRequest\x1a&.ketch.shim.v1.DeleteContainerResponse\x12N\n" +
 	"\tReopenLog\x12\x1f.ketch.shim.v1.ReopenLogRequest\x1a .ketch.shim.v1.ReopenLogResponse\x12K\n" +
-	"\bExecSync\x12\x1e.ketch.shim.v1.ExecSyncRequest\x1a\x1f.ketch.shim.v1.ExecSyncResponse\x12B\n" +
+	"\bExecSync\x12\x1e.ketch.shim.v1.ExecSyncRequest\x1a\x1f.ketch.shim.v1.ExecSyncResponse\x12E\n" +
+	"\x06Update\x12\x1c.ketch.shim.v1.UpdateRequest\x1a\x1d.ketch.shim.v1.UpdateResponse\x12B\n" +
 	"\x05State\x12\x1b.ketch.shim.v1.StateRequest\x1a\x1c.ketch.shim.v1.StateResponse\x12?\n" +
 	"\x04Kill\x12\x1a.ketch.shim.v1.KillRequest\x1a\x1b.ketch.shim.v1.KillResponse\x12?\n" +
 	"\x04Wait\x12\x1a.ketch.shim.v1.WaitRequest\x1a\x1b.ketch.shim.v1.WaitResponse\x12B\n" +
@@ -1540,7 +1634,7 @@ func file_shim_proto_rawDescGZIP() []byte {
 }
 
 var file_shim_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_shim_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_shim_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_shim_proto_goTypes = []any{
 	(Status)(0),                     // 0: ketch.shim.v1.Status
 	(*StartSandboxRequest)(nil),     // 1: ketch.shim.v1.StartSandboxRequest
@@ -1555,48 +1649,52 @@ var file_shim_proto_goTypes = []any{
 	(*ReopenLogResponse)(nil),       // 10: ketch.shim.v1.ReopenLogResponse
 	(*ExecSyncRequest)(nil),         // 11: ketch.shim.v1.ExecSyncRequest
 	(*ExecSyncResponse)(nil),        // 12: ketch.shim.v1.ExecSyncResponse
-	(*StateRequest)(nil),            // 13: ketch.shim.v1.StateRequest
-	(*StateResponse)(nil),           // 14: ketch.shim.v1.StateResponse
-	(*Exit)(nil),                    // 15: ketch.shim.v1.Exit
-	(*KillRequest)(nil),             // 16: ketch.shim.v1.KillRequest
-	(*KillResponse)(nil),            // 17: ketch.shim.v1.KillResponse
-	(*WaitRequest)(nil),             // 18: ketch.shim.v1.WaitRequest
-	(*WaitResponse)(nil),            // 19: ketch.shim.v1.WaitResponse
-	(*StatsRequest)(nil),            // 20: ketch.shim.v1.StatsRequest
-	(*StatsResponse)(nil),           // 21: ketch.shim.v1.StatsResponse
-	(*ShutdownRequest)(nil),         // 22: ketch.shim.v1.ShutdownRequest
-	(*ShutdownResponse)(nil),        // 23: ketch.shim.v1.ShutdownResponse
-	nil,                             // 24: ketch.shim.v1.StartSandboxRequest.SysctlsEntry
+	(*UpdateRequest)(nil),           // 13: ketch.shim.v1.UpdateRequest
+	(*UpdateResponse)(nil),          // 14: ketch.shim.v1.UpdateResponse
+	(*StateRequest)(nil),            // 15: ketch.shim.v1.StateRequest
+	(*StateResponse)(nil),           // 16: ketch.shim.v1.StateResponse
+	(*Exit)(nil),                    // 17: ketch.shim.v1.Exit
+	(*KillRequest)(nil),             // 18: ketch.shim.v1.KillRequest
+	(*KillResponse)(nil),            // 19: ketch.shim.v1.KillResponse
+	(*WaitRequest)(nil),             // 20: ketch.shim.v1.WaitRequest
+	(*WaitResponse)(nil),            // 21: ketch.shim.v1.WaitResponse
+	(*StatsRequest)(nil),            // 22: ketch.shim.v1.StatsRequest
+	(*StatsResponse)(nil),           // 23: ketch.shim.v1.StatsResponse
+	(*ShutdownRequest)(nil),         // 24: ketch.shim.v1.ShutdownRequest
+	(*ShutdownResponse)(nil),        // 25: ketch.shim.v1.ShutdownResponse
+	nil,                             // 26: ketch.shim.v1.StartSandboxRequest.SysctlsEntry
 }
 var file_shim_proto_depIdxs = []int32{
-	24, // 0: ketch.shim.v1.StartSandboxRequest.sysctls:type_name -> ketch.shim.v1.StartSandboxRequest.SysctlsEntry
+	26, // 0: ketch.shim.v1.StartSandboxRequest.sysctls:type_name -> ketch.shim.v1.StartSandboxRequest.SysctlsEntry
 	0,  // 1: ketch.shim.v1.StateResponse.status:type_name -> ketch.shim.v1.Status
-	15, // 2: ketch.shim.v1.StateResponse.exit:type_name -> ketch.shim.v1.Exit
-	15, // 3: ketch.shim.v1.WaitResponse.exit:type_name -> ketch.shim.v1.Exit
+	17, // 2: ketch.shim.v1.StateResponse.exit:type_name -> ketch.shim.v1.Exit
+	17, // 3: ketch.shim.v1.WaitResponse.exit:type_name -> ketch.shim.v1.Exit
 	1,  // 4: ketch.shim.v1.Shim.StartSandbox:input_type -> ketch.shim.v1.StartSandboxRequest
 	3,  // 5: ketch.shim.v1.Shim.CreateContainer:input_type -> ketch.shim.v1.CreateContainerRequest
 	5,  // 6: ketch.shim.v1.Shim.StartContainer:input_type -> ketch.shim.v1.StartContainerRequest
 	7,  // 7: ketch.shim.v1.Shim.DeleteContainer:input_type -> ketch.shim.v1.DeleteContainerRequest
 	9,  // 8: ketch.shim.v1.Shim.ReopenLog:input_type -> ketch.shim.v1.ReopenLogRequest
 	11, // 9: ketch.shim.v1.Shim.ExecSync:input_type -> ketch.shim.v1.ExecSyncRequest
-	13, // 10: ketch.shim.v1.Shim.State:input_type -> ketch.shim.v1.StateRequest
-	16, // 11: ketch.shim.v1.Shim.Kill:input_type -> ketch.shim.v1.KillRequest
-	18, // 12: ketch.shim.v1.Shim.Wait:input_type -> ketch.shim.v1.WaitRequest
-	20, // 13: ketch.shim.v1.Shim.Stats:input_type -> ketch.shim.v1.StatsRequest
-	22, // 14: ketch.shim.v1.Shim.Shutdown:input_type -> ketch.shim.v1.ShutdownRequest
-	2,  // 15: ketch.shim.v1.Shim.StartSandbox:output_type -> ketch.shim.v1.StartSandboxResponse
-	4,  // 16: ketch.shim.v1.Shim.CreateContainer:output_type -> ketch.shim.v1.CreateContainerResponse
-	6,  // 17: ketch.shim.v1.Shim.StartContainer:output_type -> ketch.shim.v1.StartContainerResponse
-	8,  // 18: ketch.shim.v1.Shim.DeleteContainer:output_type -> ketch.shim.v1.DeleteContainerResponse
-	10, // 19: ketch.shim.v1.Shim.ReopenLog:output_type -> ketch.shim.v1.ReopenLogResponse
-	12, // 20: ketch.shim.v1.Shim.ExecSync:output_type -> ketch.shim.v1.ExecSyncResponse
-	14, // 21: ketch.shim.v1.Shim.State:output_type -> ketch.shim.v1.StateResponse
-	17, // 22: ketch.shim.v1.Shim.Kill:output_type -> ketch.shim.v1.KillResponse
-	19, // 23: ketch.shim.v1.Shim.Wait:output_type -> ketch.shim.v1.WaitResponse
-	21, // 24: ketch.shim.v1.Shim.Stats:output_type -> ketch.shim.v1.StatsResponse
-	23, // 25: ketch.shim.v1.Shim.Shutdown:output_type -> ketch.shim.v1.ShutdownResponse
-	15, // [15:26] is the sub-list for method output_type
-	4,  // [4:15] is the sub-list for method input_type
+	13, // 10: ketch.shim.v1.Shim.Update:input_type -> ketch.shim.v1.UpdateRequest
+	15, // 11: ketch.shim.v1.Shim.State:input_type -> ketch.shim.v1.StateRequest
+	18, // 12: ketch.shim.v1.Shim.Kill:input_type -> ketch.shim.v1.KillRequest
+	20, // 13: ketch.shim.v1.Shim.Wait:input_type -> ketch.shim.v1.WaitRequest
+	22, // 14: ketch.shim.v1.Shim.Stats:input_type -> ketch.shim.v1.StatsRequest
+	24, // 15: ketch.shim.v1.Shim.Shutdown:input_type -> ketch.shim.v1.ShutdownRequest
+	2,  // 16: ketch.shim.v1.Shim.StartSandbox:output_type -> ketch.shim.v1.StartSandboxResponse
+	4,  // 17: ketch.shim.v1.Shim.CreateContainer:output_type -> ketch.shim.v1.CreateContainerResponse
+	6,  // 18: ketch.shim.v1.Shim.StartContainer:output_type -> ketch.shim.v1.StartContainerResponse
+	8,  // 19: ketch.shim.v1.Shim.DeleteContainer:output_type -> ketch.shim.v1.DeleteContainerResponse
+	10, // 20: ketch.shim.v1.Shim.ReopenLog:output_type -> ketch.shim.v1.ReopenLogResponse
+	12, // 21: ketch.shim.v1.Shim.ExecSync:output_type -> ketch.shim.v1.ExecSyncResponse
+	14, // 22: ketch.shim.v1.Shim.Update:output_type -> ketch.shim.v1.UpdateResponse
+	16, // 23: ketch.shim.v1.Shim.State:output_type -> ketch.shim.v1.StateResponse
+	19, // 24: ketch.shim.v1.Shim.Kill:output_type -> ketch.shim.v1.KillResponse
+	21, // 25: ketch.shim.v1.Shim.Wait:output_type -> ketch.shim.v1.WaitResponse
+	23, // 26: ketch.shim.v1.Shim.Stats:output_type -> ketch.shim.v1.StatsResponse
+	25, // 27: ketch.shim.v1.Shim.Shutdown:output_type -> ketch.shim.v1.ShutdownResponse
+	16, // [16:28] is the sub-list for method output_type
+	4,  // [4:16] is the sub-list for method input_type
 	4,  // [4:4] is the sub-list for extension type_name
 	4,  // [4:4] is the sub-list for extension extendee
 	0,  // [0:4] is the sub-list for field type_name
@@ -1613,7 +1711,7 @@ func file_shim_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shim_proto_rawDesc), len(file_shim_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   24,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

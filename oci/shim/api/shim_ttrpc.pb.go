@@ -14,6 +14,7 @@ type ShimService interface {
 	DeleteContainer(context.Context, *DeleteContainerRequest) (*DeleteContainerResponse, error)
 	ReopenLog(context.Context, *ReopenLogRequest) (*ReopenLogResponse, error)
 	ExecSync(context.Context, *ExecSyncRequest) (*ExecSyncResponse, error)
+	Update(context.Context, *UpdateRequest) (*UpdateResponse, error)
 	State(context.Context, *StateRequest) (*StateResponse, error)
 	Kill(context.Context, *KillRequest) (*KillResponse, error)
 	Wait(context.Context, *WaitRequest) (*WaitResponse, error)
@@ -65,6 +66,13 @@ func RegisterShimService(srv *ttrpc.Server, svc ShimService) {
 					return nil, err
 				}
 				return svc.ExecSync(ctx, &req)
+			},
+			"Update": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req UpdateRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.Update(ctx, &req)
 			},
 			"State": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
 				var req StateRequest
@@ -158,6 +166,14 @@ func (c *shimClient) ReopenLog(ctx context.Context, req *ReopenLogRequest) (*Reo
 func (c *shimClient) ExecSync(ctx context.Context, req *ExecSyncRequest) (*ExecSyncResponse, error) {
 	var resp ExecSyncResponse
 	if err := c.client.Call(ctx, "ketch.shim.v1.Shim", "ExecSync", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *shimClient) Update(ctx context.Context, req *UpdateRequest) (*UpdateResponse, error) {
+	var resp UpdateResponse
+	if err := c.client.Call(ctx, "ketch.shim.v1.Shim", "Update", req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil

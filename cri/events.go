@@ -1,0 +1,99 @@
+package cri
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"google.golang.org/grpc"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// eventBuffer is how far a GetContainerEvents stream may fall behind
+// before it is cut off: a stuck client must never hold the runtime up.
+const eventBuffer = 1024
+
+// events fans container and pod events out to the GetContainerEvents
+// streams (kubelet's evented PLEG). Each event is published after the state
+// it describes is in the store, once, and every stream sees them in the
+// order they were published.
+type events struct {
+	mu   sync.Mutex
+	subs map[chan *runtimeapi.ContainerEventResponse]bool // guarded by mu
+}
+
+func (e *events) subscribe() (<-chan *runtimeapi.ContainerEventResponse, func()) {
+	ch := make(chan *runtimeapi.ContainerEventResponse, eventBuffer)
+	e.mu.Lock()
+	if e.subs == nil {
+		e.subs = map[chan *runtimeapi.ContainerEventResponse]bool{}
+	}
+	e.subs[ch] = true
+	e.mu.Unlock()
+	return ch, func() {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		if e.subs[ch] {
+			delete(e.subs, ch)
+			close(ch)
+		}
+	}
+}
+
+func (e *events) publish(ev *runtimeapi.ContainerEventResponse) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for ch := range e.subs {
+		select {
+		case ch <- ev:
+		default:
+			// Closed without the event: the stream ends, and kubelet
+			// relists rather than act on a gap.
+			delete(e.subs, ch)
+			close(ch)
+		}
+	}
+}
+
+// GetContainerEvents streams container and pod lifecycle events until the
+// client goes away or falls eventBuffer events behind.
+func (s *Server) GetContainerEvents(req *runtimeapi.GetEventsRequest, stream grpc.ServerStreamingServer[runtimeapi.ContainerEventResponse]) error {
+	ch, cancel := s.events.subscribe()
+	defer cancel()
+	for {
+		select {
+		case <-stream.Context().Done():
+			return nil
+		case ev, ok := <-ch:
+			if !ok {
+				return fmt.Errorf("event stream fell %d events behind: %w", eventBuffer, errdefs.ErrResourceExhausted)
+			}
+			if err := stream.Send(ev); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// emit publishes an event about container id (the pod's own ID for pod
+// events) of pod podID, with the statuses as they are now in the store.
+func (s *Server) emit(podID, id string, kind runtimeapi.ContainerEventType) {
+	ev := &runtimeapi.ContainerEventResponse{ContainerId: id, ContainerEventType: kind, CreatedAt: time.Now().UnixNano()}
+	ctx := context.Background()
+	if st, err := s.storedPodStatus(podID); err == nil {
+		ev.PodSandboxStatus = st
+	}
+	if resp, err := s.ListContainers(ctx, &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{PodSandboxId: podID}}); err == nil {
+		for _, c := range resp.Containers {
+			if st, err := s.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: c.Id}); err == nil {
+				ev.ContainersStatuses = append(ev.ContainersStatuses, st.Status)
+			}
+		}
+	} else {
+		slog.Debug("event statuses", "pod", podID, "err", err)
+	}
+	s.events.publish(ev)
+}
