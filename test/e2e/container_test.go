@@ -39,7 +39,7 @@ func containerConfig(name string, cmd ...string) *runtimeapi.ContainerConfig {
 	}
 }
 
-func (d *daemon) createContainer(t *testing.T, pod string, podCfg *runtimeapi.PodSandboxConfig, cfg *runtimeapi.ContainerConfig) string {
+func (d *daemon) createContainer(t testing.TB, pod string, podCfg *runtimeapi.PodSandboxConfig, cfg *runtimeapi.ContainerConfig) string {
 	t.Helper()
 	resp, err := d.rt.CreateContainer(ctxT(t, 30*time.Second), &runtimeapi.CreateContainerRequest{PodSandboxId: pod, Config: cfg, SandboxConfig: podCfg})
 	if err != nil {
@@ -48,7 +48,7 @@ func (d *daemon) createContainer(t *testing.T, pod string, podCfg *runtimeapi.Po
 	return resp.ContainerId
 }
 
-func (d *daemon) startContainer(t *testing.T, id string) {
+func (d *daemon) startContainer(t testing.TB, id string) {
 	t.Helper()
 	if _, err := d.rt.StartContainer(ctxT(t, 30*time.Second), &runtimeapi.StartContainerRequest{ContainerId: id}); err != nil {
 		t.Fatalf("StartContainer: %v", err)
