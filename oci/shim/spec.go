@@ -19,6 +19,10 @@ const (
 	sandboxPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 )
 
+// The sandbox mounts no /sys: sysfs has one superblock per network
+// namespace, and a read-only first mount of it would make every container's
+// /sys in the pod read-only too, a privileged one's included.
+//
 // The paths runc's and containerd's default specs hide or make read-only:
 // the sandbox runs no user code, but it is cheap defence in depth and keeps
 // the sandbox consistent with the pod's containers.
@@ -26,7 +30,7 @@ var (
 	maskedPaths = []string{
 		"/proc/acpi", "/proc/asound", "/proc/interrupts", "/proc/kcore", "/proc/keys",
 		"/proc/latency_stats", "/proc/sched_debug", "/proc/scsi", "/proc/timer_list",
-		"/proc/timer_stats", "/sys/devices/virtual/powercap", "/sys/firmware",
+		"/proc/timer_stats",
 	}
 	readonlyPaths = []string{
 		"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
@@ -92,7 +96,6 @@ func sandboxMounts(c *SandboxConfig) []specs.Mount {
 	m := []specs.Mount{
 		{Destination: "/proc", Type: "proc", Source: "proc", Options: []string{"nosuid", "noexec", "nodev"}},
 		{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "strictatime", "mode=755", "size=65536k"}},
-		{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
 	}
 	if c.ShmPath != "" {
 		m = append(m, specs.Mount{Destination: "/dev/shm", Type: "bind", Source: c.ShmPath, Options: []string{"rbind", "nosuid", "noexec", "nodev"}})

@@ -60,6 +60,7 @@ func startKetchd(tb testing.TB, o daemonOpts) *daemon {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { os.RemoveAll(state) })
+	stateDirs.add(state)
 	d := &daemon{
 		root:   filepath.Join(dir, "root"),
 		socket: filepath.Join(dir, "ketch.sock"),

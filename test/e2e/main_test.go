@@ -5,9 +5,15 @@
 package e2e
 
 import (
+	"bytes"
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -47,8 +53,50 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	code := m.Run()
+	if left := suiteLeftovers(); len(left) > 0 {
+		fmt.Fprintf(os.Stderr, "e2e: the suite left behind:\n  %s\n", strings.Join(left, "\n  "))
+		code = 1
+	}
 	unguard()
 	os.Exit(code)
+}
+
+// suiteLeftovers is whatever of ketch's is still on the host after every
+// test has cleaned up: pod and container processes, cgroups under the test
+// parent, mounts and netns pins of the tests' state directories, veths.
+func suiteLeftovers() []string {
+	var left []string
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || !alive(pid) {
+			continue
+		}
+		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		cg, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+		if strings.Contains(string(cg), cgroupParent+"/") || bytes.Contains(cmdline, []byte("ketch-shim\x00--id")) {
+			left = append(left, fmt.Sprintf("process %d: %s", pid, bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '})))
+		}
+	}
+	for _, mnt := range cgroupMounts() {
+		dirs, _ := filepath.Glob(filepath.Join(mnt, cgroupParent, "*", "cgroup.procs"))
+		for _, d := range dirs {
+			left = append(left, "cgroup "+filepath.Dir(d))
+		}
+	}
+	mounts, _ := os.ReadFile("/proc/self/mountinfo")
+	for _, line := range strings.Split(string(mounts), "\n") {
+		f := strings.Fields(line)
+		for _, dir := range stateDirs.list() {
+			if len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
+				left = append(left, "mount "+f[4])
+			}
+		}
+	}
+	if out, _ := exec.Command("ip", "-o", "link", "show", "master", podBridge).Output(); len(bytes.TrimSpace(out)) > 0 {
+		left = append(left, "veths on "+podBridge+": "+string(out))
+	}
+	return left
 }
 
 func preflight() error {
@@ -70,4 +118,24 @@ func preflight() error {
 		resp.Body.Close()
 	}
 	return nil
+}
+
+// stateDirs are the state directories of every ketchd the suite started.
+var stateDirs dirList
+
+type dirList struct {
+	mu   sync.Mutex
+	dirs []string // guarded by mu
+}
+
+func (l *dirList) add(d string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.dirs = append(l.dirs, d)
+}
+
+func (l *dirList) list() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.dirs...)
 }
