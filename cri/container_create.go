@@ -2,6 +2,7 @@ package cri
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -103,9 +104,14 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 	undo = append(undo, func(ctx context.Context) error { return s.containers.DeleteContainer(ctx, sb.ID, id) })
 
 	u := spec.Process.User
+	specJSON, err := json.Marshal(spec)
+	if err != nil {
+		return nil, err
+	}
 	if _, err := s.store.UpdateContainer(id, func(c *store.Container) error {
 		c.State = store.ContainerCreated
 		c.User = &store.User{UID: u.UID, GID: u.GID, Groups: u.AdditionalGids}
+		c.Spec = specJSON
 		return nil
 	}); err != nil {
 		return nil, fmt.Errorf("create container %s: %w", id, err)

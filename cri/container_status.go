@@ -54,7 +54,7 @@ func (s *Server) ContainerStatus(ctx context.Context, req *runtimeapi.ContainerS
 	}
 	resp := &runtimeapi.ContainerStatusResponse{Status: st}
 	if req.GetVerbose() {
-		info, err := json.Marshal(verboseContainer{SandboxID: c.SandboxID, PID: c.PID, State: string(c.State), Config: &cfg})
+		info, err := json.Marshal(verboseContainer{SandboxID: c.SandboxID, PID: c.PID, State: string(c.State), Config: &cfg, RuntimeSpec: c.Spec})
 		if err != nil {
 			return nil, err
 		}
@@ -66,10 +66,11 @@ func (s *Server) ContainerStatus(ctx context.Context, req *runtimeapi.ContainerS
 // verboseContainer is the "info" of a verbose ContainerStatus, with
 // containerd's keys.
 type verboseContainer struct {
-	SandboxID string                      `json:"sandboxID"`
-	PID       int                         `json:"pid"`
-	State     string                      `json:"state"`
-	Config    *runtimeapi.ContainerConfig `json:"config"`
+	SandboxID   string                      `json:"sandboxID"`
+	PID         int                         `json:"pid"`
+	State       string                      `json:"state"`
+	Config      *runtimeapi.ContainerConfig `json:"config"`
+	RuntimeSpec json.RawMessage             `json:"runtimeSpec,omitempty"`
 }
 
 func unixNano(t time.Time) int64 {

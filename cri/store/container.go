@@ -1,6 +1,7 @@
 package store
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -50,7 +51,10 @@ type Container struct {
 	// User is the identity the container's process runs as, resolved at
 	// create from the config and the image's /etc/passwd and /etc/group.
 	User *User `json:"user,omitempty"`
-	PID  int   `json:"pid"`
+	// Spec is the runtime spec the container was created with (JSON), for
+	// verbose status.
+	Spec json.RawMessage `json:"spec,omitempty"`
+	PID  int             `json:"pid"`
 	// Config is the marshalled CRI ContainerConfig.
 	Config []byte `json:"config"`
 }

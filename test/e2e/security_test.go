@@ -211,8 +211,11 @@ func TestMountsAndShm(t *testing.T) {
 	t.Cleanup(func() { _ = syscall.Unmount(sub, syscall.MNT_DETACH) })
 
 	cfg := containerConfig("m", "sleep", "300")
+	missing := filepath.Join(t.TempDir(), "made", "by", "ketch")
 	cfg.Mounts = []*runtimeapi.Mount{
 		{HostPath: rw, ContainerPath: "/rw"},
+		// kubelet's hostPath without a type: the runtime makes the directory.
+		{HostPath: missing, ContainerPath: "/missing"},
 		{HostPath: ro, ContainerPath: "/rro", Readonly: true, RecursiveReadOnly: true},
 		{HostPath: slave, ContainerPath: "/slave", Propagation: runtimeapi.MountPropagation_PROPAGATION_HOST_TO_CONTAINER},
 	}
@@ -224,6 +227,12 @@ func TestMountsAndShm(t *testing.T) {
 
 	if _, code := d.exec(t, id, "sh", "-c", "echo from-container > /rw/f"); code != 0 || readFile(t, filepath.Join(rw, "f")) != "from-container\n" {
 		t.Error("a write to a read-write bind mount did not reach the host")
+	}
+	if fi, err := os.Stat(missing); err != nil || !fi.IsDir() {
+		t.Errorf("the missing mount source was not made a directory: %v", err)
+	}
+	if st, _ := d.rt.ContainerStatus(ctxT(t, 10*time.Second), &runtimeapi.ContainerStatusRequest{ContainerId: id, Verbose: true}); !strings.Contains(st.GetInfo()["info"], `"runtimeSpec"`) {
+		t.Error("verbose status has no runtime spec")
 	}
 	for _, p := range []string{"/rro/x", "/rro/sub/x"} {
 		if out, code := d.exec(t, id, "touch", p); code == 0 || !strings.Contains(out, "Read-only") {
