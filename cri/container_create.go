@@ -16,6 +16,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"ketch.dev/ketch/cri/store"
+	"ketch.dev/ketch/image"
 	"ketch.dev/ketch/oci"
 	"ketch.dev/ketch/oci/shim"
 )
@@ -38,6 +39,19 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 	}
 	if sb.State != store.SandboxReady {
 		return nil, fmt.Errorf("create container %s: pod %s is not ready: %w", cfg.GetMetadata().GetName(), sb.ID, errdefs.ErrFailedPrecondition)
+	}
+	podCfg, err := storedPodConfig(sb)
+	if err != nil {
+		return nil, fmt.Errorf("create container %s: %w", cfg.GetMetadata().GetName(), err)
+	}
+	// Checked before anything is made: the rootfs depends on it.
+	uids, gids, err := oci.UserNamespace(cfg, podCfg)
+	if err != nil {
+		return nil, fmt.Errorf("create container %s: %w", cfg.GetMetadata().GetName(), err)
+	}
+	var rootfsOpts []image.PrepareOpt
+	if uids != nil {
+		rootfsOpts = append(rootfsOpts, image.WithIDMapping(uids[0], gids[0]))
 	}
 	img, err := s.images.Get(ctx, cfg.GetImage().GetImage())
 	if err != nil {
@@ -88,12 +102,12 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 	undo = append(undo, func(context.Context) error { return s.store.DeleteContainer(id) })
 
 	rootfs := s.containers.ContainerRootfs(id)
-	if _, err := s.images.Prepare(ctx, id, img.ID, rootfs); err != nil {
+	if _, err := s.images.Prepare(ctx, id, img.ID, rootfs, rootfsOpts...); err != nil {
 		return nil, fmt.Errorf("create container %s: %w", id, err)
 	}
 	undo = append(undo, func(ctx context.Context) error { return s.images.Release(ctx, id, rootfs) })
 
-	spec, err := s.containerSpec(sb, id, cfg, img.Config.Config, rootfs)
+	spec, err := s.containerSpec(sb, podCfg, id, cfg, img.Config.Config, rootfs)
 	if err != nil {
 		return nil, fmt.Errorf("create container %s: %w", id, err)
 	}
@@ -121,22 +135,18 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 }
 
 // containerSpec builds the runtime spec of container id in pod sb.
-func (s *Server) containerSpec(sb store.Sandbox, id string, cfg *runtimeapi.ContainerConfig, imgCfg ocispec.ImageConfig, rootfs string) (*specs.Spec, error) {
-	var podCfg runtimeapi.PodSandboxConfig
-	if err := proto.Unmarshal(sb.Config, &podCfg); err != nil {
-		return nil, fmt.Errorf("pod %s: stored config: %w: %w", sb.ID, errdefs.ErrDataLoss, err)
-	}
+func (s *Server) containerSpec(sb store.Sandbox, podCfg *runtimeapi.PodSandboxConfig, id string, cfg *runtimeapi.ContainerConfig, imgCfg ocispec.ImageConfig, rootfs string) (*specs.Spec, error) {
 	in := oci.Input{
 		ID:           id,
 		Config:       cfg,
-		Pod:          &podCfg,
+		Pod:          podCfg,
 		Image:        imgCfg,
 		Rootfs:       rootfs,
 		SandboxPID:   sb.PID,
 		CgroupDriver: s.cfg.ShimCgroupDriver,
 		CgroupParent: podCfg.GetLinux().GetCgroupParent(),
 	}
-	paths := s.containers.Paths(podSpec(sb.ID, &podCfg))
+	paths := s.containers.Paths(podSpec(sb.ID, podCfg))
 	in.NetNSPath, in.HostsPath, in.ResolvConfPath, in.HostnamePath, in.ShmPath =
 		paths.NetNS, paths.Hosts, paths.ResolvConf, paths.Hostname, paths.Shm
 	if ns := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions(); ns.GetPid() == runtimeapi.NamespaceMode_TARGET {

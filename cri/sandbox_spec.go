@@ -11,6 +11,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"ketch.dev/ketch/cri/store"
+	"ketch.dev/ketch/oci"
 	"ketch.dev/ketch/sandbox"
 	"ketch.dev/ketch/sandbox/cni"
 )
@@ -43,6 +44,11 @@ func (s *Server) checkPodConfig(cfg *runtimeapi.PodSandboxConfig, handler string
 			return fmt.Errorf("network and ipc namespaces are POD or NODE, not %s: %w", m, errdefs.ErrInvalidArgument)
 		}
 	}
+	if uids, _, err := oci.PodUserNamespace(cfg); err != nil {
+		return err
+	} else if uids != nil && !s.cfg.UserNamespaces {
+		return fmt.Errorf("pod asks for a user namespace of its own; this node gives none: %w", errdefs.ErrNotImplemented)
+	}
 	for _, pm := range cfg.GetPortMappings() {
 		if pm.GetContainerPort() <= 0 || pm.GetContainerPort() > 65535 || pm.GetHostPort() < 0 || pm.GetHostPort() > 65535 {
 			return fmt.Errorf("port mapping %d -> %d is out of range: %w", pm.GetHostPort(), pm.GetContainerPort(), errdefs.ErrInvalidArgument)
@@ -68,6 +74,10 @@ func podSpec(id string, cfg *runtimeapi.PodSandboxConfig) sandbox.Spec {
 		CgroupParent: cfg.GetLinux().GetCgroupParent(),
 		Sysctls:      cfg.GetLinux().GetSysctls(),
 	}
+	// checkPodConfig refused what cannot be translated.
+	if uids, gids, _ := oci.PodUserNamespace(cfg); uids != nil {
+		s.UserNS = &sandbox.UserNS{UIDs: uids, GIDs: gids}
+	}
 	if d := cfg.GetDnsConfig(); d != nil {
 		s.DNS = &sandbox.DNS{Servers: d.GetServers(), Searches: d.GetSearches(), Options: d.GetOptions()}
 	}
@@ -84,11 +94,20 @@ func podSpec(id string, cfg *runtimeapi.PodSandboxConfig) sandbox.Spec {
 
 // storedSpec rebuilds the Spec a stored pod was run from.
 func storedSpec(sb store.Sandbox) (sandbox.Spec, error) {
+	cfg, err := storedPodConfig(sb)
+	if err != nil {
+		return sandbox.Spec{}, err
+	}
+	return podSpec(sb.ID, cfg), nil
+}
+
+// storedPodConfig is the config a stored pod was run from.
+func storedPodConfig(sb store.Sandbox) (*runtimeapi.PodSandboxConfig, error) {
 	var cfg runtimeapi.PodSandboxConfig
 	if err := proto.Unmarshal(sb.Config, &cfg); err != nil {
-		return sandbox.Spec{}, fmt.Errorf("pod %s: stored config: %w: %w", sb.ID, errdefs.ErrDataLoss, err)
+		return nil, fmt.Errorf("pod %s: stored config: %w: %w", sb.ID, errdefs.ErrDataLoss, err)
 	}
-	return podSpec(sb.ID, &cfg), nil
+	return &cfg, nil
 }
 
 // sandboxKey is the name a pod reserves: kubelet makes a new attempt, not a

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/opencontainers/runtime-spec/specs-go"
 	"go.uber.org/mock/gomock"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -72,9 +73,30 @@ func TestRunPodSandboxRefusesBadConfig(t *testing.T) {
 		{"host port out of range", func(r *runtimeapi.RunPodSandboxRequest) {
 			r.Config.PortMappings = []*runtimeapi.PortMapping{{ContainerPort: 80, HostPort: 70000}}
 		}},
+		{"userns: two mappings", userns(runtimeapi.NamespaceMode_POD, idMap(0, 1000, 100000), idMap(0, 2000, 100000))},
+		{"userns: no mapping", userns(runtimeapi.NamespaceMode_POD)},
+		{"userns: container ID 0 not mapped", userns(runtimeapi.NamespaceMode_POD, idMap(1, 1000, 100000))},
+		{"userns: empty mapping", userns(runtimeapi.NamespaceMode_POD, idMap(0, 1000, 0))},
+		{"userns: past the last ID", userns(runtimeapi.NamespaceMode_POD, idMap(0, 1<<32-65536, 65536))},
+		{"userns: the node's root", userns(runtimeapi.NamespaceMode_POD, idMap(0, 0, 65536))},
+		{"userns: a uid mapping only", func(r *runtimeapi.RunPodSandboxRequest) {
+			userns(runtimeapi.NamespaceMode_POD, idMap(0, 1000, 65536))(r)
+			r.Config.Linux.SecurityContext.NamespaceOptions.UsernsOptions.Gids = nil
+		}},
+		{"userns: CONTAINER", userns(runtimeapi.NamespaceMode_CONTAINER)},
+		{"userns: TARGET", userns(runtimeapi.NamespaceMode_TARGET)},
+		{"userns: NODE with mappings", userns(runtimeapi.NamespaceMode_NODE, idMap(0, 1000, 65536))},
+		{"userns: POD with the node's PID namespace", func(r *runtimeapi.RunPodSandboxRequest) {
+			userns(runtimeapi.NamespaceMode_POD, idMap(0, 1000, 65536))(r)
+			r.Config.Linux.SecurityContext.NamespaceOptions.Pid = runtimeapi.NamespaceMode_NODE
+		}},
+		{"userns: POD with the node's IPC namespace", func(r *runtimeapi.RunPodSandboxRequest) {
+			userns(runtimeapi.NamespaceMode_POD, idMap(0, 1000, 65536))(r)
+			r.Config.Linux.SecurityContext.NamespaceOptions.Ipc = runtimeapi.NamespaceMode_NODE
+		}},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
-			d := newTestDeps(t, Config{RuntimeHandlers: []string{"ketch"}}) // no EXPECT: Run must not be called
+			d := newTestDeps(t, Config{RuntimeHandlers: []string{"ketch"}, UserNamespaces: true}) // no EXPECT: Run must not be called
 			req := &runtimeapi.RunPodSandboxRequest{Config: testPodConfig("bad")}
 			tc.mutate(req)
 			if _, err := intercept(t, d.srv.RunPodSandbox, req); status.Code(err) != codes.InvalidArgument {
@@ -85,6 +107,34 @@ func TestRunPodSandboxRefusesBadConfig(t *testing.T) {
 			}
 		})
 	}
+}
+
+func idMap(container, host, length uint32) *runtimeapi.IDMapping {
+	return &runtimeapi.IDMapping{ContainerId: container, HostId: host, Length: length}
+}
+
+// userns gives the pod user namespace options in mode with the mappings
+// as both its uid and its gid mappings.
+func userns(mode runtimeapi.NamespaceMode, m ...*runtimeapi.IDMapping) func(*runtimeapi.RunPodSandboxRequest) {
+	return func(r *runtimeapi.RunPodSandboxRequest) {
+		r.Config.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{NamespaceOptions: &runtimeapi.NamespaceOption{
+			UsernsOptions: &runtimeapi.UserNamespace{Mode: mode, Uids: m, Gids: m}}}
+	}
+}
+
+// A node whose config gives no user namespaces refuses pods that ask for
+// one, and runs those that ask for the node's.
+func TestRunPodSandboxUserNamespaceOff(t *testing.T) {
+	d := newTestDeps(t, Config{})
+	blockWait(d.sandboxes)
+	req := &runtimeapi.RunPodSandboxRequest{Config: testPodConfig("own")}
+	userns(runtimeapi.NamespaceMode_POD, idMap(0, 1000, 65536))(req)
+	if _, err := intercept(t, d.srv.RunPodSandbox, req); status.Code(err) != codes.Unimplemented {
+		t.Errorf("user namespace on a node without: %v, want Unimplemented", err)
+	}
+	req = &runtimeapi.RunPodSandboxRequest{Config: testPodConfig("node")}
+	userns(runtimeapi.NamespaceMode_NODE)(req)
+	runTestPod(t, d, req.Config)
 }
 
 func TestRunPodSandboxRecordsPod(t *testing.T) {
@@ -158,6 +208,16 @@ func TestPodSpecTranslation(t *testing.T) {
 		}, func(s *sandbox.Spec) { s.HostNetwork, s.HostPID, s.HostIPC = true, true, true }},
 		{"per-container pid namespaces", func(c *runtimeapi.PodSandboxConfig) {
 			c.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{NamespaceOptions: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_CONTAINER}}
+		}, func(*sandbox.Spec) {}},
+		{"user namespace of its own", func(c *runtimeapi.PodSandboxConfig) {
+			r := &runtimeapi.RunPodSandboxRequest{Config: c}
+			userns(runtimeapi.NamespaceMode_POD, idMap(0, 100000, 65536))(r)
+		}, func(s *sandbox.Spec) {
+			m := []specs.LinuxIDMapping{{ContainerID: 0, HostID: 100000, Size: 65536}}
+			s.UserNS = &sandbox.UserNS{UIDs: m, GIDs: m}
+		}},
+		{"the node's user namespace", func(c *runtimeapi.PodSandboxConfig) {
+			userns(runtimeapi.NamespaceMode_NODE)(&runtimeapi.RunPodSandboxRequest{Config: c})
 		}, func(*sandbox.Spec) {}},
 		{"dns, ports, sysctls", func(c *runtimeapi.PodSandboxConfig) {
 			c.DnsConfig = &runtimeapi.DNSConfig{Servers: []string{"10.0.0.10"}, Searches: []string{"svc.local"}, Options: []string{"ndots:5"}}

@@ -7,6 +7,8 @@ package cri
 
 import (
 	"context"
+	"io"
+	"net/http"
 	"sync"
 	"syscall"
 	"time"
@@ -14,6 +16,7 @@ import (
 	"github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/grpc"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"k8s.io/cri-streaming/pkg/streaming"
 
 	"ketch.dev/ketch/cri/store"
 	"ketch.dev/ketch/image"
@@ -39,7 +42,7 @@ type ImageStore interface {
 	Usage(ctx context.Context) (image.Usage, error)
 	// Prepare mounts a fresh writable snapshot of image ref at target, keyed
 	// by a container ID; Release unmounts and removes it (idempotent).
-	Prepare(ctx context.Context, key, ref, target string) (image.Image, error)
+	Prepare(ctx context.Context, key, ref, target string, opts ...image.PrepareOpt) (image.Image, error)
 	Release(ctx context.Context, key, target string) error
 	// WritableUsage is the disk a container's writable layer takes.
 	WritableUsage(ctx context.Context, key string) (bytes, inodes uint64, err error)
@@ -67,6 +70,8 @@ type Sandboxes interface {
 	Adopt(s sandbox.Spec) error
 	// Stats reads the pod's resource usage.
 	Stats(ctx context.Context, s sandbox.Spec) (sandbox.Stats, error)
+	// PortForward connects stream to a TCP port inside the pod.
+	PortForward(ctx context.Context, s sandbox.Spec, port int32, stream io.ReadWriteCloser) error
 }
 
 // Containers is what the container RPCs need of sandbox.Manager: the
@@ -88,6 +93,10 @@ type Containers interface {
 	ReopenLog(ctx context.Context, podID, id string) error
 	ExecSync(ctx context.Context, podID, id string, args []string, timeout time.Duration) (shim.ExecResult, error)
 	UpdateContainer(ctx context.Context, podID, id string, r *specs.LinuxResources) error
+	// Exec and Attach run sessions with a client's streams; they return
+	// the exit code of the command, or of the container.
+	Exec(ctx context.Context, podID, id string, args []string, st shim.Streams) (int, error)
+	Attach(ctx context.Context, podID, id string, st shim.Streams) (int, error)
 }
 
 // Config is what the server reports about the node it runs on.
@@ -107,6 +116,9 @@ type Config struct {
 	RootDir, StateDir string
 	// UserNamespaces: pods may ask for a user namespace of their own.
 	UserNamespaces bool
+	// StreamAddress is where exec, attach and port-forward sessions are
+	// served ("127.0.0.1:0": loopback, any free port).
+	StreamAddress string
 }
 
 // Server implements runtimeapi.RuntimeServiceServer and ImageServiceServer.
@@ -130,6 +142,9 @@ type Server struct {
 	watchers sync.WaitGroup
 
 	events events
+
+	stream     streaming.Server // hands out session URLs
+	streamHTTP *http.Server     // serves the sessions
 }
 
 // New builds a Server over its dependencies and starts watching the pods
@@ -146,12 +161,20 @@ func New(cfg Config, images ImageStore, network NetworkChecker, st *store.Store,
 		s.Close()
 		return nil, err
 	}
+	if err := s.startStreaming(cfg.StreamAddress); err != nil {
+		s.Close()
+		return nil, err
+	}
 	return s, nil
 }
 
-// Close stops the server's watchers; pods keep running.
+// Close stops the server's watchers and streaming sessions; pods keep
+// running.
 func (s *Server) Close() {
 	s.stop()
+	if s.streamHTTP != nil {
+		s.streamHTTP.Close()
+	}
 	s.watchers.Wait()
 }
 

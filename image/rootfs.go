@@ -9,6 +9,7 @@ import (
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/errdefs"
+	"github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
 
@@ -17,16 +18,36 @@ import (
 // container that Release will end.
 const gcRoot = "containerd.io/gc.root"
 
+// PrepareOpt changes the rootfs Prepare makes.
+type PrepareOpt func(labels map[string]string)
+
+// WithIDMapping makes the rootfs for a user namespace whose IDs from 0 map
+// to host IDs by uid and gid: the image's layers are mounted idmapped (the
+// kernel shows their files to the namespace as its own, without a copy or
+// chown of any layer) and the writable layer is owned by the namespace's
+// root, so the container's root can write to its rootfs. This is
+// containerd's overlay snapshotter's remapping, driven by its labels.
+func WithIDMapping(uid, gid specs.LinuxIDMapping) PrepareOpt {
+	return func(labels map[string]string) {
+		labels[snapshots.LabelSnapshotUIDMapping] = fmt.Sprintf("%d:%d:%d", uid.ContainerID, uid.HostID, uid.Size)
+		labels[snapshots.LabelSnapshotGIDMapping] = fmt.Sprintf("%d:%d:%d", gid.ContainerID, gid.HostID, gid.Size)
+	}
+}
+
 // Prepare makes a fresh writable snapshot of the image ref names, keyed
 // by key (a container ID), and mounts it at target (created if needed).
 // It returns the image. A failure leaves no snapshot and no mount.
-func (s *Store) Prepare(ctx context.Context, key, ref, target string) (_ Image, retErr error) {
+func (s *Store) Prepare(ctx context.Context, key, ref, target string, opts ...PrepareOpt) (_ Image, retErr error) {
 	img, err := s.Get(ctx, ref)
 	if err != nil {
 		return Image{}, fmt.Errorf("rootfs of %s: %w", key, err)
 	}
+	labels := map[string]string{gcRoot: "container"}
+	for _, o := range opts {
+		o(labels)
+	}
 	ctx = s.ns(ctx)
-	mounts, err := s.snap.Prepare(ctx, key, img.ChainID.String(), snapshots.WithLabels(map[string]string{gcRoot: "container"}))
+	mounts, err := s.snap.Prepare(ctx, key, img.ChainID.String(), snapshots.WithLabels(labels))
 	if errdefs.IsAlreadyExists(err) {
 		return Image{}, fmt.Errorf("rootfs of %s exists: %w", key, err)
 	}

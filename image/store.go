@@ -105,7 +105,9 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open content store: %w", err)
 	}
-	sn, err := overlay.NewSnapshotter(filepath.Join(opts.Root, "snapshots"))
+	// WithRemapIDs: snapshots labelled with ID mappings (WithIDMapping)
+	// are mounted idmapped; the others as before.
+	sn, err := overlay.NewSnapshotter(filepath.Join(opts.Root, "snapshots"), overlay.WithRemapIDs)
 	if err != nil {
 		return nil, fmt.Errorf("open overlay snapshotter: %w", err)
 	}

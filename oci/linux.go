@@ -43,6 +43,19 @@ func linuxSection(in Input) (*specs.Linux, error) {
 	if err != nil {
 		return nil, err
 	}
+	uids, gids, err := UserNamespace(in.Config, in.Pod)
+	if err != nil {
+		return nil, err
+	}
+	if uids != nil {
+		// First, as runc joins it first: it owns the pod's namespaces the
+		// container joins and those it makes.
+		user, err := sandboxNamespace(in, specs.UserNamespace, "user")
+		if err != nil {
+			return nil, err
+		}
+		ns = append([]specs.LinuxNamespace{user}, ns...)
+	}
 	devs, rules, err := devices(in.Config, sc.GetPrivileged())
 	if err != nil {
 		return nil, err
@@ -55,7 +68,10 @@ func linuxSection(in Input) (*specs.Linux, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &specs.Linux{Namespaces: ns, Devices: devs, Resources: res, CgroupsPath: cg}
+	// With the path, the mappings too, as containerd and CRI-O give them:
+	// runc then refuses to join a namespace whose mappings are not these
+	// (the pod's PID 1 gone and its PID taken by another process).
+	l := &specs.Linux{Namespaces: ns, Devices: devs, Resources: res, CgroupsPath: cg, UIDMappings: uids, GIDMappings: gids}
 	// containerd empties its default masked and read-only paths and uses
 	// only what the config gives: proto3 cannot tell an empty list from a
 	// missing one, and kubelet sends the full list for procMount Default
@@ -72,12 +88,6 @@ func linuxSection(in Input) (*specs.Linux, error) {
 // choice), which a reused PID could make someone else's.
 func namespaces(in Input) ([]specs.LinuxNamespace, error) {
 	opts := securityContext(in).GetNamespaceOptions()
-	if u := opts.GetUsernsOptions(); u != nil && u.GetMode() != runtimeapi.NamespaceMode_NODE {
-		if u.GetMode() == runtimeapi.NamespaceMode_POD {
-			return nil, fmt.Errorf("user namespaces are not supported yet: %w", errdefs.ErrNotImplemented)
-		}
-		return nil, fmt.Errorf("user namespace mode %s: %w", u.GetMode(), errdefs.ErrInvalidArgument)
-	}
 	ns := []specs.LinuxNamespace{{Type: specs.MountNamespace}}
 	net, err := networkNamespaces(in)
 	if err != nil {

@@ -36,7 +36,7 @@ var bindFlags = []string{"nosuid", "nodev", "noexec"}
 // ketch has no such directory yet, and the image's own content at that
 // path stays visible instead, which is what Kubernetes users get on
 // runtimes that ignore VOLUME.
-func mounts(in Input, cgroupNS bool) ([]specs.Mount, string, error) {
+func mounts(in Input, cgroupNS, bindSys bool) ([]specs.Mount, string, error) {
 	podFiles, err := podFileMounts(in)
 	if err != nil {
 		return nil, "", err
@@ -50,7 +50,7 @@ func mounts(in Input, cgroupNS bool) ([]specs.Mount, string, error) {
 		taken[filepath.Clean(b.GetContainerPath())] = true
 	}
 	var out []specs.Mount
-	for _, m := range defaultMounts(securityContext(in).GetPrivileged(), cgroupNS) {
+	for _, m := range defaultMounts(securityContext(in).GetPrivileged(), cgroupNS, bindSys) {
 		if taken[m.Destination] || taken["/dev"] && strings.HasPrefix(m.Destination, "/dev/") {
 			continue
 		}
@@ -109,11 +109,21 @@ func podFileMounts(in Input) ([]*runtimeapi.Mount, error) {
 }
 
 // defaultMounts are containerd's, less /run (which CRI leaves to the
-// image). /sys and the cgroup tree are read-only unless privileged.
-func defaultMounts(privileged, cgroupNS bool) []specs.Mount {
+// image). /sys and the cgroup tree are read-only unless privileged. With
+// bindSys, /sys is the node's, bound recursively: what containerd gives a
+// user namespace on the node's network, where sysfs cannot be mounted.
+func defaultMounts(privileged, cgroupNS, bindSys bool) []specs.Mount {
 	mode := "ro"
 	if privileged {
 		mode = "rw"
+	}
+	sys := specs.Mount{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", mode}}
+	if bindSys {
+		bindMode := "rro" // read-only all the way down, submounts too
+		if privileged {
+			bindMode = "rw"
+		}
+		sys = specs.Mount{Destination: "/sys", Type: "bind", Source: "/sys", Options: []string{"rbind", "nosuid", "noexec", "nodev", bindMode}}
 	}
 	return []specs.Mount{
 		{Destination: "/proc", Type: "proc", Source: "proc", Options: []string{"nosuid", "noexec", "nodev"}},
@@ -122,7 +132,7 @@ func defaultMounts(privileged, cgroupNS bool) []specs.Mount {
 			Options: []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"}},
 		{Destination: "/dev/shm", Type: "tmpfs", Source: "shm", Options: []string{"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}},
 		{Destination: "/dev/mqueue", Type: "mqueue", Source: "mqueue", Options: []string{"nosuid", "noexec", "nodev"}},
-		{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", mode}},
+		sys,
 		{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup", Options: cgroupOptions(mode, cgroupNS)},
 	}
 }

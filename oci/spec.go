@@ -44,7 +44,8 @@ type Input struct {
 	// looked up in its etc/passwd and etc/group.
 	Rootfs string
 	// SandboxPID is the host PID of the pod's PID 1, whose IPC, UTS and PID
-	// namespaces the container joins.
+	// namespaces the container joins, and its user namespace if the pod
+	// has one of its own.
 	SandboxPID int
 	// NetNSPath is the pod's pinned network namespace; "" when the pod uses
 	// the node's network.
@@ -74,9 +75,10 @@ type Input struct {
 // localhost seccomp profile, device or pod file that does not exist wrap
 // errdefs.ErrNotFound; a host mount whose propagation cannot give what a
 // mount asks, or an AppArmor profile on a node without AppArmor, wrap
-// errdefs.ErrFailedPrecondition; user namespaces, image volumes and CDI
-// devices wrap errdefs.ErrNotImplemented. Spec creates a config mount's
-// missing host directory, as kubelet expects of a runtime.
+// errdefs.ErrFailedPrecondition; image volumes and CDI devices wrap
+// errdefs.ErrNotImplemented. A container of a pod with a user namespace of
+// its own joins it (UserNamespace). Spec creates a config mount's missing
+// host directory, as kubelet expects of a runtime.
 func Spec(in Input) (*specs.Spec, error) {
 	if err := checkInput(in); err != nil {
 		return nil, err
@@ -96,7 +98,10 @@ func Spec(in Input) (*specs.Spec, error) {
 		Linux:       linux,
 		Annotations: annotations(in),
 	}
-	if s.Mounts, s.Linux.RootfsPropagation, err = mounts(in, hasNamespace(linux, specs.CgroupNamespace)); err != nil {
+	// In a user namespace that does not own the network namespace (a pod
+	// on the node's network), the kernel refuses to mount sysfs.
+	bindSys := hasNamespace(linux, specs.UserNamespace) && !hasNamespace(linux, specs.NetworkNamespace)
+	if s.Mounts, s.Linux.RootfsPropagation, err = mounts(in, hasNamespace(linux, specs.CgroupNamespace), bindSys); err != nil {
 		return nil, err
 	}
 	// The default seccomp profile allows syscalls by capability, so it is

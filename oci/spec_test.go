@@ -3,8 +3,10 @@ package oci
 import (
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
+	"syscall"
 	"testing"
 
 	"github.com/containerd/errdefs"
@@ -743,11 +745,12 @@ func TestMaskedPaths(t *testing.T) {
 
 func TestNamespaces(t *testing.T) {
 	var (
-		mnt = specs.LinuxNamespace{Type: specs.MountNamespace}
-		net = specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: "/run/ketch/netns/p1"}
-		uts = specs.LinuxNamespace{Type: specs.UTSNamespace, Path: "/proc/4242/ns/uts"}
-		ipc = specs.LinuxNamespace{Type: specs.IPCNamespace, Path: "/proc/4242/ns/ipc"}
-		pid = specs.LinuxNamespace{Type: specs.PIDNamespace, Path: "/proc/4242/ns/pid"}
+		mnt  = specs.LinuxNamespace{Type: specs.MountNamespace}
+		net  = specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: "/run/ketch/netns/p1"}
+		uts  = specs.LinuxNamespace{Type: specs.UTSNamespace, Path: "/proc/4242/ns/uts"}
+		ipc  = specs.LinuxNamespace{Type: specs.IPCNamespace, Path: "/proc/4242/ns/ipc"}
+		pid  = specs.LinuxNamespace{Type: specs.PIDNamespace, Path: "/proc/4242/ns/pid"}
+		user = specs.LinuxNamespace{Type: specs.UserNamespace, Path: "/proc/4242/ns/user"}
 	)
 	for _, tc := range []struct {
 		desc    string
@@ -776,9 +779,35 @@ func TestNamespaces(t *testing.T) {
 		{desc: "userns NODE", edit: func(in *Input) {
 			nsOpts(in).UsernsOptions = &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_NODE}
 		}, want: []specs.LinuxNamespace{mnt, net, uts, ipc, pid}},
-		{desc: "userns POD", edit: func(in *Input) {
+		{desc: "userns POD without its pod's", edit: func(in *Input) {
 			nsOpts(in).UsernsOptions = &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD}
-		}, wantErr: errdefs.IsNotImplemented},
+		}, wantErr: errdefs.IsInvalidArgument},
+		{desc: "the pod's user namespace, joined first", edit: podUserns, want: []specs.LinuxNamespace{user, mnt, net, uts, ipc, pid}},
+		{desc: "the pod's user namespace, the container's options repeating it", edit: func(in *Input) {
+			podUserns(in)
+			nsOpts(in).UsernsOptions = in.Pod.Linux.SecurityContext.NamespaceOptions.UsernsOptions
+		}, want: []specs.LinuxNamespace{user, mnt, net, uts, ipc, pid}},
+		{desc: "the pod's user namespace on the node's network", edit: func(in *Input) {
+			podUserns(in)
+			in.Pod.Linux.SecurityContext.NamespaceOptions.Network, in.NetNSPath = runtimeapi.NamespaceMode_NODE, ""
+		}, want: []specs.LinuxNamespace{user, mnt, ipc, pid}},
+		{desc: "the node's user namespace in a pod with its own", edit: func(in *Input) {
+			podUserns(in)
+			nsOpts(in).UsernsOptions = &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_NODE}
+		}, wantErr: errdefs.IsInvalidArgument},
+		{desc: "mappings other than the pod's", edit: func(in *Input) {
+			podUserns(in)
+			m := []*runtimeapi.IDMapping{{HostId: 200000, Length: 65536}}
+			nsOpts(in).UsernsOptions = &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD, Uids: m, Gids: m}
+		}, wantErr: errdefs.IsInvalidArgument},
+		{desc: "the node's PID namespace in a pod with a user namespace", edit: func(in *Input) {
+			podUserns(in)
+			nsOpts(in).Pid = runtimeapi.NamespaceMode_NODE
+		}, wantErr: errdefs.IsInvalidArgument},
+		{desc: "user namespace CONTAINER", edit: func(in *Input) {
+			podUserns(in)
+			nsOpts(in).UsernsOptions = &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_CONTAINER}
+		}, wantErr: errdefs.IsInvalidArgument},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
 			s, err := buildErr(t, tc.edit)
@@ -799,6 +828,42 @@ func TestNamespaces(t *testing.T) {
 			t.Error("privileged container has a cgroup namespace")
 		}
 	})
+}
+
+// podUserns gives the input's pod a user namespace of its own, mapping
+// 0-65535 to 100000-165535, and leaves the container's options empty, as
+// crictl configs often are.
+func podUserns(in *Input) {
+	m := []*runtimeapi.IDMapping{{ContainerId: 0, HostId: 100000, Length: 65536}}
+	in.Pod.Linux = &runtimeapi.LinuxPodSandboxConfig{SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{
+		NamespaceOptions: &runtimeapi.NamespaceOption{UsernsOptions: &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD, Uids: m, Gids: m}}}}
+}
+
+// The container of a pod with a user namespace joins it with its mappings,
+// so that runc can check it joins the right one; it mounts sysfs where the
+// namespace owns the network namespace, and binds the node's /sys
+// read-only all the way down on the node's network, where the kernel
+// forbids the mount.
+func TestUserNamespace(t *testing.T) {
+	want := []specs.LinuxIDMapping{{ContainerID: 0, HostID: 100000, Size: 65536}}
+	s := build(t, podUserns)
+	if !slices.Equal(s.Linux.UIDMappings, want) || !slices.Equal(s.Linux.GIDMappings, want) {
+		t.Errorf("mappings %v, %v; want %v", s.Linux.UIDMappings, s.Linux.GIDMappings, want)
+	}
+	if m := mountAt(t, s, "/sys"); m.Type != "sysfs" {
+		t.Errorf("/sys in the pod's network namespace = %+v, want sysfs", m)
+	}
+	if s := build(t, nil); s.Linux.UIDMappings != nil || hasNamespace(s.Linux, specs.UserNamespace) {
+		t.Errorf("a pod on the node's user namespace: mappings %v, namespaces %v", s.Linux.UIDMappings, s.Linux.Namespaces)
+	}
+	hostNet := func(in *Input) {
+		podUserns(in)
+		in.Pod.Linux.SecurityContext.NamespaceOptions.Network, in.NetNSPath = runtimeapi.NamespaceMode_NODE, ""
+	}
+	m := mountAt(t, build(t, hostNet), "/sys")
+	if m.Type != "bind" || m.Source != "/sys" || !slices.Equal(m.Options, []string{"rbind", "nosuid", "noexec", "nodev", "rro"}) {
+		t.Errorf("/sys of a user namespace on the node's network = %+v", m)
+	}
 }
 
 func TestSeccomp(t *testing.T) {
@@ -1071,6 +1136,15 @@ func TestSpecsPassRuncValidation(t *testing.T) {
 			sc(in).Seccomp = &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_RuntimeDefault}
 			nsOpts(in).Pid = runtimeapi.NamespaceMode_CONTAINER
 		}},
+		{desc: "the pod's user namespace", edit: func(in *Input) {
+			podUserns(in)
+			in.SandboxPID = usernsProcess(t, 100000)
+		}},
+		{desc: "the pod's user namespace on the node's network", edit: func(in *Input) {
+			podUserns(in)
+			in.Pod.Linux.SecurityContext.NamespaceOptions.Network, in.NetNSPath = runtimeapi.NamespaceMode_NODE, ""
+			in.SandboxPID = usernsProcess(t, 100000)
+		}},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
 			s := build(t, tc.edit)
@@ -1087,4 +1161,33 @@ func TestSpecsPassRuncValidation(t *testing.T) {
 			}
 		})
 	}
+}
+
+// runc refuses to join a user namespace whose mappings are not the
+// spec's: what a reused sandbox PID would otherwise make silently wrong.
+func TestRuncChecksUserNamespaceMappings(t *testing.T) {
+	s := build(t, func(in *Input) {
+		podUserns(in)
+		in.SandboxPID = usernsProcess(t, 200000)
+	})
+	if _, err := specconv.CreateLibcontainerConfig(&specconv.CreateOpts{CgroupName: "c1", Spec: s}); err == nil {
+		t.Error("specconv took mappings other than the namespace's")
+	}
+}
+
+// usernsProcess starts a process in a user namespace that maps 0-65535 to
+// hostID and up, for as long as the test runs, and returns its PID.
+func usernsProcess(t *testing.T, hostID int) int {
+	t.Helper()
+	cmd := exec.Command("sleep", "600")
+	m := []syscall.SysProcIDMap{{ContainerID: 0, HostID: hostID, Size: 65536}}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWUSER, UidMappings: m, GidMappings: m}
+	if err := cmd.Start(); err != nil {
+		t.Skipf("no user namespace here: %v", err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	return cmd.Process.Pid
 }

@@ -3,7 +3,10 @@ package sandbox
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -11,6 +14,7 @@ import (
 	"github.com/opencontainers/runtime-spec/specs-go"
 
 	"ketch.dev/ketch/oci/shim"
+	"ketch.dev/ketch/sandbox/netns"
 )
 
 // PodPaths are the pod's files and namespaces that its containers' specs
@@ -39,8 +43,10 @@ func (m *Manager) Paths(s Spec) PodPaths {
 // ContainerRootfs is where container id's rootfs is mounted: outside the
 // pod's directory, so removing a pod can never reach into a rootfs.
 func (m *Manager) ContainerRootfs(id string) string {
-	return filepath.Join(m.o.StateDir, "containers", id)
+	return filepath.Join(m.containersDir(), id)
 }
+
+func (m *Manager) containersDir() string { return filepath.Join(m.o.StateDir, "containers") }
 
 // podShim is the shim of pod podID; errdefs.ErrFailedPrecondition when the
 // pod has none (stopped with its shim gone, or never started).
@@ -168,4 +174,57 @@ func (m *Manager) UpdateContainer(ctx context.Context, podID, id string, r *spec
 		return err
 	}
 	return c.Update(ctx, id, r)
+}
+
+// Exec runs args in running container id with a client's streams and
+// returns its exit code.
+func (m *Manager) Exec(ctx context.Context, podID, id string, args []string, st shim.Streams) (int, error) {
+	c, err := m.podShim(ctx, podID)
+	if err != nil {
+		return 0, err
+	}
+	return c.Exec(ctx, id, args, st)
+}
+
+// Attach joins a client's streams to running container id's stdio.
+func (m *Manager) Attach(ctx context.Context, podID, id string, st shim.Streams) (int, error) {
+	c, err := m.podShim(ctx, podID)
+	if err != nil {
+		return 0, err
+	}
+	return c.Attach(ctx, id, st)
+}
+
+// PortForward connects stream to TCP port on the pod's loopback, from
+// inside its network namespace: no socat or nsenter is needed on the node.
+// It returns when either side closes.
+func (m *Manager) PortForward(ctx context.Context, s Spec, port int32, stream io.ReadWriteCloser) error {
+	if port <= 0 || port > 65535 {
+		return fmt.Errorf("port-forward to port %d: %w", port, errdefs.ErrInvalidArgument)
+	}
+	var conn net.Conn
+	dial := func() error {
+		var d net.Dialer
+		var err error
+		conn, err = d.DialContext(ctx, "tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port))))
+		return err
+	}
+	var err error
+	if s.HostNetwork {
+		err = dial()
+	} else {
+		err = netns.Do(m.netnsPath(s.ID), dial)
+	}
+	if err != nil {
+		return fmt.Errorf("port-forward to port %d of pod %s: %w", port, s.ID, err)
+	}
+	defer conn.Close()
+	done := make(chan struct{}, 2)
+	go func() { _, _ = io.Copy(conn, stream); done <- struct{}{} }()
+	go func() { _, _ = io.Copy(stream, conn); done <- struct{}{} }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+	return nil
 }

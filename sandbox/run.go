@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -16,6 +17,7 @@ import (
 
 	"ketch.dev/ketch/oci/shim"
 	"ketch.dev/ketch/sandbox/netns"
+	"ketch.dev/ketch/sandbox/userns"
 )
 
 // networkDown marks a pod whose network Stop has torn down, so that a
@@ -75,10 +77,8 @@ func (m *Manager) Run(ctx context.Context, s Spec) (_ Pod, retErr error) {
 		}
 	}
 	var pod Pod
-	if !s.HostNetwork {
-		if pod.NetNSPath, err = netns.Create(m.netnsDir(), s.ID); err != nil {
-			return Pod{}, fmt.Errorf("run pod %s: %w", s.ID, err)
-		}
+	if pod.NetNSPath, err = m.namespaces(s); err != nil {
+		return Pod{}, fmt.Errorf("run pod %s: %w", s.ID, err)
 	}
 
 	// Neither step cancels the other when it fails: a plugin killed half-way
@@ -102,6 +102,73 @@ func (m *Manager) Run(ctx context.Context, s Spec) (_ Pod, retErr error) {
 	return pod, nil
 }
 
+// namespaces makes the pod's network namespace (none with the node's
+// network) and returns its pin. A pod with a user namespace of its own
+// gets that first, pinned in the pod's directory for ketch-init to join,
+// and the network namespace is made inside it, so that it owns it.
+func (m *Manager) namespaces(s Spec) (string, error) {
+	if s.UserNS == nil {
+		if s.HostNetwork {
+			return "", nil
+		}
+		return netns.Create(m.netnsDir(), s.ID)
+	}
+	if err := m.searchableRootfs(); err != nil {
+		return "", err
+	}
+	var netnsPath string
+	err := userns.Do(s.UserNS.UIDs, s.UserNS.GIDs, !s.HostNetwork, func(pid int) error {
+		if err := userns.Pin(fmt.Sprintf("/proc/%d/ns/user", pid), m.usernsPath(s.ID)); err != nil {
+			return err
+		}
+		if s.HostNetwork {
+			return nil
+		}
+		var err error
+		netnsPath, err = netns.Adopt(m.netnsDir(), s.ID, fmt.Sprintf("/proc/%d/ns/net", pid))
+		return err
+	})
+	return netnsPath, err
+}
+
+// searchableRootfs lets pods with a user namespace reach the rootfs they
+// run from. runc mounts a rootfs by its path from inside the pod's user
+// namespace, where the node's root is nobody and no capability overrides
+// a directory's mode: every directory above the sandbox rootfs and the
+// containers' rootfs mount points must let others search it. Only that
+// bit is added, where missing, as containers/storage does for CRI-O.
+func (m *Manager) searchableRootfs() error {
+	containers := m.containersDir()
+	if err := os.MkdirAll(containers, 0o711); err != nil {
+		return err
+	}
+	for _, p := range []string{m.rootfs, containers} {
+		if err := searchable(p); err != nil {
+			return fmt.Errorf("rootfs for a user namespace: %w", err)
+		}
+	}
+	return nil
+}
+
+func searchable(path string) error {
+	for p := path; ; p = filepath.Dir(p) {
+		fi, err := os.Stat(p)
+		if err != nil {
+			return err
+		}
+		if mode := fi.Mode(); mode&0o001 == 0 {
+			mode = mode&(fs.ModePerm|fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky) | 0o001
+			if err := os.Chmod(p, mode); err != nil {
+				return err
+			}
+			slog.Warn("directory made searchable by others, for pods with a user namespace", "dir", p, "mode", fmt.Sprintf("%#o", mode.Perm()))
+		}
+		if p == "/" || p == "." {
+			return nil
+		}
+	}
+}
+
 // startInit launches the pod's shim and has it start ketch-init.
 func (m *Manager) startInit(ctx context.Context, s Spec, f podFiles, shmPath, netnsPath string) (int, error) {
 	dir := m.podDir(s.ID)
@@ -122,7 +189,7 @@ func (m *Manager) startInit(ctx context.Context, s Spec, f podFiles, shmPath, ne
 	if s.HostNetwork {
 		hostname = ""
 	}
-	return c.StartSandbox(ctx, &shim.SandboxConfig{
+	cfg := &shim.SandboxConfig{
 		Rootfs:         m.rootfs,
 		Hostname:       hostname,
 		NetNSPath:      netnsPath,
@@ -136,7 +203,11 @@ func (m *Manager) startInit(ctx context.Context, s Spec, f podFiles, shmPath, ne
 		HostsPath:      f.hosts,
 		ResolvConfPath: f.resolvConf,
 		HostnamePath:   f.hostname,
-	})
+	}
+	if s.UserNS != nil {
+		cfg.UserNSPath, cfg.UIDMappings, cfg.GIDMappings = m.usernsPath(s.ID), s.UserNS.UIDs, s.UserNS.GIDs
+	}
+	return c.StartSandbox(ctx, cfg)
 }
 
 // Stop ends the pod's processes and detaches it from the network; its
@@ -234,6 +305,9 @@ func (m *Manager) remove(ctx context.Context, s Spec) error {
 	}
 	m.releasePorts(s.ID)
 	if err := netns.Remove(m.netnsPath(s.ID)); err != nil {
+		return err
+	}
+	if err := userns.Unpin(m.usernsPath(s.ID)); err != nil {
 		return err
 	}
 	if err := unmountShm(dir); err != nil {

@@ -3,6 +3,9 @@
 // PID, IPC and UTS namespaces, joined to a network namespace pinned under
 // <state>/netns and networked through CNI. The pod's files (hosts,
 // resolv.conf, hostname, the /dev/shm tmpfs) live in <state>/pods/<id>.
+// A pod may have a user namespace of its own (pinned at
+// <state>/pods/<id>/userns), which owns its network namespace and the
+// namespaces ketch-init makes, and which its containers join.
 //
 // Manager knows nothing of the CRI: package cri translates requests into a
 // Spec and keeps the pod records.
@@ -17,6 +20,7 @@ import (
 	"sync"
 
 	"github.com/containerd/errdefs"
+	"github.com/opencontainers/runtime-spec/specs-go"
 
 	"ketch.dev/ketch/oci/shim"
 	"ketch.dev/ketch/sandbox/cni"
@@ -40,6 +44,16 @@ type Spec struct {
 	// system.slice (systemd).
 	CgroupParent string
 	Sysctls      map[string]string
+	// UserNS is the pod's own user namespace; nil: the node's.
+	UserNS *UserNS
+}
+
+// UserNS is how a pod's user namespace maps its IDs to the node's: one
+// mapping each, of container ID 0 up, as kubelet allocates them. The pod's
+// network namespace belongs to it, and so do the PID, IPC and UTS
+// namespaces its PID 1 makes; every container of the pod joins it.
+type UserNS struct {
+	UIDs, GIDs []specs.LinuxIDMapping
 }
 
 // DNS is the pod's resolv.conf.
@@ -180,9 +194,10 @@ func (m *Manager) lock(id string) func() {
 	}
 }
 
-func (m *Manager) podDir(id string) string    { return filepath.Join(m.o.StateDir, "pods", id) }
-func (m *Manager) netnsDir() string           { return filepath.Join(m.o.StateDir, "netns") }
-func (m *Manager) netnsPath(id string) string { return filepath.Join(m.netnsDir(), id) }
+func (m *Manager) podDir(id string) string     { return filepath.Join(m.o.StateDir, "pods", id) }
+func (m *Manager) netnsDir() string            { return filepath.Join(m.o.StateDir, "netns") }
+func (m *Manager) netnsPath(id string) string  { return filepath.Join(m.netnsDir(), id) }
+func (m *Manager) usernsPath(id string) string { return filepath.Join(m.podDir(id), "userns") }
 
 // NetNSPath is where pod id's network namespace is pinned ("" with the
 // node's network), for callers that run things in it.

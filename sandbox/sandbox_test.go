@@ -83,3 +83,28 @@ func TestInstallRootfs(t *testing.T) {
 		t.Errorf("sandbox dir holds %d entries, want the two rootfs (no temp left)", len(ents))
 	}
 }
+
+// searchable adds the search bit for others to every directory above and
+// at path that lacks it, and changes nothing else.
+func TestSearchable(t *testing.T) {
+	base := t.TempDir()
+	closed := filepath.Join(base, "closed")
+	sticky := filepath.Join(closed, "sticky")
+	leaf := filepath.Join(sticky, "leaf")
+	if err := os.MkdirAll(leaf, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for p, mode := range map[string]os.FileMode{closed: 0o700, sticky: 0o770 | os.ModeSticky, leaf: 0o750} {
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := searchable(leaf); err != nil {
+		t.Fatal(err)
+	}
+	for p, want := range map[string]os.FileMode{closed: 0o701, sticky: 0o771 | os.ModeSticky, leaf: 0o751} {
+		if fi, err := os.Stat(p); err != nil || fi.Mode()&(os.ModePerm|os.ModeSticky) != want {
+			t.Errorf("%s: mode %v, %v; want %v", p, fi.Mode(), err, want)
+		}
+	}
+}

@@ -28,6 +28,9 @@ type Config struct {
 	// RuntimeHandlers are the runtime handler names pods may ask for
 	// besides the default "".
 	RuntimeHandlers []string `toml:"runtime_handlers"`
+	// StreamAddress is where exec, attach and port-forward sessions are
+	// served: loopback by default, as kubelet proxies them.
+	StreamAddress string `toml:"stream_address"`
 
 	Image   ImageConfig   `toml:"image"`
 	Network NetworkConfig `toml:"network"`
@@ -66,6 +69,7 @@ func defaultConfig() Config {
 			MaxConcurrentDownloads: 3,
 		},
 		RuntimeHandlers: []string{"ketch"},
+		StreamAddress:   "127.0.0.1:0",
 		Network: NetworkConfig{
 			CNIConfDir: "/etc/cni/net.d",
 			CNIBinDirs: []string{"/usr/lib/cni", "/opt/cni/bin"},

@@ -117,7 +117,11 @@ func run() error {
 	defer pods.Close()
 
 	srv, err := cri.New(cri.Config{Version: version, CgroupDriver: driver, RuntimeHandlers: cfg.RuntimeHandlers,
-		ShimCgroupDriver: shimDriver, ImageRoot: filepath.Join(cfg.Root, "image"), RootDir: cfg.Root, StateDir: cfg.State},
+		ShimCgroupDriver: shimDriver, ImageRoot: filepath.Join(cfg.Root, "image"), RootDir: cfg.Root, StateDir: cfg.State,
+		StreamAddress: cfg.StreamAddress,
+		// Pods may have a user namespace of their own (hostUsers: false);
+		// their rootfs needs idmapped overlayfs lower layers (Linux 5.19+).
+		UserNamespaces: true},
 		images, network, st, pods, pods)
 	if err != nil {
 		return err

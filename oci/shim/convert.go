@@ -4,6 +4,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/opencontainers/runtime-spec/specs-go"
+
 	"ketch.dev/ketch/oci/shim/api"
 )
 
@@ -26,6 +28,9 @@ func sandboxConfigToProto(c *SandboxConfig) *api.StartSandboxRequest {
 		HostsPath:      c.HostsPath,
 		ResolvConfPath: c.ResolvConfPath,
 		HostnamePath:   c.HostnamePath,
+		UsernsPath:     c.UserNSPath,
+		UidMappings:    idMappingsToProto(c.UIDMappings),
+		GidMappings:    idMappingsToProto(c.GIDMappings),
 	}
 }
 
@@ -46,7 +51,26 @@ func sandboxConfigFromProto(r *api.StartSandboxRequest) *SandboxConfig {
 		HostsPath:      r.GetHostsPath(),
 		ResolvConfPath: r.GetResolvConfPath(),
 		HostnamePath:   r.GetHostnamePath(),
+		UserNSPath:     r.GetUsernsPath(),
+		UIDMappings:    idMappingsFromProto(r.GetUidMappings()),
+		GIDMappings:    idMappingsFromProto(r.GetGidMappings()),
 	}
+}
+
+func idMappingsToProto(m []specs.LinuxIDMapping) []*api.IDMapping {
+	var out []*api.IDMapping
+	for _, e := range m {
+		out = append(out, &api.IDMapping{ContainerId: e.ContainerID, HostId: e.HostID, Size: e.Size})
+	}
+	return out
+}
+
+func idMappingsFromProto(m []*api.IDMapping) []specs.LinuxIDMapping {
+	var out []specs.LinuxIDMapping
+	for _, e := range m {
+		out = append(out, specs.LinuxIDMapping{ContainerID: e.GetContainerId(), HostID: e.GetHostId(), Size: e.GetSize()})
+	}
+	return out
 }
 
 func exitToProto(e *Exit) *api.Exit {

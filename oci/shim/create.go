@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -46,7 +45,7 @@ func (s *Service) CreateContainer(_ context.Context, id string, spec *specs.Spec
 		}
 		spec.Process.OOMScoreAdj = &oom
 	}
-	config, err := specconv.CreateLibcontainerConfig(&specconv.CreateOpts{
+	config, err := s.libcontainerConfig(&specconv.CreateOpts{
 		CgroupName: id,
 		// cgroupfs paths are absolute; systemd ones are slice:prefix:name.
 		UseSystemdCgroup: !strings.HasPrefix(spec.Linux.CgroupsPath, "/"),
@@ -124,7 +123,7 @@ func (s *Service) StartContainer(_ context.Context, id string) (time.Time, error
 
 func (s *Service) start(c *container) (time.Time, error) {
 	proc := processFromSpec(c.process)
-	cio, err := newContainerIO(*c.opts, proc)
+	cio, err := newContainerIO(*c.opts, proc, c.process.Terminal)
 	if err != nil {
 		return time.Time{}, err
 	}
@@ -136,6 +135,9 @@ func (s *Service) start(c *container) (time.Time, error) {
 		return c.pid, err
 	}, func(e Exit) { go s.exitedApp(c, e) })
 	cio.closeChildEnds()
+	if err == nil {
+		err = cio.startTTY()
+	}
 	if err != nil {
 		cio.close()
 		return time.Time{}, startError(err)
@@ -245,92 +247,4 @@ func (s *Service) ReopenLog(_ context.Context, id string) error {
 		return fmt.Errorf("reopen log of %s: not running: %w", id, errdefs.ErrFailedPrecondition)
 	}
 	return cio.log.reopen()
-}
-
-// containerIO is an app container's stdio: a pipe per output stream whose
-// write end the container holds and whose read end one goroutine copies
-// into the CRI log, and, when asked for, a stdin pipe held open for attach.
-type containerIO struct {
-	log     *criLog
-	readers []*os.File // our ends of stdout and stderr
-	child   []*os.File // the container's ends, closed here once it holds them
-	stdin   *os.File   // write end of stdin; nil without stdin
-	copiers sync.WaitGroup
-}
-
-func newContainerIO(o ContainerOptions, p *libcontainer.Process) (_ *containerIO, retErr error) {
-	l, err := openCRILog(o.LogPath)
-	if err != nil {
-		return nil, err
-	}
-	cio := &containerIO{log: l}
-	defer func() {
-		if retErr != nil {
-			cio.closeChildEnds()
-			cio.close()
-		}
-	}()
-	for _, stream := range []string{"stdout", "stderr"} {
-		r, w, err := os.Pipe()
-		if err != nil {
-			return nil, err
-		}
-		cio.readers, cio.child = append(cio.readers, r), append(cio.child, w)
-		if stream == "stdout" {
-			p.Stdout = w
-		} else {
-			p.Stderr = w
-		}
-	}
-	if o.Stdin {
-		r, w, err := os.Pipe()
-		if err != nil {
-			return nil, err
-		}
-		cio.child, cio.stdin, p.Stdin = append(cio.child, r), w, r
-	}
-	for i, stream := range []string{"stdout", "stderr"} {
-		cio.copiers.Add(1)
-		go func() {
-			defer cio.copiers.Done()
-			l.copy(stream, cio.readers[i], nil)
-		}()
-	}
-	return cio, nil
-}
-
-// closeChildEnds drops the shim's copies of the container's ends: the
-// copiers see EOF once every process of the container has closed them.
-func (cio *containerIO) closeChildEnds() {
-	for _, f := range cio.child {
-		f.Close()
-	}
-	cio.child = nil
-}
-
-// drain waits up to bound for the copiers to reach EOF, then cuts the
-// pipes, so what a surviving background child writes later is dropped
-// rather than keeping the exit from being recorded.
-func (cio *containerIO) drain(bound time.Duration) {
-	done := make(chan struct{})
-	go func() { cio.copiers.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(bound):
-		for _, r := range cio.readers {
-			r.Close()
-		}
-		<-done
-	}
-}
-
-func (cio *containerIO) close() {
-	for _, r := range cio.readers {
-		r.Close()
-	}
-	cio.copiers.Wait()
-	if cio.stdin != nil {
-		cio.stdin.Close()
-	}
-	cio.log.close()
 }

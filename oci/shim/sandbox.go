@@ -15,6 +15,7 @@ import (
 	_ "github.com/opencontainers/cgroups/devices"
 	"github.com/opencontainers/cgroups/systemd"
 	"github.com/opencontainers/runc/libcontainer"
+	"github.com/opencontainers/runc/libcontainer/configs"
 	"github.com/opencontainers/runc/libcontainer/configs/validate"
 	"github.com/opencontainers/runc/libcontainer/specconv"
 	"golang.org/x/sys/unix"
@@ -66,7 +67,7 @@ func (s *Service) startSandbox(cfg *SandboxConfig) (_ *container, retErr error) 
 		return nil, err
 	}
 	spec := sandboxSpec(cfg, oom)
-	config, err := specconv.CreateLibcontainerConfig(&specconv.CreateOpts{
+	config, err := s.libcontainerConfig(&specconv.CreateOpts{
 		CgroupName:       s.id,
 		UseSystemdCgroup: cfg.Cgroup.Driver == DriverSystemd,
 		Spec:             spec,
@@ -114,6 +115,20 @@ func (s *Service) startSandbox(cfg *SandboxConfig) (_ *container, retErr error) 
 	return c, nil
 }
 
+// libcontainerConfig is runc's specconv of a spec. Given a user namespace
+// to join by a path other than /proc/<pid>/ns/user, specconv forks a
+// helper into it to read its mappings and waits for that helper by PID: it
+// must run while the reaper holds off, or wait4(-1) takes the helper.
+func (s *Service) libcontainerConfig(o *specconv.CreateOpts) (*configs.Config, error) {
+	var config *configs.Config
+	err := s.reaper.hold(func() error {
+		var err error
+		config, err = specconv.CreateLibcontainerConfig(o)
+		return err
+	})
+	return config, err
+}
+
 // checkSandboxConfig refuses what libcontainer would fail on late or with an
 // unclear message, so that the caller learns which field is wrong.
 func checkSandboxConfig(c *SandboxConfig) error {
@@ -139,9 +154,12 @@ func checkSandboxConfig(c *SandboxConfig) error {
 		return fmt.Errorf("hostname %q is not an RFC 1123 name: %w", c.Hostname, errdefs.ErrInvalidArgument)
 	}
 	if c.NetNSPath != "" {
-		if err := checkNetNS(c.NetNSPath); err != nil {
+		if err := checkNamespace("netns", c.NetNSPath, unix.CLONE_NEWNET); err != nil {
 			return err
 		}
+	}
+	if err := checkUserNS(c); err != nil {
+		return err
 	}
 	if err := checkCgroup(c.Cgroup); err != nil {
 		return err
@@ -180,30 +198,49 @@ func checkDir(what, path string) error {
 	return nil
 }
 
-// checkNetNS makes sure path is a network namespace now. A netns bind mount
-// whose namespace was unmounted leaves an empty file behind, which
+// checkNamespace makes sure path is a namespace of kind now. A namespace
+// bind mount that was unmounted leaves an empty file behind, which
 // libcontainer would only reject deep inside nsexec.
-func checkNetNS(path string) error {
+func checkNamespace(what, path string, kind int) error {
 	f, err := os.Open(path)
 	if err != nil {
-		return fmt.Errorf("netns: %w", asNotFound(err))
+		return fmt.Errorf("%s: %w", what, asNotFound(err))
 	}
 	defer f.Close()
 	var st unix.Statfs_t
 	if err := unix.Fstatfs(int(f.Fd()), &st); err != nil {
-		return fmt.Errorf("netns %s: %w", path, err)
+		return fmt.Errorf("%s %s: %w", what, path, err)
 	}
 	if st.Type != unix.NSFS_MAGIC {
-		return fmt.Errorf("netns %s is not a namespace (was it unmounted?): %w", path, errdefs.ErrInvalidArgument)
+		return fmt.Errorf("%s %s is not a namespace (was it unmounted?): %w", what, path, errdefs.ErrInvalidArgument)
 	}
 	t, err := unix.IoctlRetInt(int(f.Fd()), unix.NS_GET_NSTYPE)
 	if err != nil {
-		return fmt.Errorf("netns %s: %w", path, err)
+		return fmt.Errorf("%s %s: %w", what, path, err)
 	}
-	if t != unix.CLONE_NEWNET {
-		return fmt.Errorf("netns %s is not a network namespace: %w", path, errdefs.ErrInvalidArgument)
+	if t != kind {
+		return fmt.Errorf("%s %s is a namespace of another kind: %w", what, path, errdefs.ErrInvalidArgument)
 	}
 	return nil
+}
+
+// checkUserNS refuses a user namespace without the mappings it must have,
+// and the host's PID or IPC namespace in one: the kernel lets a user
+// namespace mount proc and mqueue only for namespaces it owns.
+func checkUserNS(c *SandboxConfig) error {
+	if c.UserNSPath == "" {
+		if len(c.UIDMappings) > 0 || len(c.GIDMappings) > 0 {
+			return fmt.Errorf("uid and gid mappings without a user namespace: %w", errdefs.ErrInvalidArgument)
+		}
+		return nil
+	}
+	switch {
+	case len(c.UIDMappings) == 0 || len(c.GIDMappings) == 0:
+		return fmt.Errorf("user namespace %s without its uid and gid mappings: %w", c.UserNSPath, errdefs.ErrInvalidArgument)
+	case c.HostPID || c.HostIPC:
+		return fmt.Errorf("a user namespace with the host's PID or IPC namespace: %w", errdefs.ErrInvalidArgument)
+	}
+	return checkNamespace("user namespace", c.UserNSPath, unix.CLONE_NEWUSER)
 }
 
 func checkCgroup(c Cgroup) error {

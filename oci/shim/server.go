@@ -66,6 +66,12 @@ func Serve(ctx context.Context, o Options) error {
 	go r.run(stop)
 
 	svc := newService(o.ID, o.Dir, r)
+	streams, err := listen(filepath.Join(o.Dir, ioSockFile))
+	if err != nil {
+		return err
+	}
+	defer streams.Close()
+	go svc.serveStreams(streams.(*net.UnixListener))
 	srv, err := ttrpc.NewServer(
 		ttrpc.WithServerHandshaker(ttrpc.UnixSocketRequireSameUser()),
 		ttrpc.WithUnaryServerInterceptor(serverInterceptor),

@@ -171,7 +171,7 @@ func (s *Service) Shutdown(ctx context.Context) error {
 	if err := os.RemoveAll(s.stateRoot()); err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}
-	for _, f := range []string{sockFile, pidFile} {
+	for _, f := range []string{ioSockFile, sockFile, pidFile} {
 		if err := os.Remove(filepath.Join(s.dir, f)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("shutdown: %w", err)
 		}

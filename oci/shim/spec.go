@@ -72,11 +72,22 @@ func sandboxSpec(c *SandboxConfig, oomScoreAdj int) *specs.Spec {
 			ReadonlyPaths: readonlyPaths,
 		},
 	}
+	if c.UserNSPath != "" {
+		// Both the path and the mappings, as containerd and CRI-O give
+		// them: runc then refuses a namespace whose mappings are not these.
+		s.Linux.UIDMappings, s.Linux.GIDMappings = c.UIDMappings, c.GIDMappings
+	}
 	return s
 }
 
 func sandboxNamespaces(c *SandboxConfig) []specs.LinuxNamespace {
-	ns := []specs.LinuxNamespace{{Type: specs.MountNamespace}}
+	var ns []specs.LinuxNamespace
+	if c.UserNSPath != "" {
+		// runc joins it first: the namespaces below are then made in it,
+		// and it owns them.
+		ns = append(ns, specs.LinuxNamespace{Type: specs.UserNamespace, Path: c.UserNSPath})
+	}
+	ns = append(ns, specs.LinuxNamespace{Type: specs.MountNamespace})
 	if !c.HostPID {
 		ns = append(ns, specs.LinuxNamespace{Type: specs.PIDNamespace})
 	}

@@ -3,6 +3,8 @@ package shim
 import (
 	"syscall"
 	"time"
+
+	"github.com/opencontainers/runtime-spec/specs-go"
 )
 
 // SandboxConfig is what StartSandbox needs to start a pod's PID 1. The
@@ -23,6 +25,10 @@ type SandboxConfig struct {
 	HostsPath      string
 	ResolvConfPath string
 	HostnamePath   string
+	// UserNSPath is a user namespace (a pin ketchd made) for the pod's PID
+	// 1 to join, and the mappings it must have; "": the host's.
+	UserNSPath               string
+	UIDMappings, GIDMappings []specs.LinuxIDMapping
 }
 
 // Cgroup names a container's cgroup independently of the driver that

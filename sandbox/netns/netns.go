@@ -32,6 +32,34 @@ var dirMu sync.Mutex
 //
 // The caller's goroutine and thread keep their network namespace.
 func Create(dir, id string) (string, error) {
+	return makePin(dir, id, func(path string) error {
+		unshare := func() error { return unix.Unshare(unix.CLONE_NEWNET) }
+		return onThread(unshare, func() error {
+			// /proc/self/ns/net would be the main thread's namespace.
+			if err := bind("/proc/thread-self/ns/net", path); err != nil {
+				return err
+			}
+			return loUp()
+		})
+	})
+}
+
+// Adopt pins the network namespace a process made, named by src (its
+// /proc/<pid>/ns/net), at dir/id with lo up, and returns that path: how a
+// pod's user namespace comes to own the pod's network namespace (package
+// userns). An existing pin at that path is ErrAlreadyExists.
+func Adopt(dir, id, src string) (string, error) {
+	return makePin(dir, id, func(path string) error {
+		if err := bind(src, path); err != nil {
+			return err
+		}
+		return Do(path, loUp)
+	})
+}
+
+// makePin makes the mount point dir/id and has pin mount a namespace on
+// it; a failure removes both.
+func makePin(dir, id string, pin func(path string) error) (string, error) {
 	if id == "" || id == "." || id == ".." || strings.ContainsRune(id, '/') {
 		return "", fmt.Errorf("netns name %q: %w", id, errdefs.ErrInvalidArgument)
 	}
@@ -47,9 +75,7 @@ func Create(dir, id string) (string, error) {
 		return "", fmt.Errorf("create netns mount point: %w", err)
 	}
 	f.Close()
-
-	unshare := func() error { return unix.Unshare(unix.CLONE_NEWNET) }
-	if err := onThread(unshare, func() error { return pin(path) }); err != nil {
+	if err := pin(path); err != nil {
 		_ = unix.Unmount(path, unix.MNT_DETACH)
 		_ = os.Remove(path)
 		return "", fmt.Errorf("create netns %s: %w", path, err)
@@ -104,12 +130,15 @@ func switchThread(enter, fn func() error) error {
 	return fn()
 }
 
-// pin runs in the new netns: it bind-mounts it at path and sets lo up.
-func pin(path string) error {
-	// /proc/self/ns/net would be the main thread's namespace, not this one.
-	if err := unix.Mount("/proc/thread-self/ns/net", path, "", unix.MS_BIND, ""); err != nil {
+func bind(src, path string) error {
+	if err := unix.Mount(src, path, "", unix.MS_BIND, ""); err != nil {
 		return fmt.Errorf("bind mount: %w", err)
 	}
+	return nil
+}
+
+// loUp runs in the new netns and sets its lo up.
+func loUp() error {
 	// Netlink sockets belong to the netns of the thread that opens them, so
 	// this handle talks to the new namespace.
 	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)

@@ -8,8 +8,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/containerd/errdefs"
@@ -300,5 +302,39 @@ func TestDoRunsInNetnsAndKeepsSockets(t *testing.T) {
 	}
 	if err := Do(filepath.Join(filepath.Dir(path), "missing"), func() error { return nil }); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Errorf("Do in a missing netns = %v, want NotFound", err)
+	}
+}
+
+// Adopt pins the netns a process made, with lo up, so it outlives the
+// process; a failed pin leaves no mount point.
+func TestAdopt(t *testing.T) {
+	requireRoot(t)
+	dir := testDir(t)
+	cmd := exec.Command("sleep", "600")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	src := filepath.Join("/proc", strconv.Itoa(cmd.Process.Pid), "ns/net")
+	want := inode(t, src)
+	path, err := Adopt(dir, "pod1", src)
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = Remove(path) })
+	if err := Check(path); err != nil || inode(t, path) != want {
+		t.Fatalf("pin %s: %v, inode %d, want the process's %d", path, err, inode(t, path), want)
+	}
+	out, err := exec.Command("nsenter", "--net="+path, "ip", "-o", "link", "show", "lo").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), ",UP") {
+		t.Errorf("lo in the adopted netns: %s, %v; want up", out, err)
+	}
+	if _, err := Adopt(dir, "pod2", "/proc/self/ns/nonexistent"); err == nil {
+		t.Error("Adopt of a missing namespace succeeded")
+	}
+	if _, err := os.Lstat(filepath.Join(dir, "pod2")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a failed Adopt left its mount point: %v", err)
 	}
 }

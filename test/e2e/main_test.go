@@ -74,7 +74,11 @@ func suiteLeftovers() []string {
 		}
 		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 		cg, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
-		if strings.Contains(string(cg), cgroupParent+"/") || bytes.Contains(cmdline, []byte("ketch-shim\x00--id")) {
+		ours := false
+		for _, dir := range stateDirs.list() {
+			ours = ours || bytes.Contains(cmdline, []byte(dir+"/"))
+		}
+		if strings.Contains(string(cg), cgroupParent+"/") || ours {
 			left = append(left, fmt.Sprintf("process %d: %s", pid, bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '})))
 		}
 	}

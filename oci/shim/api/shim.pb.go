@@ -114,8 +114,15 @@ type StartSandboxRequest struct {
 	HostsPath      string `protobuf:"bytes,15,opt,name=hosts_path,json=hostsPath,proto3" json:"hosts_path,omitempty"`
 	ResolvConfPath string `protobuf:"bytes,16,opt,name=resolv_conf_path,json=resolvConfPath,proto3" json:"resolv_conf_path,omitempty"`
 	HostnamePath   string `protobuf:"bytes,17,opt,name=hostname_path,json=hostnamePath,proto3" json:"hostname_path,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// A user namespace file (a bind mount ketchd made) for the pod's PID 1 to
+	// join, and the mappings it must have (runc refuses a namespace whose
+	// own differ); empty means the host's user namespace. The network
+	// namespace belongs to it; the PID, IPC and UTS namespaces are made in it.
+	UsernsPath    string       `protobuf:"bytes,18,opt,name=userns_path,json=usernsPath,proto3" json:"userns_path,omitempty"`
+	UidMappings   []*IDMapping `protobuf:"bytes,19,rep,name=uid_mappings,json=uidMappings,proto3" json:"uid_mappings,omitempty"`
+	GidMappings   []*IDMapping `protobuf:"bytes,20,rep,name=gid_mappings,json=gidMappings,proto3" json:"gid_mappings,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StartSandboxRequest) Reset() {
@@ -267,6 +274,88 @@ func (x *StartSandboxRequest) GetHostnamePath() string {
 	return ""
 }
 
+func (x *StartSandboxRequest) GetUsernsPath() string {
+	if x != nil {
+		return x.UsernsPath
+	}
+	return ""
+}
+
+func (x *StartSandboxRequest) GetUidMappings() []*IDMapping {
+	if x != nil {
+		return x.UidMappings
+	}
+	return nil
+}
+
+func (x *StartSandboxRequest) GetGidMappings() []*IDMapping {
+	if x != nil {
+		return x.GidMappings
+	}
+	return nil
+}
+
+// IDMapping maps size IDs from container_id in a user namespace to host_id.
+type IDMapping struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId   uint32                 `protobuf:"varint,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	HostId        uint32                 `protobuf:"varint,2,opt,name=host_id,json=hostId,proto3" json:"host_id,omitempty"`
+	Size          uint32                 `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IDMapping) Reset() {
+	*x = IDMapping{}
+	mi := &file_shim_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IDMapping) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IDMapping) ProtoMessage() {}
+
+func (x *IDMapping) ProtoReflect() protoreflect.Message {
+	mi := &file_shim_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IDMapping.ProtoReflect.Descriptor instead.
+func (*IDMapping) Descriptor() ([]byte, []int) {
+	return file_shim_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *IDMapping) GetContainerId() uint32 {
+	if x != nil {
+		return x.ContainerId
+	}
+	return 0
+}
+
+func (x *IDMapping) GetHostId() uint32 {
+	if x != nil {
+		return x.HostId
+	}
+	return 0
+}
+
+func (x *IDMapping) GetSize() uint32 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
 type StartSandboxResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The host PID of the pod's PID 1.
@@ -277,7 +366,7 @@ type StartSandboxResponse struct {
 
 func (x *StartSandboxResponse) Reset() {
 	*x = StartSandboxResponse{}
-	mi := &file_shim_proto_msgTypes[1]
+	mi := &file_shim_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -289,7 +378,7 @@ func (x *StartSandboxResponse) String() string {
 func (*StartSandboxResponse) ProtoMessage() {}
 
 func (x *StartSandboxResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[1]
+	mi := &file_shim_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -302,7 +391,7 @@ func (x *StartSandboxResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartSandboxResponse.ProtoReflect.Descriptor instead.
 func (*StartSandboxResponse) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{1}
+	return file_shim_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *StartSandboxResponse) GetPid() uint32 {
@@ -329,7 +418,7 @@ type CreateContainerRequest struct {
 
 func (x *CreateContainerRequest) Reset() {
 	*x = CreateContainerRequest{}
-	mi := &file_shim_proto_msgTypes[2]
+	mi := &file_shim_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -341,7 +430,7 @@ func (x *CreateContainerRequest) String() string {
 func (*CreateContainerRequest) ProtoMessage() {}
 
 func (x *CreateContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[2]
+	mi := &file_shim_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -354,7 +443,7 @@ func (x *CreateContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateContainerRequest.ProtoReflect.Descriptor instead.
 func (*CreateContainerRequest) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{2}
+	return file_shim_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *CreateContainerRequest) GetId() string {
@@ -401,7 +490,7 @@ type CreateContainerResponse struct {
 
 func (x *CreateContainerResponse) Reset() {
 	*x = CreateContainerResponse{}
-	mi := &file_shim_proto_msgTypes[3]
+	mi := &file_shim_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -413,7 +502,7 @@ func (x *CreateContainerResponse) String() string {
 func (*CreateContainerResponse) ProtoMessage() {}
 
 func (x *CreateContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[3]
+	mi := &file_shim_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -426,7 +515,7 @@ func (x *CreateContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateContainerResponse.ProtoReflect.Descriptor instead.
 func (*CreateContainerResponse) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{3}
+	return file_shim_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *CreateContainerResponse) GetPid() uint32 {
@@ -445,7 +534,7 @@ type StartContainerRequest struct {
 
 func (x *StartContainerRequest) Reset() {
 	*x = StartContainerRequest{}
-	mi := &file_shim_proto_msgTypes[4]
+	mi := &file_shim_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -457,7 +546,7 @@ func (x *StartContainerRequest) String() string {
 func (*StartContainerRequest) ProtoMessage() {}
 
 func (x *StartContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[4]
+	mi := &file_shim_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -470,7 +559,7 @@ func (x *StartContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartContainerRequest.ProtoReflect.Descriptor instead.
 func (*StartContainerRequest) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{4}
+	return file_shim_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *StartContainerRequest) GetId() string {
@@ -489,7 +578,7 @@ type StartContainerResponse struct {
 
 func (x *StartContainerResponse) Reset() {
 	*x = StartContainerResponse{}
-	mi := &file_shim_proto_msgTypes[5]
+	mi := &file_shim_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -501,7 +590,7 @@ func (x *StartContainerResponse) String() string {
 func (*StartContainerResponse) ProtoMessage() {}
 
 func (x *StartContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[5]
+	mi := &file_shim_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -514,7 +603,7 @@ func (x *StartContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartContainerResponse.ProtoReflect.Descriptor instead.
 func (*StartContainerResponse) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{5}
+	return file_shim_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *StartContainerResponse) GetStartedAtUnixNano() int64 {
@@ -533,7 +622,7 @@ type DeleteContainerRequest struct {
 
 func (x *DeleteContainerRequest) Reset() {
 	*x = DeleteContainerRequest{}
-	mi := &file_shim_proto_msgTypes[6]
+	mi := &file_shim_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -545,7 +634,7 @@ func (x *DeleteContainerRequest) String() string {
 func (*DeleteContainerRequest) ProtoMessage() {}
 
 func (x *DeleteContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[6]
+	mi := &file_shim_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -558,7 +647,7 @@ func (x *DeleteContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteContainerRequest.ProtoReflect.Descriptor instead.
 func (*DeleteContainerRequest) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{6}
+	return file_shim_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *DeleteContainerRequest) GetId() string {
@@ -576,7 +665,7 @@ type DeleteContainerResponse struct {
 
 func (x *DeleteContainerResponse) Reset() {
 	*x = DeleteContainerResponse{}
-	mi := &file_shim_proto_msgTypes[7]
+	mi := &file_shim_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -588,7 +677,7 @@ func (x *DeleteContainerResponse) String() string {
 func (*DeleteContainerResponse) ProtoMessage() {}
 
 func (x *DeleteContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[7]
+	mi := &file_shim_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -601,7 +690,7 @@ func (x *DeleteContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteContainerResponse.ProtoReflect.Descriptor instead.
 func (*DeleteContainerResponse) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{7}
+	return file_shim_proto_rawDescGZIP(), []int{8}
 }
 
 type ReopenLogRequest struct {
@@ -613,7 +702,7 @@ type ReopenLogRequest struct {
 
 func (x *ReopenLogRequest) Reset() {
 	*x = ReopenLogRequest{}
-	mi := &file_shim_proto_msgTypes[8]
+	mi := &file_shim_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -625,7 +714,7 @@ func (x *ReopenLogRequest) String() string {
 func (*ReopenLogRequest) ProtoMessage() {}
 
 func (x *ReopenLogRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[8]
+	mi := &file_shim_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -638,7 +727,7 @@ func (x *ReopenLogRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReopenLogRequest.ProtoReflect.Descriptor instead.
 func (*ReopenLogRequest) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{8}
+	return file_shim_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ReopenLogRequest) GetId() string {
@@ -656,7 +745,7 @@ type ReopenLogResponse struct {
 
 func (x *ReopenLogResponse) Reset() {
 	*x = ReopenLogResponse{}
-	mi := &file_shim_proto_msgTypes[9]
+	mi := &file_shim_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -668,7 +757,7 @@ func (x *ReopenLogResponse) String() string {
 func (*ReopenLogResponse) ProtoMessage() {}
 
 func (x *ReopenLogResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[9]
+	mi := &file_shim_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -681,7 +770,7 @@ func (x *ReopenLogResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReopenLogResponse.ProtoReflect.Descriptor instead.
 func (*ReopenLogResponse) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{9}
+	return file_shim_proto_rawDescGZIP(), []int{10}
 }
 
 type ExecSyncRequest struct {
@@ -696,7 +785,7 @@ type ExecSyncRequest struct {
 
 func (x *ExecSyncRequest) Reset() {
 	*x = ExecSyncRequest{}
-	mi := &file_shim_proto_msgTypes[10]
+	mi := &file_shim_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -708,7 +797,7 @@ func (x *ExecSyncRequest) String() string {
 func (*ExecSyncRequest) ProtoMessage() {}
 
 func (x *ExecSyncRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[10]
+	mi := &file_shim_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -721,7 +810,7 @@ func (x *ExecSyncRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecSyncRequest.ProtoReflect.Descriptor instead.
 func (*ExecSyncRequest) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{10}
+	return file_shim_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ExecSyncRequest) GetId() string {
@@ -758,7 +847,7 @@ type ExecSyncResponse struct {
 
 func (x *ExecSyncResponse) Reset() {
 	*x = ExecSyncResponse{}
-	mi := &file_shim_proto_msgTypes[11]
+	mi := &file_shim_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -770,7 +859,7 @@ func (x *ExecSyncResponse) String() string {
 func (*ExecSyncResponse) ProtoMessage() {}
 
 func (x *ExecSyncResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[11]
+	mi := &file_shim_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -783,7 +872,7 @@ func (x *ExecSyncResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecSyncResponse.ProtoReflect.Descriptor instead.
 func (*ExecSyncResponse) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{11}
+	return file_shim_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ExecSyncResponse) GetStdout() []byte {
@@ -825,7 +914,7 @@ type UpdateRequest struct {
 
 func (x *UpdateRequest) Reset() {
 	*x = UpdateRequest{}
-	mi := &file_shim_proto_msgTypes[12]
+	mi := &file_shim_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -837,7 +926,7 @@ func (x *UpdateRequest) String() string {
 func (*UpdateRequest) ProtoMessage() {}
 
 func (x *UpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[12]
+	mi := &file_shim_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -850,7 +939,7 @@ func (x *UpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateRequest.ProtoReflect.Descriptor instead.
 func (*UpdateRequest) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{12}
+	return file_shim_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *UpdateRequest) GetId() string {
@@ -875,7 +964,7 @@ type UpdateResponse struct {
 
 func (x *UpdateResponse) Reset() {
 	*x = UpdateResponse{}
-	mi := &file_shim_proto_msgTypes[13]
+	mi := &file_shim_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -887,7 +976,7 @@ func (x *UpdateResponse) String() string {
 func (*UpdateResponse) ProtoMessage() {}
 
 func (x *UpdateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[13]
+	mi := &file_shim_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -900,7 +989,7 @@ func (x *UpdateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateResponse.ProtoReflect.Descriptor instead.
 func (*UpdateResponse) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{13}
+	return file_shim_proto_rawDescGZIP(), []int{14}
 }
 
 type StateRequest struct {
@@ -912,7 +1001,7 @@ type StateRequest struct {
 
 func (x *StateRequest) Reset() {
 	*x = StateRequest{}
-	mi := &file_shim_proto_msgTypes[14]
+	mi := &file_shim_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -924,7 +1013,7 @@ func (x *StateRequest) String() string {
 func (*StateRequest) ProtoMessage() {}
 
 func (x *StateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[14]
+	mi := &file_shim_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -937,7 +1026,7 @@ func (x *StateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateRequest.ProtoReflect.Descriptor instead.
 func (*StateRequest) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{14}
+	return file_shim_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *StateRequest) GetId() string {
@@ -962,7 +1051,7 @@ type StateResponse struct {
 
 func (x *StateResponse) Reset() {
 	*x = StateResponse{}
-	mi := &file_shim_proto_msgTypes[15]
+	mi := &file_shim_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -974,7 +1063,7 @@ func (x *StateResponse) String() string {
 func (*StateResponse) ProtoMessage() {}
 
 func (x *StateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[15]
+	mi := &file_shim_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -987,7 +1076,7 @@ func (x *StateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateResponse.ProtoReflect.Descriptor instead.
 func (*StateResponse) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{15}
+	return file_shim_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *StateResponse) GetId() string {
@@ -1040,7 +1129,7 @@ type Exit struct {
 
 func (x *Exit) Reset() {
 	*x = Exit{}
-	mi := &file_shim_proto_msgTypes[16]
+	mi := &file_shim_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1052,7 +1141,7 @@ func (x *Exit) String() string {
 func (*Exit) ProtoMessage() {}
 
 func (x *Exit) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[16]
+	mi := &file_shim_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1065,7 +1154,7 @@ func (x *Exit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Exit.ProtoReflect.Descriptor instead.
 func (*Exit) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{16}
+	return file_shim_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Exit) GetExitCode() int32 {
@@ -1107,7 +1196,7 @@ type KillRequest struct {
 
 func (x *KillRequest) Reset() {
 	*x = KillRequest{}
-	mi := &file_shim_proto_msgTypes[17]
+	mi := &file_shim_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1119,7 +1208,7 @@ func (x *KillRequest) String() string {
 func (*KillRequest) ProtoMessage() {}
 
 func (x *KillRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[17]
+	mi := &file_shim_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1132,7 +1221,7 @@ func (x *KillRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillRequest.ProtoReflect.Descriptor instead.
 func (*KillRequest) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{17}
+	return file_shim_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *KillRequest) GetId() string {
@@ -1164,7 +1253,7 @@ type KillResponse struct {
 
 func (x *KillResponse) Reset() {
 	*x = KillResponse{}
-	mi := &file_shim_proto_msgTypes[18]
+	mi := &file_shim_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1176,7 +1265,7 @@ func (x *KillResponse) String() string {
 func (*KillResponse) ProtoMessage() {}
 
 func (x *KillResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[18]
+	mi := &file_shim_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1189,7 +1278,7 @@ func (x *KillResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillResponse.ProtoReflect.Descriptor instead.
 func (*KillResponse) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{18}
+	return file_shim_proto_rawDescGZIP(), []int{19}
 }
 
 type WaitRequest struct {
@@ -1201,7 +1290,7 @@ type WaitRequest struct {
 
 func (x *WaitRequest) Reset() {
 	*x = WaitRequest{}
-	mi := &file_shim_proto_msgTypes[19]
+	mi := &file_shim_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1213,7 +1302,7 @@ func (x *WaitRequest) String() string {
 func (*WaitRequest) ProtoMessage() {}
 
 func (x *WaitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[19]
+	mi := &file_shim_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1226,7 +1315,7 @@ func (x *WaitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitRequest.ProtoReflect.Descriptor instead.
 func (*WaitRequest) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{19}
+	return file_shim_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *WaitRequest) GetId() string {
@@ -1245,7 +1334,7 @@ type WaitResponse struct {
 
 func (x *WaitResponse) Reset() {
 	*x = WaitResponse{}
-	mi := &file_shim_proto_msgTypes[20]
+	mi := &file_shim_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1257,7 +1346,7 @@ func (x *WaitResponse) String() string {
 func (*WaitResponse) ProtoMessage() {}
 
 func (x *WaitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[20]
+	mi := &file_shim_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1270,7 +1359,7 @@ func (x *WaitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitResponse.ProtoReflect.Descriptor instead.
 func (*WaitResponse) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{20}
+	return file_shim_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *WaitResponse) GetExit() *Exit {
@@ -1289,7 +1378,7 @@ type StatsRequest struct {
 
 func (x *StatsRequest) Reset() {
 	*x = StatsRequest{}
-	mi := &file_shim_proto_msgTypes[21]
+	mi := &file_shim_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1301,7 +1390,7 @@ func (x *StatsRequest) String() string {
 func (*StatsRequest) ProtoMessage() {}
 
 func (x *StatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[21]
+	mi := &file_shim_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1314,7 +1403,7 @@ func (x *StatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsRequest.ProtoReflect.Descriptor instead.
 func (*StatsRequest) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{21}
+	return file_shim_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *StatsRequest) GetId() string {
@@ -1344,7 +1433,7 @@ type StatsResponse struct {
 
 func (x *StatsResponse) Reset() {
 	*x = StatsResponse{}
-	mi := &file_shim_proto_msgTypes[22]
+	mi := &file_shim_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1356,7 +1445,7 @@ func (x *StatsResponse) String() string {
 func (*StatsResponse) ProtoMessage() {}
 
 func (x *StatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[22]
+	mi := &file_shim_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1369,7 +1458,7 @@ func (x *StatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsResponse.ProtoReflect.Descriptor instead.
 func (*StatsResponse) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{22}
+	return file_shim_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *StatsResponse) GetTimestampUnixNano() int64 {
@@ -1436,7 +1525,7 @@ type ShutdownRequest struct {
 
 func (x *ShutdownRequest) Reset() {
 	*x = ShutdownRequest{}
-	mi := &file_shim_proto_msgTypes[23]
+	mi := &file_shim_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1448,7 +1537,7 @@ func (x *ShutdownRequest) String() string {
 func (*ShutdownRequest) ProtoMessage() {}
 
 func (x *ShutdownRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[23]
+	mi := &file_shim_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1461,7 +1550,7 @@ func (x *ShutdownRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShutdownRequest.ProtoReflect.Descriptor instead.
 func (*ShutdownRequest) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{23}
+	return file_shim_proto_rawDescGZIP(), []int{24}
 }
 
 type ShutdownResponse struct {
@@ -1472,7 +1561,7 @@ type ShutdownResponse struct {
 
 func (x *ShutdownResponse) Reset() {
 	*x = ShutdownResponse{}
-	mi := &file_shim_proto_msgTypes[24]
+	mi := &file_shim_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1484,7 +1573,7 @@ func (x *ShutdownResponse) String() string {
 func (*ShutdownResponse) ProtoMessage() {}
 
 func (x *ShutdownResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[24]
+	mi := &file_shim_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1497,7 +1586,7 @@ func (x *ShutdownResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShutdownResponse.ProtoReflect.Descriptor instead.
 func (*ShutdownResponse) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{24}
+	return file_shim_proto_rawDescGZIP(), []int{25}
 }
 
 var File_shim_proto protoreflect.FileDescriptor
@@ -1505,7 +1594,7 @@ var File_shim_proto protoreflect.FileDescriptor
 const file_shim_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
-	"shim.proto\x12\rketch.shim.v1\"\x87\x05\n" +
+	"shim.proto\x12\rketch.shim.v1\"\xa2\x06\n" +
 	"\x13StartSandboxRequest\x12\x16\n" +
 	"\x06rootfs\x18\x01 \x01(\tR\x06rootfs\x12\x12\n" +
 	"\x04args\x18\x02 \x03(\tR\x04args\x12\x1a\n" +
@@ -1527,10 +1616,18 @@ const file_shim_proto_rawDesc = "" +
 	"\n" +
 	"hosts_path\x18\x0f \x01(\tR\thostsPath\x12(\n" +
 	"\x10resolv_conf_path\x18\x10 \x01(\tR\x0eresolvConfPath\x12#\n" +
-	"\rhostname_path\x18\x11 \x01(\tR\fhostnamePath\x1a:\n" +
+	"\rhostname_path\x18\x11 \x01(\tR\fhostnamePath\x12\x1f\n" +
+	"\vuserns_path\x18\x12 \x01(\tR\n" +
+	"usernsPath\x12;\n" +
+	"\fuid_mappings\x18\x13 \x03(\v2\x18.ketch.shim.v1.IDMappingR\vuidMappings\x12;\n" +
+	"\fgid_mappings\x18\x14 \x03(\v2\x18.ketch.shim.v1.IDMappingR\vgidMappings\x1a:\n" +
 	"\fSysctlsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"(\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"[\n" +
+	"\tIDMapping\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\rR\vcontainerId\x12\x17\n" +
+	"\ahost_id\x18\x02 \x01(\rR\x06hostId\x12\x12\n" +
+	"\x04size\x18\x03 \x01(\rR\x04size\"(\n" +
 	"\x14StartSandboxResponse\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\"\x8c\x01\n" +
 	"\x16CreateContainerRequest\x12\x0e\n" +
@@ -1634,70 +1731,73 @@ func file_shim_proto_rawDescGZIP() []byte {
 }
 
 var file_shim_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_shim_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_shim_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_shim_proto_goTypes = []any{
 	(Status)(0),                     // 0: ketch.shim.v1.Status
 	(*StartSandboxRequest)(nil),     // 1: ketch.shim.v1.StartSandboxRequest
-	(*StartSandboxResponse)(nil),    // 2: ketch.shim.v1.StartSandboxResponse
-	(*CreateContainerRequest)(nil),  // 3: ketch.shim.v1.CreateContainerRequest
-	(*CreateContainerResponse)(nil), // 4: ketch.shim.v1.CreateContainerResponse
-	(*StartContainerRequest)(nil),   // 5: ketch.shim.v1.StartContainerRequest
-	(*StartContainerResponse)(nil),  // 6: ketch.shim.v1.StartContainerResponse
-	(*DeleteContainerRequest)(nil),  // 7: ketch.shim.v1.DeleteContainerRequest
-	(*DeleteContainerResponse)(nil), // 8: ketch.shim.v1.DeleteContainerResponse
-	(*ReopenLogRequest)(nil),        // 9: ketch.shim.v1.ReopenLogRequest
-	(*ReopenLogResponse)(nil),       // 10: ketch.shim.v1.ReopenLogResponse
-	(*ExecSyncRequest)(nil),         // 11: ketch.shim.v1.ExecSyncRequest
-	(*ExecSyncResponse)(nil),        // 12: ketch.shim.v1.ExecSyncResponse
-	(*UpdateRequest)(nil),           // 13: ketch.shim.v1.UpdateRequest
-	(*UpdateResponse)(nil),          // 14: ketch.shim.v1.UpdateResponse
-	(*StateRequest)(nil),            // 15: ketch.shim.v1.StateRequest
-	(*StateResponse)(nil),           // 16: ketch.shim.v1.StateResponse
-	(*Exit)(nil),                    // 17: ketch.shim.v1.Exit
-	(*KillRequest)(nil),             // 18: ketch.shim.v1.KillRequest
-	(*KillResponse)(nil),            // 19: ketch.shim.v1.KillResponse
-	(*WaitRequest)(nil),             // 20: ketch.shim.v1.WaitRequest
-	(*WaitResponse)(nil),            // 21: ketch.shim.v1.WaitResponse
-	(*StatsRequest)(nil),            // 22: ketch.shim.v1.StatsRequest
-	(*StatsResponse)(nil),           // 23: ketch.shim.v1.StatsResponse
-	(*ShutdownRequest)(nil),         // 24: ketch.shim.v1.ShutdownRequest
-	(*ShutdownResponse)(nil),        // 25: ketch.shim.v1.ShutdownResponse
-	nil,                             // 26: ketch.shim.v1.StartSandboxRequest.SysctlsEntry
+	(*IDMapping)(nil),               // 2: ketch.shim.v1.IDMapping
+	(*StartSandboxResponse)(nil),    // 3: ketch.shim.v1.StartSandboxResponse
+	(*CreateContainerRequest)(nil),  // 4: ketch.shim.v1.CreateContainerRequest
+	(*CreateContainerResponse)(nil), // 5: ketch.shim.v1.CreateContainerResponse
+	(*StartContainerRequest)(nil),   // 6: ketch.shim.v1.StartContainerRequest
+	(*StartContainerResponse)(nil),  // 7: ketch.shim.v1.StartContainerResponse
+	(*DeleteContainerRequest)(nil),  // 8: ketch.shim.v1.DeleteContainerRequest
+	(*DeleteContainerResponse)(nil), // 9: ketch.shim.v1.DeleteContainerResponse
+	(*ReopenLogRequest)(nil),        // 10: ketch.shim.v1.ReopenLogRequest
+	(*ReopenLogResponse)(nil),       // 11: ketch.shim.v1.ReopenLogResponse
+	(*ExecSyncRequest)(nil),         // 12: ketch.shim.v1.ExecSyncRequest
+	(*ExecSyncResponse)(nil),        // 13: ketch.shim.v1.ExecSyncResponse
+	(*UpdateRequest)(nil),           // 14: ketch.shim.v1.UpdateRequest
+	(*UpdateResponse)(nil),          // 15: ketch.shim.v1.UpdateResponse
+	(*StateRequest)(nil),            // 16: ketch.shim.v1.StateRequest
+	(*StateResponse)(nil),           // 17: ketch.shim.v1.StateResponse
+	(*Exit)(nil),                    // 18: ketch.shim.v1.Exit
+	(*KillRequest)(nil),             // 19: ketch.shim.v1.KillRequest
+	(*KillResponse)(nil),            // 20: ketch.shim.v1.KillResponse
+	(*WaitRequest)(nil),             // 21: ketch.shim.v1.WaitRequest
+	(*WaitResponse)(nil),            // 22: ketch.shim.v1.WaitResponse
+	(*StatsRequest)(nil),            // 23: ketch.shim.v1.StatsRequest
+	(*StatsResponse)(nil),           // 24: ketch.shim.v1.StatsResponse
+	(*ShutdownRequest)(nil),         // 25: ketch.shim.v1.ShutdownRequest
+	(*ShutdownResponse)(nil),        // 26: ketch.shim.v1.ShutdownResponse
+	nil,                             // 27: ketch.shim.v1.StartSandboxRequest.SysctlsEntry
 }
 var file_shim_proto_depIdxs = []int32{
-	26, // 0: ketch.shim.v1.StartSandboxRequest.sysctls:type_name -> ketch.shim.v1.StartSandboxRequest.SysctlsEntry
-	0,  // 1: ketch.shim.v1.StateResponse.status:type_name -> ketch.shim.v1.Status
-	17, // 2: ketch.shim.v1.StateResponse.exit:type_name -> ketch.shim.v1.Exit
-	17, // 3: ketch.shim.v1.WaitResponse.exit:type_name -> ketch.shim.v1.Exit
-	1,  // 4: ketch.shim.v1.Shim.StartSandbox:input_type -> ketch.shim.v1.StartSandboxRequest
-	3,  // 5: ketch.shim.v1.Shim.CreateContainer:input_type -> ketch.shim.v1.CreateContainerRequest
-	5,  // 6: ketch.shim.v1.Shim.StartContainer:input_type -> ketch.shim.v1.StartContainerRequest
-	7,  // 7: ketch.shim.v1.Shim.DeleteContainer:input_type -> ketch.shim.v1.DeleteContainerRequest
-	9,  // 8: ketch.shim.v1.Shim.ReopenLog:input_type -> ketch.shim.v1.ReopenLogRequest
-	11, // 9: ketch.shim.v1.Shim.ExecSync:input_type -> ketch.shim.v1.ExecSyncRequest
-	13, // 10: ketch.shim.v1.Shim.Update:input_type -> ketch.shim.v1.UpdateRequest
-	15, // 11: ketch.shim.v1.Shim.State:input_type -> ketch.shim.v1.StateRequest
-	18, // 12: ketch.shim.v1.Shim.Kill:input_type -> ketch.shim.v1.KillRequest
-	20, // 13: ketch.shim.v1.Shim.Wait:input_type -> ketch.shim.v1.WaitRequest
-	22, // 14: ketch.shim.v1.Shim.Stats:input_type -> ketch.shim.v1.StatsRequest
-	24, // 15: ketch.shim.v1.Shim.Shutdown:input_type -> ketch.shim.v1.ShutdownRequest
-	2,  // 16: ketch.shim.v1.Shim.StartSandbox:output_type -> ketch.shim.v1.StartSandboxResponse
-	4,  // 17: ketch.shim.v1.Shim.CreateContainer:output_type -> ketch.shim.v1.CreateContainerResponse
-	6,  // 18: ketch.shim.v1.Shim.StartContainer:output_type -> ketch.shim.v1.StartContainerResponse
-	8,  // 19: ketch.shim.v1.Shim.DeleteContainer:output_type -> ketch.shim.v1.DeleteContainerResponse
-	10, // 20: ketch.shim.v1.Shim.ReopenLog:output_type -> ketch.shim.v1.ReopenLogResponse
-	12, // 21: ketch.shim.v1.Shim.ExecSync:output_type -> ketch.shim.v1.ExecSyncResponse
-	14, // 22: ketch.shim.v1.Shim.Update:output_type -> ketch.shim.v1.UpdateResponse
-	16, // 23: ketch.shim.v1.Shim.State:output_type -> ketch.shim.v1.StateResponse
-	19, // 24: ketch.shim.v1.Shim.Kill:output_type -> ketch.shim.v1.KillResponse
-	21, // 25: ketch.shim.v1.Shim.Wait:output_type -> ketch.shim.v1.WaitResponse
-	23, // 26: ketch.shim.v1.Shim.Stats:output_type -> ketch.shim.v1.StatsResponse
-	25, // 27: ketch.shim.v1.Shim.Shutdown:output_type -> ketch.shim.v1.ShutdownResponse
-	16, // [16:28] is the sub-list for method output_type
-	4,  // [4:16] is the sub-list for method input_type
-	4,  // [4:4] is the sub-list for extension type_name
-	4,  // [4:4] is the sub-list for extension extendee
-	0,  // [0:4] is the sub-list for field type_name
+	27, // 0: ketch.shim.v1.StartSandboxRequest.sysctls:type_name -> ketch.shim.v1.StartSandboxRequest.SysctlsEntry
+	2,  // 1: ketch.shim.v1.StartSandboxRequest.uid_mappings:type_name -> ketch.shim.v1.IDMapping
+	2,  // 2: ketch.shim.v1.StartSandboxRequest.gid_mappings:type_name -> ketch.shim.v1.IDMapping
+	0,  // 3: ketch.shim.v1.StateResponse.status:type_name -> ketch.shim.v1.Status
+	18, // 4: ketch.shim.v1.StateResponse.exit:type_name -> ketch.shim.v1.Exit
+	18, // 5: ketch.shim.v1.WaitResponse.exit:type_name -> ketch.shim.v1.Exit
+	1,  // 6: ketch.shim.v1.Shim.StartSandbox:input_type -> ketch.shim.v1.StartSandboxRequest
+	4,  // 7: ketch.shim.v1.Shim.CreateContainer:input_type -> ketch.shim.v1.CreateContainerRequest
+	6,  // 8: ketch.shim.v1.Shim.StartContainer:input_type -> ketch.shim.v1.StartContainerRequest
+	8,  // 9: ketch.shim.v1.Shim.DeleteContainer:input_type -> ketch.shim.v1.DeleteContainerRequest
+	10, // 10: ketch.shim.v1.Shim.ReopenLog:input_type -> ketch.shim.v1.ReopenLogRequest
+	12, // 11: ketch.shim.v1.Shim.ExecSync:input_type -> ketch.shim.v1.ExecSyncRequest
+	14, // 12: ketch.shim.v1.Shim.Update:input_type -> ketch.shim.v1.UpdateRequest
+	16, // 13: ketch.shim.v1.Shim.State:input_type -> ketch.shim.v1.StateRequest
+	19, // 14: ketch.shim.v1.Shim.Kill:input_type -> ketch.shim.v1.KillRequest
+	21, // 15: ketch.shim.v1.Shim.Wait:input_type -> ketch.shim.v1.WaitRequest
+	23, // 16: ketch.shim.v1.Shim.Stats:input_type -> ketch.shim.v1.StatsRequest
+	25, // 17: ketch.shim.v1.Shim.Shutdown:input_type -> ketch.shim.v1.ShutdownRequest
+	3,  // 18: ketch.shim.v1.Shim.StartSandbox:output_type -> ketch.shim.v1.StartSandboxResponse
+	5,  // 19: ketch.shim.v1.Shim.CreateContainer:output_type -> ketch.shim.v1.CreateContainerResponse
+	7,  // 20: ketch.shim.v1.Shim.StartContainer:output_type -> ketch.shim.v1.StartContainerResponse
+	9,  // 21: ketch.shim.v1.Shim.DeleteContainer:output_type -> ketch.shim.v1.DeleteContainerResponse
+	11, // 22: ketch.shim.v1.Shim.ReopenLog:output_type -> ketch.shim.v1.ReopenLogResponse
+	13, // 23: ketch.shim.v1.Shim.ExecSync:output_type -> ketch.shim.v1.ExecSyncResponse
+	15, // 24: ketch.shim.v1.Shim.Update:output_type -> ketch.shim.v1.UpdateResponse
+	17, // 25: ketch.shim.v1.Shim.State:output_type -> ketch.shim.v1.StateResponse
+	20, // 26: ketch.shim.v1.Shim.Kill:output_type -> ketch.shim.v1.KillResponse
+	22, // 27: ketch.shim.v1.Shim.Wait:output_type -> ketch.shim.v1.WaitResponse
+	24, // 28: ketch.shim.v1.Shim.Stats:output_type -> ketch.shim.v1.StatsResponse
+	26, // 29: ketch.shim.v1.Shim.Shutdown:output_type -> ketch.shim.v1.ShutdownResponse
+	18, // [18:30] is the sub-list for method output_type
+	6,  // [6:18] is the sub-list for method input_type
+	6,  // [6:6] is the sub-list for extension type_name
+	6,  // [6:6] is the sub-list for extension extendee
+	0,  // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_shim_proto_init() }
@@ -1711,7 +1811,7 @@ func file_shim_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shim_proto_rawDesc), len(file_shim_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   26,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1,0 +1,213 @@
+package shim
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/opencontainers/runc/libcontainer"
+	"github.com/opencontainers/runc/libcontainer/utils"
+)
+
+// containerIO is an app container's stdio. Without a terminal: a pipe per
+// output stream whose write end the container holds and whose read end one
+// goroutine copies into the CRI log and to attached clients, and, when
+// asked for, a stdin pipe held open for attach. With a terminal: the pty
+// master, copied as stdout, and written to as stdin.
+type containerIO struct {
+	log       *criLog
+	readers   []*os.File // our ends of stdout and stderr, or the pty master
+	child     []*os.File // the container's ends, closed here once it holds them
+	console   *os.File   // our end of the console socket until the master came
+	stdinOnce bool
+	copiers   sync.WaitGroup
+
+	mu       sync.Mutex
+	stdin    io.WriteCloser       // stdin pipe or pty master; nil without stdin; guarded by mu
+	master   *os.File             // the pty master; nil without a terminal; guarded by mu
+	attached map[*attachment]bool // clients' writers; guarded by mu
+}
+
+type attachment struct{ out, err io.Writer }
+
+func newContainerIO(o ContainerOptions, p *libcontainer.Process, tty bool) (_ *containerIO, retErr error) {
+	l, err := openCRILog(o.LogPath)
+	if err != nil {
+		return nil, err
+	}
+	cio := &containerIO{log: l, stdinOnce: o.StdinOnce, attached: map[*attachment]bool{}}
+	defer func() {
+		if retErr != nil {
+			cio.closeChildEnds()
+			cio.close()
+		}
+	}()
+	if tty {
+		parent, child, err := utils.NewSockPair("console")
+		if err != nil {
+			return nil, err
+		}
+		cio.console, cio.child, p.ConsoleSocket = parent, append(cio.child, child), child
+		return cio, nil
+	}
+	for _, stream := range []string{"stdout", "stderr"} {
+		r, w, err := os.Pipe()
+		if err != nil {
+			return nil, err
+		}
+		cio.readers, cio.child = append(cio.readers, r), append(cio.child, w)
+		if stream == "stdout" {
+			p.Stdout = w
+		} else {
+			p.Stderr = w
+		}
+	}
+	if o.Stdin {
+		r, w, err := os.Pipe()
+		if err != nil {
+			return nil, err
+		}
+		cio.child, cio.stdin, p.Stdin = append(cio.child, r), w, r
+	}
+	for i, stream := range []string{"stdout", "stderr"} {
+		cio.copy(stream, cio.readers[i])
+	}
+	return cio, nil
+}
+
+func (cio *containerIO) copy(stream string, r io.Reader) {
+	cio.copiers.Add(1)
+	go func() {
+		defer cio.copiers.Done()
+		cio.log.copy(stream, r, func(b []byte) { cio.broadcast(stream, b) })
+	}()
+}
+
+// startTTY takes the pty master runc's init sent once the container ran,
+// and starts copying it; nothing to do without a terminal.
+func (cio *containerIO) startTTY() error {
+	if cio.console == nil {
+		return nil
+	}
+	master, err := recvConsole(cio.console)
+	cio.console.Close()
+	cio.console = nil
+	if err != nil {
+		return fmt.Errorf("terminal: %w", err)
+	}
+	cio.mu.Lock()
+	cio.master, cio.stdin = master, master
+	cio.mu.Unlock()
+	cio.readers = append(cio.readers, master)
+	cio.copy("stdout", master)
+	return nil
+}
+
+// broadcast writes a piece of output to every attached client. A client
+// that stopped reading is dropped rather than block the container.
+func (cio *containerIO) broadcast(stream string, b []byte) {
+	cio.mu.Lock()
+	defer cio.mu.Unlock()
+	for a := range cio.attached {
+		w := a.out
+		if stream == "stderr" {
+			w = a.err
+		}
+		if _, err := w.Write(b); err != nil {
+			delete(cio.attached, a)
+		}
+	}
+}
+
+// attach adds a client's writers; the returned func removes them.
+func (cio *containerIO) attach(out, errOut io.Writer) func() {
+	a := &attachment{out: out, err: errOut}
+	cio.mu.Lock()
+	cio.attached[a] = true
+	cio.mu.Unlock()
+	return func() {
+		cio.mu.Lock()
+		delete(cio.attached, a)
+		cio.mu.Unlock()
+	}
+}
+
+func (cio *containerIO) hasStdin() bool {
+	cio.mu.Lock()
+	defer cio.mu.Unlock()
+	return cio.stdin != nil
+}
+
+// feedStdin copies a client's stdin into the container's. With stdin_once
+// the container's stdin closes when the first client's does, as the CRI
+// asks; a terminal's master stays open either way.
+func (cio *containerIO) feedStdin(r io.Reader) {
+	cio.mu.Lock()
+	w, tty := cio.stdin, cio.master != nil
+	cio.mu.Unlock()
+	if w == nil {
+		return
+	}
+	_, _ = io.Copy(w, r)
+	if cio.stdinOnce && !tty {
+		cio.mu.Lock()
+		if cio.stdin != nil {
+			cio.stdin.Close()
+			cio.stdin = nil
+		}
+		cio.mu.Unlock()
+	}
+}
+
+func (cio *containerIO) resize(w, h uint16) {
+	cio.mu.Lock()
+	master := cio.master
+	cio.mu.Unlock()
+	if master != nil {
+		setWinsize(master, w, h)
+	}
+}
+
+// closeChildEnds drops the shim's copies of the container's ends: the
+// copiers see EOF once every process of the container has closed them.
+func (cio *containerIO) closeChildEnds() {
+	for _, f := range cio.child {
+		f.Close()
+	}
+	cio.child = nil
+}
+
+// drain waits up to bound for the copiers to reach EOF, then cuts the
+// pipes, so what a surviving background child writes later is dropped
+// rather than keeping the exit from being recorded.
+func (cio *containerIO) drain(bound time.Duration) {
+	done := make(chan struct{})
+	go func() { cio.copiers.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(bound):
+		for _, r := range cio.readers {
+			r.Close()
+		}
+		<-done
+	}
+}
+
+func (cio *containerIO) close() {
+	for _, r := range cio.readers {
+		r.Close()
+	}
+	if cio.console != nil {
+		cio.console.Close()
+	}
+	cio.copiers.Wait()
+	cio.mu.Lock()
+	if cio.stdin != nil && cio.master == nil {
+		cio.stdin.Close()
+	}
+	cio.stdin = nil
+	cio.mu.Unlock()
+	cio.log.close()
+}

@@ -1,0 +1,271 @@
+package shim
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+
+	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
+)
+
+// ioSockFile is the shim's stream socket: each connection is one exec or
+// attach session whose stdio travels as descriptors (SCM_RIGHTS), so no
+// byte of it passes through a second copy in the shim. ttrpc carries no
+// descriptors, hence a socket of its own.
+const ioSockFile = "io.sock"
+
+// streamRequest opens a session. Descriptors come with it, in order:
+// stdin when Stdin; then, for an exec with TTY, the console socket that
+// runc's init sends the pty master over; otherwise stdout, and stderr when
+// Stderr.
+type streamRequest struct {
+	Op     string   `json:"op"` // "exec" or "attach"
+	ID     string   `json:"id"`
+	Args   []string `json:"args,omitempty"`
+	TTY    bool     `json:"tty,omitempty"`
+	Stdin  bool     `json:"stdin,omitempty"`
+	Stderr bool     `json:"stderr,omitempty"`
+}
+
+// streamReply is a line the shim writes on the session's connection: once
+// it started (or failed), and once it ended.
+type streamReply struct {
+	Started  bool   `json:"started,omitempty"`
+	Error    string `json:"error,omitempty"`
+	Kind     string `json:"kind,omitempty"` // the errdefs class of Error
+	ExitCode *int   `json:"exit_code,omitempty"`
+}
+
+// serveStreams accepts sessions on l until it is closed.
+func (s *Service) serveStreams(l *net.UnixListener) {
+	for {
+		conn, err := l.AcceptUnix()
+		if err != nil {
+			return
+		}
+		go s.session(conn)
+	}
+}
+
+func (s *Service) session(conn *net.UnixConn) {
+	defer conn.Close()
+	msg, files, err := recvFDs(conn)
+	if err != nil {
+		return
+	}
+	defer closeFiles(files, nil)
+	var req streamRequest
+	if err := json.Unmarshal(msg, &req); err != nil {
+		reply(conn, streamReply{Error: "bad request: " + err.Error(), Kind: "invalid"})
+		return
+	}
+	switch req.Op {
+	case "exec":
+		err = s.execSession(conn, req, files)
+	case "attach":
+		err = s.attachSession(conn, req, files)
+	default:
+		err = fmt.Errorf("stream op %q: %w", req.Op, errdefs.ErrInvalidArgument)
+	}
+	if err != nil {
+		reply(conn, streamReply{Error: err.Error(), Kind: errKind(err)})
+	}
+}
+
+func reply(conn *net.UnixConn, r streamReply) {
+	b, _ := json.Marshal(r)
+	_, _ = conn.Write(append(b, '\n'))
+}
+
+func errKind(err error) string {
+	switch {
+	case errdefs.IsNotFound(err):
+		return "not_found"
+	case errdefs.IsFailedPrecondition(err):
+		return "failed_precondition"
+	case errdefs.IsInvalidArgument(err):
+		return "invalid"
+	}
+	return ""
+}
+
+// take hands out the session's descriptors in request order.
+type take struct {
+	files []*os.File
+	i     int
+}
+
+func (t *take) next() (*os.File, error) {
+	if t.i >= len(t.files) {
+		return nil, fmt.Errorf("stream session: too few descriptors: %w", errdefs.ErrInvalidArgument)
+	}
+	f := t.files[t.i]
+	t.i++
+	return f, nil
+}
+
+// execSession runs a command in a running container with the session's
+// stdio and replies with its exit code; a client that hangs up kills it.
+func (s *Service) execSession(conn *net.UnixConn, req streamRequest, files []*os.File) error {
+	c, err := s.execTarget(req.ID, req.Args)
+	if err != nil {
+		return err
+	}
+	p := *c.process
+	p.Args, p.Terminal = req.Args, req.TTY
+	proc := processFromSpec(&p)
+	proc.Init = false
+	fds := &take{files: files}
+	if req.Stdin {
+		if proc.Stdin, err = fds.next(); err != nil {
+			return err
+		}
+	}
+	if req.TTY {
+		if proc.ConsoleSocket, err = fds.next(); err != nil {
+			return err
+		}
+	} else {
+		out, err := fds.next()
+		if err != nil {
+			return err
+		}
+		proc.Stdout, proc.Stderr = out, out
+		if req.Stderr {
+			if proc.Stderr, err = fds.next(); err != nil {
+				return err
+			}
+		}
+	}
+	done := make(chan Exit, 1)
+	pid, err := s.reaper.start(func() (int, error) {
+		if err := c.lc.Run(proc); err != nil {
+			return 0, err
+		}
+		return proc.Pid()
+	}, func(e Exit) { done <- e })
+	// The process holds its own copies; ours would keep the client's
+	// readers from seeing EOF.
+	closeFiles(files, nil)
+	if err != nil {
+		code := execFailureCode(err)
+		reply(conn, streamReply{Error: err.Error(), ExitCode: &code})
+		return nil
+	}
+	reply(conn, streamReply{Started: true})
+	select {
+	case e := <-done:
+		reply(conn, streamReply{ExitCode: &e.Code})
+	case <-hangUp(conn):
+		killTree(pid)
+		<-done
+	}
+	return nil
+}
+
+// execTarget is the running app container a command may run in.
+func (s *Service) execTarget(id string, args []string) (*container, error) {
+	if len(args) == 0 || args[0] == "" {
+		return nil, fmt.Errorf("exec in %s: empty command: %w", id, errdefs.ErrInvalidArgument)
+	}
+	c, err := s.get(id)
+	if err != nil {
+		return nil, err
+	}
+	if c.process == nil {
+		return nil, fmt.Errorf("exec in %s: the sandbox runs no commands: %w", id, errdefs.ErrInvalidArgument)
+	}
+	if !c.running() {
+		return nil, fmt.Errorf("exec in %s: not running: %w", id, errdefs.ErrFailedPrecondition)
+	}
+	return c, nil
+}
+
+// hangUp is closed once the client closes its end of conn. Sessions send
+// nothing after their request but resize lines, handled by the attach.
+func hangUp(conn *net.UnixConn) <-chan struct{} {
+	gone := make(chan struct{})
+	go func() {
+		_, _ = io.Copy(io.Discard, conn)
+		close(gone)
+	}()
+	return gone
+}
+
+// attachSession joins the session's stdio to a running container's: its
+// output from now on goes to the client as well as to the log, and the
+// client's stdin to the container's stdin. It ends when the container
+// exits (replying its exit code) or the client hangs up.
+func (s *Service) attachSession(conn *net.UnixConn, req streamRequest, files []*os.File) error {
+	c, err := s.get(req.ID)
+	if err != nil {
+		return err
+	}
+	cio := c.stdio()
+	if c.process == nil || cio == nil || !c.running() {
+		return fmt.Errorf("attach to %s: not running: %w", req.ID, errdefs.ErrFailedPrecondition)
+	}
+	fds := &take{files: files}
+	var stdin *os.File
+	if req.Stdin {
+		if stdin, err = fds.next(); err != nil {
+			return err
+		}
+		if !cio.hasStdin() {
+			return fmt.Errorf("attach to %s: the container was not created with stdin: %w", req.ID, errdefs.ErrFailedPrecondition)
+		}
+	}
+	out, err := fds.next()
+	if err != nil {
+		return err
+	}
+	errOut := out
+	if req.Stderr {
+		if errOut, err = fds.next(); err != nil {
+			return err
+		}
+	}
+	detach := cio.attach(out, errOut)
+	defer detach()
+	if stdin != nil {
+		go cio.feedStdin(stdin)
+	}
+	reply(conn, streamReply{Started: true})
+	lines := bufio.NewScanner(conn)
+	gone := make(chan struct{})
+	go func() {
+		defer close(gone)
+		for lines.Scan() {
+			var r resizeLine
+			if json.Unmarshal(lines.Bytes(), &r) == nil {
+				cio.resize(r.Width, r.Height)
+			}
+		}
+	}()
+	select {
+	case <-c.exited:
+		code := c.exit.Code
+		reply(conn, streamReply{ExitCode: &code})
+	case <-gone:
+	}
+	return nil
+}
+
+// resizeLine is what an attach client sends on its connection when the
+// terminal it shows the container in changes size.
+type resizeLine struct {
+	Width  uint16 `json:"w"`
+	Height uint16 `json:"h"`
+}
+
+// setWinsize resizes the terminal behind a pty master.
+func setWinsize(master *os.File, w, h uint16) {
+	if err := unix.IoctlSetWinsize(int(master.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Col: w, Row: h}); err != nil {
+		slog.Debug("resize terminal", "err", err)
+	}
+}
