@@ -1,8 +1,7 @@
 package shim
 
 import (
-	"bufio"
-	"errors"
+	"bytes"
 	"fmt"
 	"io"
 	"os"
@@ -106,25 +105,46 @@ func (l *criLog) entry(stream string, partial bool, line []byte) {
 	}
 }
 
-// copy logs r as stream until r ends, calling tee with every byte read
-// (for result capture), and returns when r is closed.
+// copy logs r as stream until r ends, and hands every piece read to tee
+// (attached clients, result capture) as soon as it is read: a prompt
+// without a newline must reach an attached terminal now, even though the
+// log entry waits for the end of its line.
 func (l *criLog) copy(stream string, r io.Reader, tee func([]byte)) {
-	br := bufio.NewReaderSize(r, maxLogLine)
+	buf := make([]byte, 32<<10)
+	var line []byte // the current line's bytes not yet logged
 	for {
-		line, err := br.ReadSlice('\n')
-		if len(line) > 0 {
+		n, err := r.Read(buf)
+		if n > 0 {
+			chunk := buf[:n]
 			if tee != nil {
-				tee(line)
+				tee(chunk)
 			}
-			full := line[len(line)-1] == '\n'
-			if full {
-				line = line[:len(line)-1]
+			for len(chunk) > 0 {
+				i := bytes.IndexByte(chunk, '\n')
+				end := len(chunk)
+				if i >= 0 {
+					end = i
+				}
+				// A line that outgrows maxLogLine is logged in partial pieces.
+				if room := maxLogLine - len(line); end > room {
+					line = append(line, chunk[:room]...)
+					l.entry(stream, true, line)
+					line, chunk = line[:0], chunk[room:]
+					continue
+				}
+				line = append(line, chunk[:end]...)
+				if i < 0 {
+					break
+				}
+				l.entry(stream, false, line)
+				line, chunk = line[:0], chunk[i+1:]
 			}
-			// A piece cut at the buffer's size is partial; the last piece
-			// of the output, even without a newline, ends its line.
-			l.entry(stream, !full && errors.Is(err, bufio.ErrBufferFull), line)
 		}
-		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
+		if err != nil {
+			// The last piece of the output ends its line, newline or not.
+			if len(line) > 0 {
+				l.entry(stream, false, line)
+			}
 			return
 		}
 	}
