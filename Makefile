@@ -66,13 +66,13 @@ critest: build
 test:
 	@trap 'test/registry.sh stop' EXIT; $(MAKE) --no-print-directory lint unit e2e critest
 
-# Image benchmarks 10 runs each; 50 sequential pod lifecycles and 50 container lifecycles;
+# Image benchmarks 10 runs each; 50 sequential pod lifecycles, container lifecycles, ExecSyncs;
 # memory with 20 pods of one container; then critest's own benchmark mode.
 BENCH = KETCHD=$(CURDIR)/bin/ketchd $(GO) test -tags e2e -run '^$$' -count=1 -timeout 30m ./test/e2e/... -bench
 bench: build
 	test/setup.sh
 	$(BENCH) 'Image' -benchmem -benchtime 10x
-	$(BENCH) 'PodSandbox$$|Container$$' -benchtime 50x
+	$(BENCH) 'PodSandbox$$|Container$$|ExecSync' -benchtime 50x
 	$(BENCH) 'PodMemory' -benchtime 1x
 	test/critest-bench.sh
 

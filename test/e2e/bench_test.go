@@ -280,3 +280,26 @@ func BenchmarkContainer(b *testing.B) {
 	reportPercentiles(b, "StopRemove", stop)
 	d.removePod(b, pod)
 }
+
+// BenchmarkExecSync is the round trip of ExecSync running `true` in a
+// running container (`make bench` reports p50 and p90 over 50).
+func BenchmarkExecSync(b *testing.B) {
+	d := startKetchd(b, daemonOpts{network: true})
+	d.mustPull(b, busybox)
+	cfg := podConfig(b, "bench-exec")
+	cfg.LogDirectory = b.TempDir()
+	pod := d.runPod(b, cfg)
+	id := d.createContainer(b, pod, cfg, containerConfig("target", "sleep", "3600"))
+	d.startContainer(b, id)
+	var took []time.Duration
+	for b.Loop() {
+		t0 := time.Now()
+		resp, err := d.rt.ExecSync(ctxT(b, 10*time.Second), &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"true"}, Timeout: 5})
+		if err != nil || resp.ExitCode != 0 {
+			b.Fatalf("ExecSync true: %v, %v", resp, err)
+		}
+		took = append(took, time.Since(t0))
+	}
+	reportPercentiles(b, "ExecSync", took)
+	d.removePod(b, pod)
+}
