@@ -58,9 +58,11 @@ e2e: build
 	test/setup.sh
 	KETCHD=$(CURDIR)/bin/ketchd $(GO) test -tags e2e -count=1 -timeout 30m ./test/e2e/...
 
+# Then the Streaming specs again over websocket (v5 exec/attach, SPDY tunnelled port-forward).
 critest: build
 	test/setup.sh
 	test/critest.sh
+	CRITEST_FOCUS='\[k8s\.io\] Streaming' CRITEST_ARGS='-websocket-exec -websocket-attach -websocket-portforward' test/critest.sh
 
 # Everything, critest included. The local registries it starts are stopped at the end.
 test:

@@ -145,6 +145,7 @@ type Server struct {
 
 	stream     streaming.Server // hands out session URLs
 	streamHTTP *http.Server     // serves the sessions
+	sessions   sessions         // requests behind the URLs, for the v5 websocket handler
 }
 
 // New builds a Server over its dependencies and starts watching the pods

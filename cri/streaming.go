@@ -42,7 +42,7 @@ func (s *Server) startStreaming(addr string) error {
 		return fmt.Errorf("streaming server: %w", err)
 	}
 	s.stream = srv
-	s.streamHTTP = &http.Server{Handler: srv}
+	s.streamHTTP = &http.Server{Handler: v5Handler{s: s, next: srv}}
 	go func() {
 		if err := s.streamHTTP.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			slog.Error("streaming server", "err", err)
@@ -65,7 +65,11 @@ func (s *Server) Exec(ctx context.Context, req *runtimeapi.ExecRequest) (*runtim
 		return nil, fmt.Errorf("exec in %s: empty command: %w", c.ID, errdefs.ErrInvalidArgument)
 	}
 	resp, err := s.stream.GetExec(req)
-	return resp, asInvalid(err)
+	if err != nil {
+		return nil, asInvalid(err)
+	}
+	s.sessions.add(resp.Url, pendingSession{exec: req})
+	return resp, nil
 }
 
 // Attach hands out the URL of an attach session to a running container.
@@ -78,7 +82,11 @@ func (s *Server) Attach(ctx context.Context, req *runtimeapi.AttachRequest) (*ru
 		return nil, fmt.Errorf("attach to %s: it is %s: %w", c.ID, c.State, errdefs.ErrFailedPrecondition)
 	}
 	resp, err := s.stream.GetAttach(req)
-	return resp, asInvalid(err)
+	if err != nil {
+		return nil, asInvalid(err)
+	}
+	s.sessions.add(resp.Url, pendingSession{attach: req})
+	return resp, nil
 }
 
 // PortForward hands out the URL of a port-forward session to a ready pod.
@@ -91,7 +99,11 @@ func (s *Server) PortForward(ctx context.Context, req *runtimeapi.PortForwardReq
 		return nil, fmt.Errorf("port-forward to %s: the pod is not ready: %w", sb.ID, errdefs.ErrFailedPrecondition)
 	}
 	resp, err := s.stream.GetPortForward(req)
-	return resp, asInvalid(err)
+	if err != nil {
+		return nil, asInvalid(err)
+	}
+	s.sessions.add(resp.Url, pendingSession{portForward: req})
+	return resp, nil
 }
 
 // asInvalid: the streaming library refuses only malformed requests (no

@@ -62,9 +62,7 @@ func TestStreaming(t *testing.T) {
 	catID := d.createContainer(t, pod, podCfg, catCfg)
 	d.startContainer(t, catID)
 
-	// SPDY, as kubelet and crictl speak it; the websocket (v5) protocols
-	// are not served yet.
-	for _, ws := range []bool{false} {
+	for _, ws := range []bool{false, true} {
 		proto := map[bool]string{false: "spdy", true: "websocket"}[ws]
 		t.Run(proto+"/exec", func(t *testing.T) {
 			resp, err := d.rt.Exec(ctxT(t, 10*time.Second), &runtimeapi.ExecRequest{ContainerId: webID,

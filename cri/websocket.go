@@ -1,0 +1,223 @@
+package cri
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"path"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/containerd/errdefs"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"k8s.io/streaming/pkg/httpstream/wsstream"
+
+	"ketch.dev/ketch/oci/shim"
+)
+
+// v5Protocol is the websocket remote-command protocol of KEP-4006, which
+// kubectl and crictl speak by default and which can signal the end of
+// stdin. k8s.io/cri-streaming serves websocket up to v4 only, so ketch
+// serves v5 itself, in front of it; everything else goes to the library.
+const v5Protocol = "v5.channel.k8s.io"
+
+// The v5 channels, by number.
+const (
+	chanStdin = iota
+	chanStdout
+	chanStderr
+	chanError
+	chanResize
+)
+
+// sessionTTL is how long a handed-out URL stays good, as the streaming
+// library's own cache keeps its tokens.
+const sessionTTL = time.Minute
+
+// pendingSession is an Exec or Attach request waiting for its client.
+type pendingSession struct {
+	exec        *runtimeapi.ExecRequest
+	attach      *runtimeapi.AttachRequest
+	portForward *runtimeapi.PortForwardRequest
+	expires     time.Time
+}
+
+// sessions holds the requests behind handed-out URLs, by token, for the
+// v5 handler; guarded by mu.
+type sessions struct {
+	mu      sync.Mutex
+	pending map[string]pendingSession
+}
+
+func (ss *sessions) add(url string, p pendingSession) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.pending == nil {
+		ss.pending = map[string]pendingSession{}
+	}
+	now := time.Now()
+	for tok, old := range ss.pending {
+		if now.After(old.expires) {
+			delete(ss.pending, tok)
+		}
+	}
+	p.expires = now.Add(sessionTTL)
+	ss.pending[path.Base(url)] = p
+}
+
+// take returns the request for token once: a URL is good for one session.
+func (ss *sessions) take(token string) (pendingSession, bool) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	p, ok := ss.pending[token]
+	delete(ss.pending, token)
+	return p, ok && time.Now().Before(p.expires)
+}
+
+// v5Handler serves v5 websocket exec and attach sessions and websocket-
+// tunnelled port-forwards, and hands every other request to next.
+type v5Handler struct {
+	s    *Server
+	next http.Handler
+}
+
+func (h v5Handler) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	v5, tunnel := wsstream.IsWebSocketRequestWithStreamCloseProtocol(req), wsstream.IsWebSocketRequestWithTunnelingProtocol(req)
+	if !v5 && !tunnel {
+		h.next.ServeHTTP(w, req)
+		return
+	}
+	p, ok := h.s.sessions.take(path.Base(req.URL.Path))
+	if !ok {
+		http.Error(w, "unknown or expired streaming session", http.StatusNotFound)
+		return
+	}
+	if p.portForward != nil {
+		if !tunnel {
+			http.Error(w, "port-forward over websocket needs a SPDY tunnelling protocol", http.StatusBadRequest)
+			return
+		}
+		h.servePortForwardTunnel(w, req, p.portForward.PodSandboxId)
+		return
+	}
+	var ctrID string
+	var cmd []string
+	var stdin, stdout, stderr, tty bool
+	switch {
+	case p.exec != nil:
+		r := p.exec
+		ctrID, cmd, stdin, stdout, stderr, tty = r.ContainerId, r.Cmd, r.Stdin, r.Stdout, r.Stderr, r.Tty
+	case p.attach != nil:
+		r := p.attach
+		ctrID, stdin, stdout, stderr, tty = r.ContainerId, r.Stdin, r.Stdout, r.Stderr, r.Tty
+	}
+	channel := func(on bool, t wsstream.ChannelType) wsstream.ChannelType {
+		if on {
+			return t
+		}
+		return wsstream.IgnoreChannel
+	}
+	channels := []wsstream.ChannelType{
+		chanStdin:  channel(stdin, wsstream.ReadChannel),
+		chanStdout: channel(stdout, wsstream.WriteChannel),
+		chanStderr: channel(stderr && !tty, wsstream.WriteChannel),
+		chanError:  wsstream.WriteChannel,
+		chanResize: channel(tty, wsstream.ReadChannel),
+	}
+	conn := wsstream.NewConn(map[string]wsstream.ChannelProtocolConfig{v5Protocol: {Binary: true, Channels: channels}})
+	_, streams, err := conn.Open(w, req)
+	if err != nil {
+		return // Open answered the client
+	}
+	defer conn.Close()
+	// An empty message on the first writable channel tells the client the
+	// session is up, as the v4 servers do.
+	first := chanError
+	if stdout {
+		first = chanStdout
+	} else if stderr && !tty {
+		first = chanStderr
+	}
+	_, _ = streams[first].Write(nil)
+
+	st := shim.Streams{Stdout: io.Discard, TTY: tty}
+	if stdin {
+		st.Stdin = streams[chanStdin]
+	}
+	if stdout {
+		st.Stdout = streams[chanStdout]
+	}
+	if stderr && !tty {
+		st.Stderr = streams[chanStderr]
+	}
+	if tty {
+		st.Resize = decodeResizes(streams[chanResize])
+	}
+	code, err := h.run(req.Context(), ctrID, cmd, p.exec != nil, st)
+	_, _ = streams[chanError].Write(statusJSON(code, err))
+}
+
+func (h v5Handler) run(ctx context.Context, id string, cmd []string, exec bool, st shim.Streams) (int, error) {
+	c, err := h.s.findContainer(id)
+	if err != nil {
+		return 0, err
+	}
+	if exec {
+		return h.s.containers.Exec(ctx, c.SandboxID, c.ID, cmd, st)
+	}
+	return h.s.containers.Attach(ctx, c.SandboxID, c.ID, st)
+}
+
+// decodeResizes turns the resize channel's JSON sizes into shim sizes.
+func decodeResizes(r io.Reader) <-chan shim.Size {
+	sizes := make(chan shim.Size)
+	go func() {
+		defer close(sizes)
+		dec := json.NewDecoder(r)
+		for {
+			var sz struct{ Width, Height uint16 }
+			if err := dec.Decode(&sz); err != nil {
+				return
+			}
+			sizes <- shim.Size{Width: sz.Width, Height: sz.Height}
+		}
+	}()
+	return sizes
+}
+
+// statusJSON is the metav1.Status the error channel ends a session with:
+// success, a non-zero exit code (as a cause kubectl turns into its own
+// exit code), or the error.
+func statusJSON(code int, err error) []byte {
+	type cause struct {
+		Type    string `json:"reason"`
+		Message string `json:"message"`
+	}
+	st := struct {
+		Metadata struct{} `json:"metadata"`
+		Status   string   `json:"status"`
+		Message  string   `json:"message,omitempty"`
+		Reason   string   `json:"reason,omitempty"`
+		Details  *struct {
+			Causes []cause `json:"causes"`
+		} `json:"details,omitempty"`
+	}{Status: "Success"}
+	switch {
+	case err != nil:
+		st.Status, st.Message = "Failure", err.Error()
+		if errdefs.IsNotFound(err) {
+			st.Reason = "NotFound"
+		}
+	case code != 0:
+		st.Status, st.Reason = "Failure", "NonZeroExitCode"
+		st.Message = fmt.Sprintf("command terminated with non-zero exit code: %d", code)
+		st.Details = &struct {
+			Causes []cause `json:"causes"`
+		}{Causes: []cause{{Type: "ExitCode", Message: strconv.Itoa(code)}}}
+	}
+	b, _ := json.Marshal(st)
+	return b
+}
