@@ -42,9 +42,21 @@ func (s *Server) startStreaming(addr string) error {
 		return fmt.Errorf("streaming server: %w", err)
 	}
 	s.stream = srv
-	s.streamHTTP = &http.Server{Handler: v5Handler{s: s, next: srv}}
+	s.streamHTTP = &http.Server{
+		Handler: v5Handler{s: s, next: srv},
+		// A session's context ends when its client's connection does: the
+		// streaming library hijacks the connection, after which net/http
+		// no longer notices a client that went away.
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			ctx, cancel := context.WithCancel(ctx)
+			if w, ok := c.(*watchedConn); ok {
+				context.AfterFunc(w.gone, cancel)
+			}
+			return ctx
+		},
+	}
 	go func() {
-		if err := s.streamHTTP.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := s.streamHTTP.Serve(watchedListener{l}); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			slog.Error("streaming server", "err", err)
 		}
 	}()
@@ -175,4 +187,42 @@ func streams(in io.Reader, out, errOut io.WriteCloser, tty bool, resize <-chan r
 		st.Resize = sizes
 	}
 	return st
+}
+
+// watchedListener hands out connections that tell when they end.
+type watchedListener struct{ net.Listener }
+
+func (l watchedListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	gone, cancel := context.WithCancel(context.Background())
+	return &watchedConn{Conn: c, gone: gone, cancel: cancel}, nil
+}
+
+// watchedConn's gone ends once a read fails (the client closed or reset
+// the connection) or it is closed.
+type watchedConn struct {
+	net.Conn
+	gone   context.Context
+	cancel context.CancelFunc
+}
+
+func (c *watchedConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if err != nil && !isTimeout(err) {
+		c.cancel()
+	}
+	return n, err
+}
+
+func (c *watchedConn) Close() error {
+	c.cancel()
+	return c.Conn.Close()
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }

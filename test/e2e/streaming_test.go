@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -293,6 +294,133 @@ func TestExecSyncLeavesNothing(t *testing.T) {
 	if n := fds(shimPid); n > shimFDs+parallel {
 		t.Errorf("the shim holds %d descriptors, %d before %d execs", n, shimFDs, runs)
 	}
+	d.removePod(t, pod)
+	d.checkPodGone(t, pod)
+}
+
+// TestStreamingBadInput: refused sessions answer clear codes, a URL is good
+// once, a port nobody listens on fails the forwarded connection (not the
+// session), and a client that vanishes mid-exec leaves no process.
+func TestStreamingBadInput(t *testing.T) {
+	d := startKetchd(t, daemonOpts{network: true})
+	d.mustPull(t, busybox)
+	pod, podCfg, _ := d.podWithLogs(t, "stream-bad")
+	id := d.createContainer(t, pod, podCfg, containerConfig("target", "sleep", "3600"))
+	d.startContainer(t, id)
+	stopped := d.createContainer(t, pod, podCfg, containerConfig("stopped", "true"))
+	d.startContainer(t, stopped)
+	d.waitExited(t, stopped, 10*time.Second)
+
+	for _, tc := range []struct {
+		desc string
+		call func() error
+		code codes.Code
+	}{
+		{"exec in an unknown container", func() error {
+			_, err := d.rt.Exec(ctxT(t, 5*time.Second), &runtimeapi.ExecRequest{ContainerId: "ffffffffffff", Cmd: []string{"true"}, Stdout: true})
+			return err
+		}, codes.NotFound},
+		{"exec in a stopped container", func() error {
+			_, err := d.rt.Exec(ctxT(t, 5*time.Second), &runtimeapi.ExecRequest{ContainerId: stopped, Cmd: []string{"true"}, Stdout: true})
+			return err
+		}, codes.FailedPrecondition},
+		{"exec of an empty command", func() error {
+			_, err := d.rt.Exec(ctxT(t, 5*time.Second), &runtimeapi.ExecRequest{ContainerId: id, Stdout: true})
+			return err
+		}, codes.InvalidArgument},
+		{"exec with no stream asked for", func() error {
+			_, err := d.rt.Exec(ctxT(t, 5*time.Second), &runtimeapi.ExecRequest{ContainerId: id, Cmd: []string{"true"}})
+			return err
+		}, codes.InvalidArgument},
+		{"attach to a stopped container", func() error {
+			_, err := d.rt.Attach(ctxT(t, 5*time.Second), &runtimeapi.AttachRequest{ContainerId: stopped, Stdout: true})
+			return err
+		}, codes.FailedPrecondition},
+		{"port-forward to an unknown pod", func() error {
+			_, err := d.rt.PortForward(ctxT(t, 5*time.Second), &runtimeapi.PortForwardRequest{PodSandboxId: "ffffffffffff", Port: []int32{80}})
+			return err
+		}, codes.NotFound},
+		{"ExecSync of a command not in the image", func() error {
+			resp, err := d.rt.ExecSync(ctxT(t, 10*time.Second), &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"/no/such/cmd"}})
+			if err == nil && (resp.ExitCode != 127 || !strings.Contains(string(resp.Stderr), "/no/such/cmd")) {
+				return fmt.Errorf("exit %d, stderr %q: want 127 naming the command", resp.ExitCode, resp.Stderr)
+			}
+			return err
+		}, codes.OK},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			if err := tc.call(); status.Code(err) != tc.code {
+				t.Errorf("got %v, want %v", err, tc.code)
+			}
+		})
+	}
+
+	t.Run("a URL is good once", func(t *testing.T) {
+		resp, err := d.rt.Exec(ctxT(t, 5*time.Second), &runtimeapi.ExecRequest{ContainerId: id, Cmd: []string{"true"}, Stdout: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, ws := range []bool{false, false} {
+			err := executor(t, resp.Url, ws).StreamWithContext(ctxT(t, 10*time.Second), remotecommand.StreamOptions{Stdout: io.Discard})
+			if (i == 0) != (err == nil) {
+				t.Errorf("use %d of the URL: %v", i+1, err)
+			}
+		}
+	})
+
+	t.Run("a client that vanishes ends its command", func(t *testing.T) {
+		resp, err := d.rt.Exec(ctxT(t, 5*time.Second), &runtimeapi.ExecRequest{ContainerId: id, Cmd: []string{"sleep", "4321"}, Stdout: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		defer cancel()
+		_ = executor(t, resp.Url, false).StreamWithContext(ctx, remotecommand.StreamOptions{Stdout: io.Discard})
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			out, _ := d.exec(t, id, "sh", "-c", "ps | grep -c '[s]leep 4321'")
+			if out == "0" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the exec'd command outlived its client: %s", out)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
+
+	t.Run("port-forward to a closed port", func(t *testing.T) {
+		resp, err := d.rt.PortForward(ctxT(t, 5*time.Second), &runtimeapi.PortForwardRequest{PodSandboxId: pod, Port: []int32{9}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		u, _ := url.Parse(resp.Url)
+		rt, upgrader, err := spdy.RoundTripperFor(&rest.Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		dialer := spdy.NewDialer(upgrader, &http.Client{Transport: rt}, http.MethodPost, u)
+		stop, ready := make(chan struct{}), make(chan struct{})
+		var errOut bytes.Buffer
+		pf, err := portforward.New(dialer, []string{"0:9"}, stop, ready, io.Discard, &errOut)
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- pf.ForwardPorts() }()
+		defer close(stop)
+		<-ready
+		ports, _ := pf.GetPorts()
+		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", ports[0].Local), 5*time.Second)
+		if err == nil {
+			_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			n, _ := c.Read(make([]byte, 1))
+			c.Close()
+			if n != 0 {
+				t.Error("read data from a port nobody listens on")
+			}
+		}
+	})
 	d.removePod(t, pod)
 	d.checkPodGone(t, pod)
 }
