@@ -9,6 +9,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"ketch.dev/ketch/cri/store"
+	"ketch.dev/ketch/oci/shim"
 )
 
 // ContainerStats reports a running container's CPU, memory and writable
@@ -71,15 +72,8 @@ func (s *Server) containerStats(ctx context.Context, c store.Container) (*runtim
 			Labels:      c.Labels,
 			Annotations: c.Annotations,
 		},
-		Cpu: &runtimeapi.CpuUsage{Timestamp: ts, UsageCoreNanoSeconds: &runtimeapi.UInt64Value{Value: st.CPUUsageNanos}},
-		Memory: &runtimeapi.MemoryUsage{
-			Timestamp:       ts,
-			WorkingSetBytes: &runtimeapi.UInt64Value{Value: st.MemoryWorkingSet},
-			UsageBytes:      &runtimeapi.UInt64Value{Value: st.MemoryUsage},
-			RssBytes:        &runtimeapi.UInt64Value{Value: st.MemoryRSS},
-			PageFaults:      &runtimeapi.UInt64Value{Value: st.PageFaults},
-			MajorPageFaults: &runtimeapi.UInt64Value{Value: st.MajorPageFaults},
-		},
+		Cpu:    criCPU(st),
+		Memory: criMemory(st),
 		WritableLayer: &runtimeapi.FilesystemUsage{
 			Timestamp:  ts,
 			FsId:       &runtimeapi.FilesystemIdentifier{Mountpoint: s.cfg.ImageRoot},
@@ -87,4 +81,20 @@ func (s *Server) containerStats(ctx context.Context, c store.Container) (*runtim
 			InodesUsed: &runtimeapi.UInt64Value{Value: inodes},
 		},
 	}, nil
+}
+
+// criCPU and criMemory are a cgroup's figures as the CRI reports them.
+func criCPU(st shim.Stats) *runtimeapi.CpuUsage {
+	return &runtimeapi.CpuUsage{Timestamp: st.At.UnixNano(), UsageCoreNanoSeconds: &runtimeapi.UInt64Value{Value: st.CPUUsageNanos}}
+}
+
+func criMemory(st shim.Stats) *runtimeapi.MemoryUsage {
+	return &runtimeapi.MemoryUsage{
+		Timestamp:       st.At.UnixNano(),
+		WorkingSetBytes: &runtimeapi.UInt64Value{Value: st.MemoryWorkingSet},
+		UsageBytes:      &runtimeapi.UInt64Value{Value: st.MemoryUsage},
+		RssBytes:        &runtimeapi.UInt64Value{Value: st.MemoryRSS},
+		PageFaults:      &runtimeapi.UInt64Value{Value: st.PageFaults},
+		MajorPageFaults: &runtimeapi.UInt64Value{Value: st.MajorPageFaults},
+	}
 }

@@ -65,15 +65,8 @@ func (s *Server) podStats(ctx context.Context, sb store.Sandbox) (*runtimeapi.Po
 func toCRIPodStats(sb store.Sandbox, st sandbox.Stats) *runtimeapi.PodSandboxStats {
 	ts := st.At.UnixNano()
 	linux := &runtimeapi.LinuxPodSandboxStats{
-		Cpu: &runtimeapi.CpuUsage{Timestamp: ts, UsageCoreNanoSeconds: &runtimeapi.UInt64Value{Value: st.CPUUsageNanos}},
-		Memory: &runtimeapi.MemoryUsage{
-			Timestamp:       ts,
-			WorkingSetBytes: &runtimeapi.UInt64Value{Value: st.MemoryWorkingSet},
-			UsageBytes:      &runtimeapi.UInt64Value{Value: st.MemoryUsage},
-			RssBytes:        &runtimeapi.UInt64Value{Value: st.MemoryRSS},
-			PageFaults:      &runtimeapi.UInt64Value{Value: st.PageFaults},
-			MajorPageFaults: &runtimeapi.UInt64Value{Value: st.MajorPageFaults},
-		},
+		Cpu:     criCPU(st.Stats),
+		Memory:  criMemory(st.Stats),
 		Process: &runtimeapi.ProcessUsage{Timestamp: ts, ProcessCount: &runtimeapi.UInt64Value{Value: st.Processes}},
 	}
 	if len(st.Interfaces) > 0 {

@@ -48,10 +48,12 @@ func (s *Server) startStreaming(addr string) error {
 		// streaming library hijacks the connection, after which net/http
 		// no longer notices a client that went away.
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			ctx, cancel := context.WithCancel(ctx)
-			if w, ok := c.(*watchedConn); ok {
-				context.AfterFunc(w.gone, cancel)
+			w, ok := c.(*watchedConn)
+			if !ok {
+				return ctx
 			}
+			ctx, cancel := context.WithCancel(ctx)
+			context.AfterFunc(w.gone, cancel)
 			return ctx
 		},
 	}

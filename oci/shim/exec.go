@@ -13,7 +13,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/containerd/errdefs"
+	"github.com/opencontainers/runc/libcontainer"
 )
 
 // maxExecOutput caps what ExecSync keeps of each stream, as kubelet caps
@@ -33,23 +33,11 @@ type ExecResult struct {
 // or 126, as a shell does, with the reason on stderr. At the timeout (0:
 // none) the command and its descendants are killed.
 func (s *Service) ExecSync(ctx context.Context, id string, args []string, timeout time.Duration) (ExecResult, error) {
-	if len(args) == 0 || args[0] == "" {
-		return ExecResult{}, fmt.Errorf("exec in %s: empty command: %w", id, errdefs.ErrInvalidArgument)
-	}
-	c, err := s.get(id)
+	c, err := s.execTarget(id, args)
 	if err != nil {
 		return ExecResult{}, err
 	}
-	if c.process == nil {
-		return ExecResult{}, fmt.Errorf("exec in %s: the sandbox runs no commands: %w", id, errdefs.ErrInvalidArgument)
-	}
-	if !c.running() {
-		return ExecResult{}, fmt.Errorf("exec in %s: not running: %w", id, errdefs.ErrFailedPrecondition)
-	}
-	p := *c.process
-	p.Args, p.Terminal = args, false
-	proc := processFromSpec(&p)
-	proc.Init = false
+	proc := c.execProcess(args, false)
 
 	var stdout, stderr cappedBuffer
 	var copiers sync.WaitGroup
@@ -68,13 +56,7 @@ func (s *Service) ExecSync(ctx context.Context, id string, args []string, timeou
 		}()
 	}
 	proc.Stdout, proc.Stderr = writers[0], writers[1]
-	done := make(chan Exit, 1)
-	pid, err := s.reaper.start(func() (int, error) {
-		if err := c.lc.Run(proc); err != nil {
-			return 0, err
-		}
-		return proc.Pid()
-	}, func(e Exit) { done <- e })
+	pid, done, err := s.runExec(c, proc)
 	closeFiles(nil, writers)
 	if err != nil {
 		closeFiles(readers, nil)
@@ -107,6 +89,28 @@ func (s *Service) ExecSync(ctx context.Context, id string, args []string, timeou
 	waitOrCut(&copiers, readers, drainTimeout)
 	res.Stdout, res.Stderr = stdout.Bytes(), stderr.Bytes()
 	return res, nil
+}
+
+// execProcess is a command run in c as c's own process is: its user,
+// env and cwd (capabilities, seccomp and the rest come with c's config).
+func (c *container) execProcess(args []string, tty bool) *libcontainer.Process {
+	p := *c.process
+	p.Args, p.Terminal = args, tty
+	proc := processFromSpec(&p)
+	proc.Init = false
+	return proc
+}
+
+// runExec starts proc in c; done gets its exit once the reaper has it.
+func (s *Service) runExec(c *container, proc *libcontainer.Process) (int, <-chan Exit, error) {
+	done := make(chan Exit, 1)
+	pid, err := s.reaper.start(func() (int, error) {
+		if err := c.lc.Run(proc); err != nil {
+			return 0, err
+		}
+		return proc.Pid()
+	}, func(e Exit) { done <- e })
+	return pid, done, err
 }
 
 func execFailureCode(err error) int {

@@ -116,10 +116,7 @@ func (s *Service) execSession(conn *net.UnixConn, req streamRequest, files []*os
 	if err != nil {
 		return err
 	}
-	p := *c.process
-	p.Args, p.Terminal = req.Args, req.TTY
-	proc := processFromSpec(&p)
-	proc.Init = false
+	proc := c.execProcess(req.Args, req.TTY)
 	fds := &take{files: files}
 	if req.Stdin {
 		if proc.Stdin, err = fds.next(); err != nil {
@@ -142,13 +139,7 @@ func (s *Service) execSession(conn *net.UnixConn, req streamRequest, files []*os
 			}
 		}
 	}
-	done := make(chan Exit, 1)
-	pid, err := s.reaper.start(func() (int, error) {
-		if err := c.lc.Run(proc); err != nil {
-			return 0, err
-		}
-		return proc.Pid()
-	}, func(e Exit) { done <- e })
+	pid, done, err := s.runExec(c, proc)
 	// The process holds its own copies; ours would keep the client's
 	// readers from seeing EOF.
 	closeFiles(files, nil)
