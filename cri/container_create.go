@@ -53,6 +53,10 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 	if uids != nil {
 		rootfsOpts = append(rootfsOpts, image.WithIDMapping(uids[0], gids[0]))
 	}
+	flow, err := oci.WorkflowOf(cfg, podCfg, s.cfg.Workflow.InitAlways)
+	if err != nil {
+		return nil, fmt.Errorf("create container %s: %w", cfg.GetMetadata().GetName(), err)
+	}
 	img, err := s.images.Get(ctx, cfg.GetImage().GetImage())
 	if err != nil {
 		return nil, fmt.Errorf("create container %s: image %q: %w", cfg.GetMetadata().GetName(), cfg.GetImage().GetImage(), err)
@@ -78,6 +82,7 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 		Labels:      cfg.GetLabels(),
 		Annotations: cfg.GetAnnotations(),
 		Config:      raw,
+		WantResult:  flow.Result,
 	}
 	if sb.LogDirectory != "" && cfg.GetLogPath() != "" {
 		rec.LogPath = filepath.Join(sb.LogDirectory, cfg.GetLogPath())
@@ -111,7 +116,13 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 	if err != nil {
 		return nil, fmt.Errorf("create container %s: %w", id, err)
 	}
+	if flow.Init {
+		oci.WithInit(spec, s.cfg.Workflow.InitBinary, s.cfg.Workflow.KillGrace)
+	}
 	o := shim.ContainerOptions{LogPath: rec.LogPath, Stdin: cfg.GetStdin(), StdinOnce: cfg.GetStdinOnce()}
+	if flow.Result {
+		o.ResultCap = s.cfg.Workflow.ResultCap
+	}
 	if err := s.containers.CreateContainer(ctx, sb.ID, id, spec, o); err != nil {
 		return nil, fmt.Errorf("create container %s: %w", id, err)
 	}

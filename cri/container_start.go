@@ -1,16 +1,20 @@
 package cri
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/containerd/errdefs"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"ketch.dev/ketch/cri/store"
+	"ketch.dev/ketch/oci"
 	"ketch.dev/ketch/oci/shim"
 	"ketch.dev/ketch/sandbox"
 )
@@ -79,12 +83,16 @@ func (s *Server) recordExit(podID, id string, e shim.Exit, waitErr error) {
 		reason, msg = "ShimDied", "the pod's shim died before the container's exit was recorded: "+waitErr.Error()
 	}
 	changed := false
-	_, err := s.store.UpdateContainer(id, func(c *store.Container) error {
+	rec, err := s.store.UpdateContainer(id, func(c *store.Container) error {
 		if c.State != store.ContainerRunning {
 			return nil
 		}
 		changed = true
 		c.State, c.ExitCode, c.FinishedAt, c.Reason, c.Message = store.ContainerExited, int32(e.Code), e.At, reason, msg
+		if c.WantResult {
+			c.Result, c.ResultTruncated = e.Result, e.Truncated
+			c.Message = resultMessage(e.Result)
+		}
 		return nil
 	})
 	if err != nil && !errdefs.IsNotFound(err) {
@@ -92,6 +100,7 @@ func (s *Server) recordExit(podID, id string, e shim.Exit, waitErr error) {
 	}
 	if changed {
 		s.emit(podID, id, runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT)
+		s.stopSidecarsOf(rec)
 	}
 }
 
@@ -105,6 +114,53 @@ func exitReason(e shim.Exit) (reason, message string) {
 		return "Completed", ""
 	}
 	return "Error", ""
+}
+
+// maxMessage is what kubelet keeps of a termination message.
+const maxMessage = 4 << 10
+
+// resultMessage is a result as ContainerStatus.message carries it, where
+// kubelet copies it into the pod's terminated state: one trailing newline
+// trimmed (as Argo's wait container does), at most 4 KiB, valid UTF-8.
+func resultMessage(b []byte) string {
+	b = bytes.TrimSuffix(b, []byte("\n"))
+	if len(b) > maxMessage {
+		b = b[:maxMessage]
+		// Do not split a character: drop an incomplete last rune.
+		for i := 0; i < utf8.UTFMax && len(b) > 0 && !utf8.Valid(b); i++ {
+			b = b[:len(b)-1]
+		}
+	}
+	return strings.ToValidUTF8(string(b), "\uFFFD")
+}
+
+// stopSidecarsOf stops the other running containers of c's pod when c is
+// the container the pod's ketch.dev/main annotation names (Argo's
+// KillSidecars): their stop signal, KILL after the sidecar grace, so a
+// sidecar that ignores TERM cannot keep the step alive.
+func (s *Server) stopSidecarsOf(c store.Container) {
+	sb, err := s.store.GetSandbox(c.SandboxID)
+	if err != nil || sb.Annotations[oci.AnnotationMain] != c.Name || c.Name == "" {
+		return
+	}
+	running := store.ContainerRunning
+	sidecars, err := s.store.ListContainers(store.ContainerFilter{SandboxID: sb.ID, State: &running})
+	if err != nil {
+		slog.Warn("list sidecars", "pod", sb.ID, "err", err)
+		return
+	}
+	for _, sc := range sidecars {
+		s.watchers.Add(1)
+		go func() {
+			defer s.watchers.Done()
+			slog.Info("main container exited: stopping sidecar", "pod", sb.ID, "main", c.ID, "container", sc.ID)
+			ctx, cancel := context.WithTimeout(s.bg, s.cfg.Workflow.SidecarGrace+time.Minute)
+			defer cancel()
+			if err := s.stopContainer(ctx, sc, s.cfg.Workflow.SidecarGrace); err != nil {
+				slog.Warn("stop sidecar", "pod", sb.ID, "container", sc.ID, "err", err)
+			}
+		}()
+	}
 }
 
 // watchRunningContainers watches every container a previous ketchd left

@@ -54,7 +54,11 @@ func (s *Server) ContainerStatus(ctx context.Context, req *runtimeapi.ContainerS
 	}
 	resp := &runtimeapi.ContainerStatusResponse{Status: st}
 	if req.GetVerbose() {
-		info, err := json.Marshal(verboseContainer{SandboxID: c.SandboxID, PID: c.PID, State: string(c.State), Config: &cfg, RuntimeSpec: c.Spec})
+		v := verboseContainer{SandboxID: c.SandboxID, PID: c.PID, State: string(c.State), Config: &cfg, RuntimeSpec: c.Spec}
+		if c.WantResult && c.State == store.ContainerExited {
+			v.Result, v.ResultTruncated = &c.Result, c.ResultTruncated
+		}
+		info, err := json.Marshal(v)
 		if err != nil {
 			return nil, err
 		}
@@ -71,6 +75,10 @@ type verboseContainer struct {
 	State       string                      `json:"state"`
 	Config      *runtimeapi.ContainerConfig `json:"config"`
 	RuntimeSpec json.RawMessage             `json:"runtimeSpec,omitempty"`
+	// The whole captured stdout, byte for byte (base64 in JSON), of an
+	// exited container that asked for a result.
+	Result          *[]byte `json:"result,omitempty"`
+	ResultTruncated bool    `json:"resultTruncated,omitempty"`
 }
 
 func unixNano(t time.Time) int64 {

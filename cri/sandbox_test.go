@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -369,5 +370,25 @@ func TestPodSandboxStats(t *testing.T) {
 	}
 	if _, err := intercept(t, d.srv.PodSandboxStats, &runtimeapi.PodSandboxStatsRequest{PodSandboxId: "ffff"}); status.Code(err) != codes.NotFound {
 		t.Errorf("stats of an unknown pod: %v, want NotFound", err)
+	}
+}
+
+func TestResultMessage(t *testing.T) {
+	long := strings.Repeat("é", 3000) // 6000 bytes of two-byte runes
+	for _, tc := range []struct {
+		desc, in, want string
+	}{
+		{"one newline trimmed", "42\n", "42"},
+		{"only one", "42\n\n", "42\n"},
+		{"none to trim", "42", "42"},
+		{"empty", "", ""},
+		{"invalid UTF-8 replaced", "a\xffb", "a\uFFFDb"},
+		{"cut at 4 KiB on a rune boundary", long, long[:4096]},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			if got := resultMessage([]byte(tc.in)); got != tc.want {
+				t.Errorf("resultMessage(%.20q) = %.20q (%d bytes), want %.20q (%d bytes)", tc.in, got, len(got), tc.want, len(tc.want))
+			}
+		})
 	}
 }

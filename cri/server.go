@@ -119,6 +119,16 @@ type Config struct {
 	// StreamAddress is where exec, attach and port-forward sessions are
 	// served ("127.0.0.1:0": loopback, any free port).
 	StreamAddress string
+	Workflow      WorkflowConfig
+}
+
+// WorkflowConfig is the node's `[workflow]` settings.
+type WorkflowConfig struct {
+	InitAlways   bool          // ketch-init in front of every container, not only annotated ones
+	InitBinary   string        // the host's ketch-init, bind-mounted into containers
+	KillGrace    time.Duration // what ketch-init gives leftovers between TERM and KILL
+	ResultCap    int           // bytes of stdout kept as a result
+	SidecarGrace time.Duration // what sidecars get between their stop signal and KILL
 }
 
 // Server implements runtimeapi.RuntimeServiceServer and ImageServiceServer.

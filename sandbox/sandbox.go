@@ -148,6 +148,10 @@ func New(o Options) (*Manager, error) {
 	return &Manager{o: o, rootfs: rootfs, shims: map[string]*shim.Client{}, pods: map[string]*podLock{}, ports: map[string][]int{}}, nil
 }
 
+// InitBinary is the ketch-init of the sandbox rootfs, for containers that
+// run it as their PID 1: a file that never changes while pods use it.
+func (m *Manager) InitBinary() string { return filepath.Join(m.rootfs, "ketch-init") }
+
 // Close drops the connections to the shims and the host port
 // reservations; the pods keep running, and the next ketchd Adopts them.
 func (m *Manager) Close() {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"time"
 
 	"github.com/pelletier/go-toml/v2"
 )
@@ -32,10 +33,36 @@ type Config struct {
 	// served: loopback by default, as kubelet proxies them.
 	StreamAddress string `toml:"stream_address"`
 
-	Image   ImageConfig   `toml:"image"`
-	Network NetworkConfig `toml:"network"`
-	Sandbox SandboxConfig `toml:"sandbox"`
+	Image    ImageConfig    `toml:"image"`
+	Network  NetworkConfig  `toml:"network"`
+	Sandbox  SandboxConfig  `toml:"sandbox"`
+	Workflow WorkflowConfig `toml:"workflow"`
 }
+
+type WorkflowConfig struct {
+	// Init is "annotated" (ketch-init only in front of containers that ask,
+	// with ketch.dev/init) or "always".
+	Init string `toml:"init"`
+	// KillGrace is what ketch-init gives a command's leftovers between
+	// TERM and KILL.
+	KillGrace Duration `toml:"kill_grace"`
+	// ResultCap is the bytes of stdout kept as a container's result.
+	ResultCap int `toml:"result_cap"`
+	// SidecarGrace is what sidecars get between their stop signal and KILL
+	// once the pod's main container (ketch.dev/main) has exited.
+	SidecarGrace Duration `toml:"sidecar_grace"`
+}
+
+// Duration is a time.Duration written as "2s" in the config file.
+type Duration struct{ time.Duration }
+
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	d.Duration = v
+	return err
+}
+
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
 
 type SandboxConfig struct {
 	// ShimBinary and InitBinary default to ketch-shim and ketch-init
@@ -75,6 +102,12 @@ func defaultConfig() Config {
 			CNIBinDirs: []string{"/usr/lib/cni", "/opt/cni/bin"},
 		},
 		Sandbox: SandboxConfig{ShmSize: 64 << 20},
+		Workflow: WorkflowConfig{
+			Init:         "annotated",
+			KillGrace:    Duration{2 * time.Second},
+			ResultCap:    256 << 10,
+			SidecarGrace: Duration{30 * time.Second},
+		},
 	}
 }
 
@@ -102,6 +135,14 @@ func loadConfig(path string, explicit bool) (Config, error) {
 	case "", "cgroupfs", "systemd":
 	default:
 		return cfg, fmt.Errorf("config %s: cgroup_driver %q is neither cgroupfs nor systemd", path, cfg.CgroupDriver)
+	}
+	switch w := cfg.Workflow; {
+	case w.Init != "annotated" && w.Init != "always":
+		return cfg, fmt.Errorf("config %s: workflow.init %q is neither annotated nor always", path, w.Init)
+	case w.ResultCap < 1 || w.ResultCap > 64<<20:
+		return cfg, fmt.Errorf("config %s: workflow.result_cap %d is not between 1 byte and 64 MiB", path, w.ResultCap)
+	case w.KillGrace.Duration <= 0 || w.SidecarGrace.Duration <= 0:
+		return cfg, fmt.Errorf("config %s: workflow.kill_grace and workflow.sidecar_grace must be positive", path)
 	}
 	if cfg.Sandbox.ShmSize < 1<<20 {
 		return cfg, fmt.Errorf("config %s: sandbox.shm_size must be at least 1 MiB", path)

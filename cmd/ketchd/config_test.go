@@ -26,6 +26,10 @@ func TestLoadConfigRejects(t *testing.T) {
 		{"bad cgroup driver", "cgroup_driver = \"cgroupv3\"", "cgroup_driver"},
 		{"no downloads", "[image]\nmax_concurrent_downloads = 0", "max_concurrent_downloads"},
 		{"tiny shm", "[sandbox]\nshm_size = 4096", "shm_size"},
+		{"no result cap", "[workflow]\nresult_cap = 0", "result_cap"},
+		{"absurd result cap", "[workflow]\nresult_cap = 1000000000000", "result_cap"},
+		{"unknown init mode", "[workflow]\ninit = \"sometimes\"", "workflow.init"},
+		{"bad duration", "[workflow]\nkill_grace = \"soon\"", "soon"},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "config.toml")

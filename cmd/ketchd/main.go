@@ -121,7 +121,14 @@ func run() error {
 		StreamAddress: cfg.StreamAddress,
 		// Pods may have a user namespace of their own (hostUsers: false);
 		// their rootfs needs idmapped overlayfs lower layers (Linux 5.19+).
-		UserNamespaces: true},
+		UserNamespaces: true,
+		Workflow: cri.WorkflowConfig{
+			InitAlways:   cfg.Workflow.Init == "always",
+			InitBinary:   pods.InitBinary(),
+			KillGrace:    cfg.Workflow.KillGrace.Duration,
+			ResultCap:    cfg.Workflow.ResultCap,
+			SidecarGrace: cfg.Workflow.SidecarGrace.Duration,
+		}},
 		images, network, st, pods, pods)
 	if err != nil {
 		return err

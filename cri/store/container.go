@@ -54,7 +54,12 @@ type Container struct {
 	// Spec is the runtime spec the container was created with (JSON), for
 	// verbose status.
 	Spec json.RawMessage `json:"spec,omitempty"`
-	PID  int             `json:"pid"`
+	// WantResult: the container keeps its stdout as its result, which its
+	// exit brings: the bytes as captured, and whether the cap cut them.
+	WantResult      bool   `json:"want_result,omitempty"`
+	Result          []byte `json:"result,omitempty"`
+	ResultTruncated bool   `json:"result_truncated,omitempty"`
+	PID             int    `json:"pid"`
 	// Config is the marshalled CRI ContainerConfig.
 	Config []byte `json:"config"`
 }

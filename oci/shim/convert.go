@@ -77,14 +77,16 @@ func exitToProto(e *Exit) *api.Exit {
 	if e == nil {
 		return nil
 	}
-	return &api.Exit{ExitCode: int32(e.Code), Signal: int32(e.Signal), ExitedAtUnixNano: e.At.UnixNano(), OomKilled: e.OOMKilled}
+	return &api.Exit{ExitCode: int32(e.Code), Signal: int32(e.Signal), ExitedAtUnixNano: e.At.UnixNano(), OomKilled: e.OOMKilled,
+		Result: e.Result, ResultTruncated: e.Truncated}
 }
 
 func exitFromProto(e *api.Exit) *Exit {
 	if e == nil {
 		return nil
 	}
-	return &Exit{Code: int(e.GetExitCode()), Signal: syscall.Signal(e.GetSignal()), At: time.Unix(0, e.GetExitedAtUnixNano()), OOMKilled: e.GetOomKilled()}
+	return &Exit{Code: int(e.GetExitCode()), Signal: syscall.Signal(e.GetSignal()), At: time.Unix(0, e.GetExitedAtUnixNano()), OOMKilled: e.GetOomKilled(),
+		Result: e.GetResult(), Truncated: e.GetResultTruncated()}
 }
 
 func stateToProto(s State) *api.StateResponse {

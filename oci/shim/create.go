@@ -183,6 +183,9 @@ func processFromSpec(p *specs.Process) *libcontainer.Process {
 func (s *Service) exitedApp(c *container, e Exit) {
 	if cio := c.stdio(); cio != nil {
 		cio.drain(drainTimeout)
+		if cio.result != nil {
+			e.Result, e.Truncated = cio.result.buf, cio.result.truncated
+		}
 	}
 	if st, err := c.lc.State(); err == nil {
 		e.OOMKilled = oomKilled(st.CgroupPaths)

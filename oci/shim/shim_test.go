@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -77,7 +78,7 @@ func TestSandboxLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Status != shim.StatusStopped || st.Exit == nil || *st.Exit != exit {
+	if st.Status != shim.StatusStopped || st.Exit == nil || !reflect.DeepEqual(*st.Exit, exit) {
 		t.Errorf("State after kill = %+v, want stopped with %+v", st, exit)
 	}
 	if rec, err := shim.ReadExit(p.dir, p.id); err != nil || rec.Code != 137 || !rec.At.Equal(exit.At) {

@@ -23,6 +23,7 @@ type containerIO struct {
 	console   *os.File   // our end of the console socket until the master came
 	stdinOnce bool
 	copiers   sync.WaitGroup
+	result    *capture // stdout kept as the result; nil without one
 
 	mu       sync.Mutex
 	stdin    io.WriteCloser       // stdin pipe or pty master; nil without stdin; guarded by mu
@@ -38,6 +39,9 @@ func newContainerIO(o ContainerOptions, p *libcontainer.Process, tty bool) (_ *c
 		return nil, err
 	}
 	cio := &containerIO{log: l, stdinOnce: o.StdinOnce, attached: map[*attachment]bool{}}
+	if o.ResultCap > 0 {
+		cio.result = &capture{limit: o.ResultCap}
+	}
 	defer func() {
 		if retErr != nil {
 			cio.closeChildEnds()
@@ -81,7 +85,12 @@ func (cio *containerIO) copy(stream string, r io.Reader) {
 	cio.copiers.Add(1)
 	go func() {
 		defer cio.copiers.Done()
-		cio.log.copy(stream, r, func(b []byte) { cio.broadcast(stream, b) })
+		cio.log.copy(stream, r, func(b []byte) {
+			if stream == "stdout" && cio.result != nil {
+				cio.result.add(b)
+			}
+			cio.broadcast(stream, b)
+		})
 	}()
 }
 
@@ -210,4 +219,20 @@ func (cio *containerIO) close() {
 	cio.stdin = nil
 	cio.mu.Unlock()
 	cio.log.close()
+}
+
+// capture keeps the first limit bytes written to it, byte for byte, and
+// notes whether more came. Only the stdout copier writes it, and it is read
+// after the copier has ended.
+type capture struct {
+	limit     int
+	buf       []byte
+	truncated bool
+}
+
+func (c *capture) add(b []byte) {
+	if room := c.limit - len(c.buf); room < len(b) {
+		b, c.truncated = b[:max(room, 0)], true
+	}
+	c.buf = append(c.buf, b...)
 }

@@ -83,6 +83,7 @@ type ContainerOptions struct {
 	LogPath   string // the CRI log file; "" discards the output
 	Stdin     bool   // keep stdin open for attach
 	StdinOnce bool   // close stdin when the first attach ends
+	ResultCap int    // keep up to this many bytes of stdout as the result; 0: none
 }
 
 // Exit is how a container's init ended.
@@ -96,6 +97,11 @@ type Exit struct {
 	// container's cgroup, told by the cgroup's own count, never guessed
 	// from a 137.
 	OOMKilled bool `json:"oom_killed,omitempty"`
+	// Result is the stdout kept for a container created with a result cap,
+	// recorded with the exit in the same atomic write; Truncated says that
+	// the output went on past the cap.
+	Result    []byte `json:"result,omitempty"`
+	Truncated bool   `json:"truncated,omitempty"`
 }
 
 func exitFromWaitStatus(ws syscall.WaitStatus, at time.Time) Exit {

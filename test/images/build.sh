@@ -253,6 +253,23 @@ done
 cfg multilayer --config.env "$PATHENV"
 publish multilayer ketch-test/multilayer:5
 
+# workflow:1: the seed's workflow step. Its CMD is a shell that runs run.sh, which runs
+# main without exec; main traps TERM to clean up. With the shell as PID 1, TERM never
+# reaches main; with ketch-init as PID 1 it does.
+d=$T/rootfs-workflow
+mkdir -p "$d/usr/bin"
+printf '#!/bin/sh\n/usr/bin/main\n' > "$d/usr/bin/run.sh"
+cat > "$d/usr/bin/main" <<'MAIN'
+#!/bin/sh
+trap 'echo main got TERM, cleaning up; exit 143' TERM
+echo main started
+while true; do sleep 1 & wait $!; done
+MAIN
+chmod 755 "$d/usr/bin/run.sh" "$d/usr/bin/main"
+layer busybox workflow "$d"
+cfg workflow --clear=config.cmd --config.cmd sh --config.cmd -c --config.cmd /usr/bin/run.sh
+publish workflow ketch-test/workflow:1
+
 # multiarch:1: an OCI index with an amd64 and an arm64 entry. The arm64 one is the
 # same busybox with another marker and platform (it is only pulled, never run).
 marker multiarch-amd64 /ketch-test-arch amd64

@@ -410,8 +410,11 @@ type CreateContainerRequest struct {
 	LogPath string `protobuf:"bytes,3,opt,name=log_path,json=logPath,proto3" json:"log_path,omitempty"`
 	// Keep stdin open for attach; once: close it when the first attach
 	// ends.
-	Stdin         bool `protobuf:"varint,4,opt,name=stdin,proto3" json:"stdin,omitempty"`
-	StdinOnce     bool `protobuf:"varint,5,opt,name=stdin_once,json=stdinOnce,proto3" json:"stdin_once,omitempty"`
+	Stdin     bool `protobuf:"varint,4,opt,name=stdin,proto3" json:"stdin,omitempty"`
+	StdinOnce bool `protobuf:"varint,5,opt,name=stdin_once,json=stdinOnce,proto3" json:"stdin_once,omitempty"`
+	// Keep up to this many bytes of stdout as the container's result,
+	// recorded with its exit; 0 keeps none.
+	ResultCap     int64 `protobuf:"varint,6,opt,name=result_cap,json=resultCap,proto3" json:"result_cap,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -479,6 +482,13 @@ func (x *CreateContainerRequest) GetStdinOnce() bool {
 		return x.StdinOnce
 	}
 	return false
+}
+
+func (x *CreateContainerRequest) GetResultCap() int64 {
+	if x != nil {
+		return x.ResultCap
+	}
+	return 0
 }
 
 type CreateContainerResponse struct {
@@ -1122,9 +1132,13 @@ type Exit struct {
 	Signal           int32 `protobuf:"varint,2,opt,name=signal,proto3" json:"signal,omitempty"`
 	ExitedAtUnixNano int64 `protobuf:"varint,3,opt,name=exited_at_unix_nano,json=exitedAtUnixNano,proto3" json:"exited_at_unix_nano,omitempty"`
 	// The kernel's OOM killer ended a process of the container's cgroup.
-	OomKilled     bool `protobuf:"varint,4,opt,name=oom_killed,json=oomKilled,proto3" json:"oom_killed,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	OomKilled bool `protobuf:"varint,4,opt,name=oom_killed,json=oomKilled,proto3" json:"oom_killed,omitempty"`
+	// The captured stdout, when the container asked for a result, and
+	// whether it went past the cap.
+	Result          []byte `protobuf:"bytes,5,opt,name=result,proto3" json:"result,omitempty"`
+	ResultTruncated bool   `protobuf:"varint,6,opt,name=result_truncated,json=resultTruncated,proto3" json:"result_truncated,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Exit) Reset() {
@@ -1181,6 +1195,20 @@ func (x *Exit) GetExitedAtUnixNano() int64 {
 func (x *Exit) GetOomKilled() bool {
 	if x != nil {
 		return x.OomKilled
+	}
+	return false
+}
+
+func (x *Exit) GetResult() []byte {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *Exit) GetResultTruncated() bool {
+	if x != nil {
+		return x.ResultTruncated
 	}
 	return false
 }
@@ -1629,14 +1657,16 @@ const file_shim_proto_rawDesc = "" +
 	"\ahost_id\x18\x02 \x01(\rR\x06hostId\x12\x12\n" +
 	"\x04size\x18\x03 \x01(\rR\x04size\"(\n" +
 	"\x14StartSandboxResponse\x12\x10\n" +
-	"\x03pid\x18\x01 \x01(\rR\x03pid\"\x8c\x01\n" +
+	"\x03pid\x18\x01 \x01(\rR\x03pid\"\xab\x01\n" +
 	"\x16CreateContainerRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04spec\x18\x02 \x01(\fR\x04spec\x12\x19\n" +
 	"\blog_path\x18\x03 \x01(\tR\alogPath\x12\x14\n" +
 	"\x05stdin\x18\x04 \x01(\bR\x05stdin\x12\x1d\n" +
 	"\n" +
-	"stdin_once\x18\x05 \x01(\bR\tstdinOnce\"+\n" +
+	"stdin_once\x18\x05 \x01(\bR\tstdinOnce\x12\x1d\n" +
+	"\n" +
+	"result_cap\x18\x06 \x01(\x03R\tresultCap\"+\n" +
 	"\x17CreateContainerResponse\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\"'\n" +
 	"\x15StartContainerRequest\x12\x0e\n" +
@@ -1669,13 +1699,15 @@ const file_shim_proto_rawDesc = "" +
 	"\x06status\x18\x02 \x01(\x0e2\x15.ketch.shim.v1.StatusR\x06status\x12\x10\n" +
 	"\x03pid\x18\x03 \x01(\rR\x03pid\x12'\n" +
 	"\x04exit\x18\x04 \x01(\v2\x13.ketch.shim.v1.ExitR\x04exit\x12/\n" +
-	"\x14started_at_unix_nano\x18\x05 \x01(\x03R\x11startedAtUnixNano\"\x89\x01\n" +
+	"\x14started_at_unix_nano\x18\x05 \x01(\x03R\x11startedAtUnixNano\"\xcc\x01\n" +
 	"\x04Exit\x12\x1b\n" +
 	"\texit_code\x18\x01 \x01(\x05R\bexitCode\x12\x16\n" +
 	"\x06signal\x18\x02 \x01(\x05R\x06signal\x12-\n" +
 	"\x13exited_at_unix_nano\x18\x03 \x01(\x03R\x10exitedAtUnixNano\x12\x1d\n" +
 	"\n" +
-	"oom_killed\x18\x04 \x01(\bR\toomKilled\"G\n" +
+	"oom_killed\x18\x04 \x01(\bR\toomKilled\x12\x16\n" +
+	"\x06result\x18\x05 \x01(\fR\x06result\x12)\n" +
+	"\x10result_truncated\x18\x06 \x01(\bR\x0fresultTruncated\"G\n" +
 	"\vKillRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06signal\x18\x02 \x01(\rR\x06signal\x12\x10\n" +

@@ -1,0 +1,217 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// workflowImage is test/images' seed step: CMD sh -c /usr/bin/run.sh, where
+// run.sh runs /usr/bin/main (which traps TERM) without exec.
+const workflowImage = registry + "/ketch-test/workflow:1"
+
+// workflowDaemon runs ketchd with short workflow bounds, so the tests need
+// not wait out the defaults.
+func workflowDaemon(t *testing.T) *daemon {
+	d := startKetchd(t, daemonOpts{network: true, extra: "[workflow]\nkill_grace = \"1s\"\nsidecar_grace = \"2s\"\nresult_cap = 65536"})
+	d.mustPull(t, busybox)
+	return d
+}
+
+// TestInitForwardsTERM is the seed's case: `sh -c /usr/bin/run.sh`, where
+// run.sh runs main without exec and main traps TERM to clean up. Without
+// ketch-init the shell is PID 1, ignores TERM and main is killed at the
+// timeout; with it main gets TERM and the container ends at once.
+func TestInitForwardsTERM(t *testing.T) {
+	d := workflowDaemon(t)
+	d.mustPull(t, workflowImage)
+	pod, podCfg, _ := d.podWithLogs(t, "seed")
+	const timeout = 4
+	for _, withInit := range []bool{false, true} {
+		name := map[bool]string{false: "bare", true: "init"}[withInit]
+		t.Run(name, func(t *testing.T) {
+			// The image's own CMD: sh -c /usr/bin/run.sh.
+			cfg := containerConfig(name)
+			cfg.Image.Image = workflowImage
+			if withInit {
+				cfg.Annotations = map[string]string{"ketch.dev/init": "true"}
+			}
+			id := d.createContainer(t, pod, podCfg, cfg)
+			d.startContainer(t, id)
+			log := d.ctrStatus(t, id).LogPath
+			waitLog(t, log, "main started")
+			start := time.Now()
+			if _, err := d.rt.StopContainer(ctxT(t, 30*time.Second), &runtimeapi.StopContainerRequest{ContainerId: id, Timeout: timeout}); err != nil {
+				t.Fatal(err)
+			}
+			took := time.Since(start)
+			st := d.ctrStatus(t, id)
+			gotTERM := strings.Contains(readLog(t, log), "main got TERM")
+			if withInit {
+				if !gotTERM || st.ExitCode != 143 || took > timeout*time.Second/2 {
+					t.Errorf("with ketch-init: main got TERM %v, exit %d after %v; want TERM seen, 143, well before the %ds timeout", gotTERM, st.ExitCode, took, timeout)
+				}
+			} else if gotTERM || st.ExitCode != 137 || took < timeout*time.Second {
+				t.Errorf("without ketch-init: main got TERM %v, exit %d after %v; want the shell to swallow it and a KILL at the timeout", gotTERM, st.ExitCode, took)
+			}
+		})
+	}
+	d.removePod(t, pod)
+	d.checkPodGone(t, pod)
+}
+
+// TestInitReapsAndEndsOrphans: a script leaves 50 background children and
+// exits; under ketch-init none stays a zombie, none outlives it, and the
+// container's exit code is the script's.
+func TestInitReapsAndEndsOrphans(t *testing.T) {
+	d := workflowDaemon(t)
+	pod, podCfg, _ := d.podWithLogs(t, "orphans")
+	cfg := containerConfig("orphans", "sh", "-c", "for i in $(seq 50); do (sleep 30 &); done; sleep 1; exit 7")
+	cfg.Annotations = map[string]string{"ketch.dev/init": "true"}
+	id := d.createContainer(t, pod, podCfg, cfg)
+	d.startContainer(t, id)
+	time.Sleep(500 * time.Millisecond)
+	zombies := 0
+	for _, pid := range processesOf(id) {
+		if st, _ := procState(pid); st == 'Z' {
+			zombies++
+		}
+	}
+	if zombies > 0 {
+		t.Errorf("%d zombies while the script runs", zombies)
+	}
+	if n := len(processesOf(id)); n < 50 {
+		t.Fatalf("%d processes in the container, want the 50 orphans alive", n)
+	}
+	st := d.waitExited(t, id, 10*time.Second)
+	if st.ExitCode != 7 {
+		t.Errorf("exit code %d, want the script's 7", st.ExitCode)
+	}
+	if left := processesOf(id); len(left) > 0 {
+		t.Errorf("%d processes outlived the container's exit", len(left))
+	}
+	d.removePod(t, pod)
+	d.checkPodGone(t, pod)
+}
+
+// TestResultCapture: the container's stdout comes back as its result,
+// byte for byte in verbose status, trimmed of one newline, capped and
+// valid UTF-8 in the status message.
+func TestResultCapture(t *testing.T) {
+	d := workflowDaemon(t)
+	pod, podCfg, _ := d.podWithLogs(t, "results")
+	for _, tc := range []struct {
+		desc      string
+		cmd       string
+		want      []byte
+		message   string
+		truncated bool
+	}{
+		{"with a newline", "echo 42", []byte("42\n"), "42", false},
+		{"without a newline", "printf 42", []byte("42"), "42", false},
+		{"empty", "true", nil, "", false},
+		{"4 KiB and one", "head -c 4097 /dev/zero | tr '\\0' a", bytes.Repeat([]byte("a"), 4097), strings.Repeat("a", 4096), false},
+		{"past the cap", "head -c 100000 /dev/zero | tr '\\0' b", bytes.Repeat([]byte("b"), 65536), strings.Repeat("b", 4096), true},
+		{"binary", "printf 'ok\\377\\000x'", []byte("ok\xff\x00x"), "ok\uFFFD\x00x", false},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			cfg := containerConfig("result-"+strings.ReplaceAll(tc.desc, " ", "-"), "sh", "-c", tc.cmd)
+			cfg.Annotations = map[string]string{"ketch.dev/result": "stdout"}
+			id := d.createContainer(t, pod, podCfg, cfg)
+			d.startContainer(t, id)
+			st := d.waitExited(t, id, 10*time.Second)
+			if st.Message != tc.message {
+				t.Errorf("message %.40q (%d bytes), want %.40q (%d bytes)", st.Message, len(st.Message), tc.message, len(tc.message))
+			}
+			resp, err := d.rt.ContainerStatus(ctxT(t, 10*time.Second), &runtimeapi.ContainerStatusRequest{ContainerId: id, Verbose: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var info struct {
+				Result          []byte `json:"result"`
+				ResultTruncated bool   `json:"resultTruncated"`
+			}
+			if err := json.Unmarshal([]byte(resp.Info["info"]), &info); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(info.Result, tc.want) || info.ResultTruncated != tc.truncated {
+				t.Errorf("result %d bytes (truncated %v), want %d bytes (truncated %v)", len(info.Result), info.ResultTruncated, len(tc.want), tc.truncated)
+			}
+		})
+	}
+	d.removePod(t, pod)
+	d.checkPodGone(t, pod)
+}
+
+// TestSidecarsStopWithMain: once the container the pod names main exits,
+// a sidecar that ignores TERM is gone within the sidecar grace.
+func TestSidecarsStopWithMain(t *testing.T) {
+	d := workflowDaemon(t)
+	cfg := podConfig(t, "step")
+	cfg.LogDirectory = t.TempDir()
+	cfg.Annotations = map[string]string{"ketch.dev/main": "main"}
+	pod := d.runPod(t, cfg)
+	sidecar := d.createContainer(t, pod, cfg, containerConfig("sidecar", "sh", "-c", "trap '' TERM; while true; do sleep 1; done"))
+	d.startContainer(t, sidecar)
+	main := d.createContainer(t, pod, cfg, containerConfig("main", "sh", "-c", "sleep 1; exit 0"))
+	d.startContainer(t, main)
+	d.waitExited(t, main, 10*time.Second)
+	start := time.Now()
+	st := d.waitExited(t, sidecar, 10*time.Second)
+	if took := time.Since(start); took > 2*time.Second+2*time.Second || st.ExitCode != 137 {
+		t.Errorf("the sidecar exited %d after %v; want KILLed (137) within its 2 s grace", st.ExitCode, took)
+	}
+	d.removePod(t, pod)
+	d.checkPodGone(t, pod)
+}
+
+// waitLog waits until the log file at path holds want.
+func waitLog(t *testing.T, path, want string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if b, _ := os.ReadFile(path); strings.Contains(string(b), want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never showed %q", path, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestWorkflowBadInput: an unknown annotation value is refused naming the
+// annotation; a program that is not there under ketch-init exits 127 with
+// a message naming it.
+func TestWorkflowBadInput(t *testing.T) {
+	d := workflowDaemon(t)
+	pod, podCfg, _ := d.podWithLogs(t, "wf-bad")
+	for key, val := range map[string]string{"ketch.dev/init": "yes", "ketch.dev/result": "stderr"} {
+		cfg := containerConfig("bad", "true")
+		cfg.Annotations = map[string]string{key: val}
+		_, err := d.rt.CreateContainer(ctxT(t, 10*time.Second), &runtimeapi.CreateContainerRequest{PodSandboxId: pod, Config: cfg, SandboxConfig: podCfg})
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), key) {
+			t.Errorf("%s=%q: %v, want InvalidArgument naming it", key, val, err)
+		}
+	}
+	d.checkNoContainerLeft(t)
+	cfg := containerConfig("missing", "/no/such/entrypoint")
+	cfg.Annotations = map[string]string{"ketch.dev/init": "true"}
+	id := d.createContainer(t, pod, podCfg, cfg)
+	d.startContainer(t, id)
+	st := d.waitExited(t, id, 10*time.Second)
+	if st.ExitCode != 127 || !strings.Contains(readLog(t, st.LogPath), "/no/such/entrypoint") {
+		t.Errorf("exit %d, log %q: want 127 and the missing program named", st.ExitCode, readLog(t, st.LogPath))
+	}
+	d.removePod(t, pod)
+	d.checkPodGone(t, pod)
+}
