@@ -75,7 +75,8 @@ bench: build
 	test/setup.sh
 	$(BENCH) 'Image' -benchmem -benchtime 10x
 	$(BENCH) 'PodSandbox$$|Container$$|ExecSync' -benchtime 50x
-	$(BENCH) 'PodMemory' -benchtime 1x
+	$(BENCH) 'PodMemory|InitMemory' -benchtime 1x
+	$(BENCH) 'WorkflowStop' -benchtime 10x
 	test/critest-bench.sh
 
 clean:

@@ -303,3 +303,107 @@ func BenchmarkExecSync(b *testing.B) {
 	reportPercentiles(b, "ExecSync", took)
 	d.removePod(b, pod)
 }
+
+// BenchmarkWorkflowStop is the time from StopContainer to the exit of the
+// seed's step (a shell that runs a TERM-trapping main without exec), with
+// ketch-init as PID 1 and with the bare shell, which swallows TERM and is
+// KILLed at the timeout (1 s here).
+func BenchmarkWorkflowStop(b *testing.B) {
+	d := startKetchd(b, daemonOpts{network: true})
+	d.mustPull(b, workflowImage)
+	cfg := podConfig(b, "bench-wf")
+	cfg.LogDirectory = b.TempDir()
+	pod := d.runPod(b, cfg)
+	for _, withInit := range []bool{true, false} {
+		b.Run(map[bool]string{true: "init", false: "bare"}[withInit], func(b *testing.B) {
+			var took []time.Duration
+			i := 0
+			for b.Loop() {
+				b.StopTimer()
+				ccfg := containerConfig(fmt.Sprintf("wf-%v-%d", withInit, i))
+				ccfg.Image.Image = workflowImage
+				if withInit {
+					ccfg.Annotations = map[string]string{"ketch.dev/init": "true"}
+				}
+				id := d.createContainer(b, pod, cfg, ccfg)
+				d.startContainer(b, id)
+				waitLogTB(b, filepath.Join(cfg.LogDirectory, ccfg.LogPath), "main started")
+				b.StartTimer()
+				t0 := time.Now()
+				if _, err := d.rt.StopContainer(ctxT(b, 30*time.Second), &runtimeapi.StopContainerRequest{ContainerId: id, Timeout: 1}); err != nil {
+					b.Fatal(err)
+				}
+				took = append(took, time.Since(t0))
+				b.StopTimer()
+				if _, err := d.rt.RemoveContainer(ctxT(b, 30*time.Second), &runtimeapi.RemoveContainerRequest{ContainerId: id}); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+				i++
+			}
+			reportPercentiles(b, "StopToExit", took)
+		})
+	}
+	d.removePod(b, pod)
+}
+
+// BenchmarkInitMemory reports what ketch-init costs a container as its
+// PID 1: its RSS and PSS with 20 such containers running.
+func BenchmarkInitMemory(b *testing.B) {
+	const n = 20
+	d := startKetchd(b, daemonOpts{network: true})
+	d.mustPull(b, busybox)
+	cfg := podConfig(b, "bench-initmem")
+	cfg.LogDirectory = b.TempDir()
+	pod := d.runPod(b, cfg)
+	for b.Loop() {
+		var pids []int
+		for i := range n {
+			ccfg := containerConfig(fmt.Sprintf("m%d", i), "sleep", "3600")
+			ccfg.Annotations = map[string]string{"ketch.dev/init": "true"}
+			id := d.createContainer(b, pod, cfg, ccfg)
+			d.startContainer(b, id)
+			pids = append(pids, d.ctrPID(b, id))
+		}
+		time.Sleep(time.Second)
+		var rss, pss float64
+		for _, pid := range pids {
+			r, p := memoryOf(b, pid)
+			rss, pss = rss+r, pss+p
+		}
+		b.ReportMetric(rss/n, "init-RSS-MiB/container")
+		b.ReportMetric(pss/n, "init-PSS-MiB/container")
+	}
+	d.removePod(b, pod)
+}
+
+func waitLogTB(tb testing.TB, path, want string) {
+	tb.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if b, _ := os.ReadFile(path); strings.Contains(string(b), want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("%s never showed %q", path, want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// ctrPID is the host PID of a running container's init, from the verbose
+// status.
+func (d *daemon) ctrPID(tb testing.TB, id string) int {
+	tb.Helper()
+	resp, err := d.rt.ContainerStatus(ctxT(tb, 10*time.Second), &runtimeapi.ContainerStatusRequest{ContainerId: id, Verbose: true})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var v struct {
+		PID int `json:"pid"`
+	}
+	if err := json.Unmarshal([]byte(resp.Info["info"]), &v); err != nil || v.PID <= 0 {
+		tb.Fatalf("container %s: pid %d, %v", id, v.PID, err)
+	}
+	return v.PID
+}

@@ -5,7 +5,9 @@ package e2e
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -105,11 +107,16 @@ func TestInitReapsAndEndsOrphans(t *testing.T) {
 
 // TestResultCapture: the container's stdout comes back as its result,
 // byte for byte in verbose status, trimmed of one newline, capped and
-// valid UTF-8 in the status message.
+// valid UTF-8 in the status message, every time: `make test` runs 1,000
+// containers (KETCH_RESULT_RUNS changes it), cycling through the payloads.
 func TestResultCapture(t *testing.T) {
+	runs := 1000
+	if n, err := strconv.Atoi(os.Getenv("KETCH_RESULT_RUNS")); err == nil && n > 0 {
+		runs = n
+	}
 	d := workflowDaemon(t)
 	pod, podCfg, _ := d.podWithLogs(t, "results")
-	for _, tc := range []struct {
+	cases := []struct {
 		desc      string
 		cmd       string
 		want      []byte
@@ -120,34 +127,42 @@ func TestResultCapture(t *testing.T) {
 		{"without a newline", "printf 42", []byte("42"), "42", false},
 		{"empty", "true", nil, "", false},
 		{"4 KiB and one", "head -c 4097 /dev/zero | tr '\\0' a", bytes.Repeat([]byte("a"), 4097), strings.Repeat("a", 4096), false},
-		{"past the cap", "head -c 100000 /dev/zero | tr '\\0' b", bytes.Repeat([]byte("b"), 65536), strings.Repeat("b", 4096), true},
+		{"1 MiB, past the cap", "head -c 1048576 /dev/zero | tr '\\0' b", bytes.Repeat([]byte("b"), 65536), strings.Repeat("b", 4096), true},
 		{"binary", "printf 'ok\\377\\000x'", []byte("ok\xff\x00x"), "ok\uFFFD\x00x", false},
-	} {
-		t.Run(tc.desc, func(t *testing.T) {
-			cfg := containerConfig("result-"+strings.ReplaceAll(tc.desc, " ", "-"), "sh", "-c", tc.cmd)
-			cfg.Annotations = map[string]string{"ketch.dev/result": "stdout"}
-			id := d.createContainer(t, pod, podCfg, cfg)
-			d.startContainer(t, id)
-			st := d.waitExited(t, id, 10*time.Second)
-			if st.Message != tc.message {
-				t.Errorf("message %.40q (%d bytes), want %.40q (%d bytes)", st.Message, len(st.Message), tc.message, len(tc.message))
-			}
-			resp, err := d.rt.ContainerStatus(ctxT(t, 10*time.Second), &runtimeapi.ContainerStatusRequest{ContainerId: id, Verbose: true})
-			if err != nil {
-				t.Fatal(err)
-			}
-			var info struct {
-				Result          []byte `json:"result"`
-				ResultTruncated bool   `json:"resultTruncated"`
-			}
-			if err := json.Unmarshal([]byte(resp.Info["info"]), &info); err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(info.Result, tc.want) || info.ResultTruncated != tc.truncated {
-				t.Errorf("result %d bytes (truncated %v), want %d bytes (truncated %v)", len(info.Result), info.ResultTruncated, len(tc.want), tc.truncated)
-			}
-		})
 	}
+	bad := map[string]int{}
+	for i := range runs {
+		tc := cases[i%len(cases)]
+		cfg := containerConfig(fmt.Sprintf("result-%d", i), "sh", "-c", tc.cmd)
+		cfg.Annotations = map[string]string{"ketch.dev/result": "stdout"}
+		id := d.createContainer(t, pod, podCfg, cfg)
+		d.startContainer(t, id)
+		st := d.waitExited(t, id, 10*time.Second)
+		resp, err := d.rt.ContainerStatus(ctxT(t, 10*time.Second), &runtimeapi.ContainerStatusRequest{ContainerId: id, Verbose: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var info struct {
+			Result          []byte `json:"result"`
+			ResultTruncated bool   `json:"resultTruncated"`
+		}
+		if err := json.Unmarshal([]byte(resp.Info["info"]), &info); err != nil {
+			t.Fatal(err)
+		}
+		if st.Message != tc.message || !bytes.Equal(info.Result, tc.want) || info.ResultTruncated != tc.truncated {
+			if bad[tc.desc]++; bad[tc.desc] == 1 {
+				t.Errorf("%s: message %.30q (%d bytes), result %d bytes (truncated %v); want %.30q (%d), %d bytes (truncated %v)",
+					tc.desc, st.Message, len(st.Message), len(info.Result), info.ResultTruncated, tc.message, len(tc.message), len(tc.want), tc.truncated)
+			}
+		}
+		if _, err := d.rt.RemoveContainer(ctxT(t, 10*time.Second), &runtimeapi.RemoveContainerRequest{ContainerId: id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for desc, n := range bad {
+		t.Errorf("%s: %d of %d runs had a wrong result", desc, n, (runs+len(cases)-1)/len(cases))
+	}
+	t.Logf("%d containers, %d wrong results", runs, len(bad))
 	d.removePod(t, pod)
 	d.checkPodGone(t, pod)
 }
