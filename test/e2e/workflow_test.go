@@ -227,6 +227,27 @@ func TestWorkflowBadInput(t *testing.T) {
 	if st.ExitCode != 127 || !strings.Contains(readLog(t, st.LogPath), "/no/such/entrypoint") {
 		t.Errorf("exit %d, log %q: want 127 and the missing program named", st.ExitCode, readLog(t, st.LogPath))
 	}
+	// A result survives its container's OOM kill, up to the kill; one that
+	// closes stdout early has what it wrote before.
+	for _, tc := range []struct {
+		desc, cmd      string
+		limit          int64
+		reason, result string
+	}{
+		{"OOM kill while writing", "echo partial; tail /dev/zero", 16 << 20, "OOMKilled", "partial"},
+		{"stdout closed early", "echo early; exec 1>&-; sleep 0.2; echo late >&2", 0, "Completed", "early"},
+	} {
+		cfg := containerConfig(strings.ReplaceAll(tc.desc, " ", "-"), "sh", "-c", tc.cmd)
+		cfg.Annotations = map[string]string{"ketch.dev/result": "stdout"}
+		if tc.limit > 0 {
+			cfg.Linux.Resources = &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: tc.limit}
+		}
+		id := d.createContainer(t, pod, podCfg, cfg)
+		d.startContainer(t, id)
+		if st := d.waitExited(t, id, 30*time.Second); st.Reason != tc.reason || st.Message != tc.result {
+			t.Errorf("%s: reason %q, message %q; want %q, %q", tc.desc, st.Reason, st.Message, tc.reason, tc.result)
+		}
+	}
 	d.removePod(t, pod)
 	d.checkPodGone(t, pod)
 }
