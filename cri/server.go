@@ -8,6 +8,7 @@ package cri
 import (
 	"context"
 	"io"
+	"log/slog"
 	"net/http"
 	"sync"
 	"syscall"
@@ -72,6 +73,8 @@ type Sandboxes interface {
 	Stats(ctx context.Context, s sandbox.Spec) (sandbox.Stats, error)
 	// PortForward connects stream to a TCP port inside the pod.
 	PortForward(ctx context.Context, s sandbox.Spec, port int32, stream io.ReadWriteCloser) error
+	// Collect removes what belongs to no pod known reports.
+	Collect(ctx context.Context, known func(id string) bool) error
 }
 
 // Containers is what the container RPCs need of sandbox.Manager: the
@@ -79,8 +82,10 @@ type Sandboxes interface {
 type Containers interface {
 	// Paths are the pod's files and netns a container spec refers to.
 	Paths(s sandbox.Spec) sandbox.PodPaths
-	// ContainerRootfs is where container id's rootfs is mounted.
+	// ContainerRootfs is where container id's rootfs is mounted;
+	// ContainerDirs lists the IDs that have one.
 	ContainerRootfs(id string) string
+	ContainerDirs() ([]string, error)
 	CreateContainer(ctx context.Context, podID, id string, spec *specs.Spec, o shim.ContainerOptions) error
 	StartContainer(ctx context.Context, podID, id string) (time.Time, error)
 	SignalContainer(ctx context.Context, podID, id string, sig syscall.Signal, all bool) error
@@ -164,6 +169,14 @@ type Server struct {
 func New(cfg Config, images ImageStore, network NetworkChecker, st *store.Store, sb Sandboxes, ctrs Containers) (*Server, error) {
 	bg, stop := context.WithCancel(context.Background())
 	s := &Server{cfg: cfg, images: images, network: network, store: st, sandboxes: sb, containers: ctrs, bg: bg, stop: stop}
+	cctx, cancel := context.WithTimeout(bg, collectTimeout)
+	err := s.collect(cctx)
+	cancel()
+	if err != nil {
+		// Logged, not fatal: what could not be removed now is found again
+		// at the next start, and the node's pods must be served meanwhile.
+		slog.Error("clean-up of what a crash left", "err", err)
+	}
 	if err := s.watchReadySandboxes(); err != nil {
 		stop()
 		return nil, err
@@ -178,6 +191,9 @@ func New(cfg Config, images ImageStore, network NetworkChecker, st *store.Store,
 	}
 	return s, nil
 }
+
+// collectTimeout bounds the start-up clean-up (collect).
+const collectTimeout = 2 * time.Minute
 
 // Close stops the server's watchers and streaming sessions; pods keep
 // running.

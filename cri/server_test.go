@@ -48,6 +48,9 @@ func newTestDeps(t *testing.T, cfg Config) *testDeps {
 	}
 	d := &testDeps{images: NewMockImageStore(ctrl), network: NewMockNetworkChecker(ctrl), sandboxes: NewMockSandboxes(ctrl),
 		containers: NewMockContainers(ctrl), store: st}
+	// A fresh store holds nothing a crash could have left.
+	d.sandboxes.EXPECT().Collect(gomock.Any(), gomock.Any()).Return(nil).AnyTimes()
+	d.containers.EXPECT().ContainerDirs().Return(nil, nil).AnyTimes()
 	d.srv, err = New(cfg, d.images, d.network, st, d.sandboxes, d.containers)
 	if err != nil {
 		t.Fatal(err)

@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/netip"
@@ -18,6 +19,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"ketch.dev/ketch/sandbox/netns"
 )
 
 // TestPodLifecycle runs a pod with everything a kubelet pod config carries
@@ -607,4 +610,87 @@ func TestPodsSurviveRestart(t *testing.T) {
 		d.checkPodGone(t, id)
 	}
 	checkBridgeEmpty(t)
+}
+
+// TestRestartCollectsLeftovers: what a crash left that no record holds (a
+// pod directory, a netns pin, a container rootfs directory) is removed
+// when ketchd starts; a live pod is not touched.
+func TestRestartCollectsLeftovers(t *testing.T) {
+	d := startKetchd(t, daemonOpts{network: true})
+	live := d.runPod(t, podConfig(t, "survivor"))
+	pid := d.podPID(t, live)
+	d.stop(t)
+	stray := strings.Repeat("d", 64)
+	if err := os.MkdirAll(filepath.Join(d.state, "pods", stray), 0o711); err != nil {
+		t.Fatal(err)
+	}
+	pin, err := netns.Create(filepath.Join(d.state, "netns"), strings.Repeat("e", 64))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = netns.Remove(pin) })
+	if err := os.MkdirAll(filepath.Join(d.state, "containers", strings.Repeat("f", 64)), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	d = restart(t, d)
+	for _, p := range []string{filepath.Join(d.state, "pods", stray), pin, filepath.Join(d.state, "containers", strings.Repeat("f", 64))} {
+		if _, err := os.Stat(p); err == nil {
+			t.Errorf("%s survived the restart", p)
+		}
+	}
+	if st, _ := d.podStatus(t, live); st.State != runtimeapi.PodSandboxState_SANDBOX_READY || !alive(pid) {
+		t.Errorf("the live pod is %v (PID 1 alive: %v) after the clean-up", st.State, alive(pid))
+	}
+	d.removePod(t, live)
+	d.checkPodGone(t, live)
+}
+
+// TestCrashMidCreate: ketchd is killed (-9) while RunPodSandbox waits on a
+// CNI plugin; the next ketchd removes the half-made pod (its record,
+// shim, netns, IP) and its name can be used again: no "name is reserved"
+// for ever.
+func TestCrashMidCreate(t *testing.T) {
+	bin := t.TempDir()
+	hang := filepath.Join(bin, "ketch-e2e-hang")
+	script := "#!/bin/sh\ncase \"$CNI_COMMAND\" in\nVERSION) echo '{\"cniVersion\":\"1.0.0\",\"supportedVersions\":[\"1.0.0\"]}' ;;\nADD) cat >/dev/null; exec sleep 300 ;;\n*) cat >/dev/null ;;\nesac\n"
+	if err := os.WriteFile(hang, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	d := startKetchd(t, daemonOpts{network: true, extra: fmt.Sprintf("cni_bin_dirs = [%q, \"/usr/lib/cni\"]", bin)})
+	netd := filepath.Join(d.dir, "net.d", "10-e2e.conflist")
+	good := readFile(t, netd)
+	bad := strings.Replace(good, `{"type": "loopback"}`, `{"type": "loopback"}, {"type": "ketch-e2e-hang"}`, 1)
+	if err := os.WriteFile(netd, []byte(bad), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		_, _ = d.rt.RunPodSandbox(context.Background(), &runtimeapi.RunPodSandboxRequest{Config: podConfig(t, "crash")})
+	}()
+	// Wait until the plugin hangs: the pod is half made.
+	deadline := time.Now().Add(10 * time.Second)
+	for len(processesOf(hang)) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the hanging plugin never ran")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := d.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = d.cmd.Wait()
+	d.stopped = true
+	for _, pid := range processesOf(hang) { // ours, orphaned by the kill
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	if err := os.WriteFile(netd, []byte(good), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d = restart(t, d)
+	if got := d.pods(t, nil); len(got) != 0 {
+		t.Errorf("the half-made pod is listed after the restart: %v", got)
+	}
+	d.checkNothingLeft(t)
+	id := d.runPod(t, podConfig(t, "crash")) // the name is free
+	d.removePod(t, id)
+	d.checkNothingLeft(t)
 }

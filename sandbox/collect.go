@@ -1,0 +1,70 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"ketch.dev/ketch/oci/shim"
+	"ketch.dev/ketch/sandbox/netns"
+)
+
+// Collect removes what belongs to no pod the caller knows (known is asked
+// with each pod ID found): pod directories a crash left in the middle of a
+// create or remove, with their shim, processes, cgroups, network and
+// mounts, and netns pins without a pod. Each removal is logged; a pod the
+// caller knows is never touched.
+func (m *Manager) Collect(ctx context.Context, known func(id string) bool) error {
+	var errs []error
+	pods, err := os.ReadDir(filepath.Join(m.o.StateDir, "pods"))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("collect pods: %w", err)
+	}
+	for _, e := range pods {
+		id := e.Name()
+		if known(id) || !shim.ValidID(id) {
+			continue
+		}
+		slog.Warn("removing a pod no record holds (left by a crash)", "pod", id)
+		// Without a shim, only what libcontainer recorded finds the pod's
+		// containers' processes and cgroups.
+		ctrs, _ := os.ReadDir(filepath.Join(m.podDir(id), "libcontainer"))
+		for _, c := range ctrs {
+			if c.Name() != id {
+				errs = append(errs, shim.Destroy(ctx, m.podDir(id), c.Name()))
+			}
+		}
+		errs = append(errs, m.Remove(ctx, Spec{ID: id}))
+	}
+	pins, err := os.ReadDir(m.netnsDir())
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return errors.Join(append(errs, fmt.Errorf("collect netns pins: %w", err))...)
+	}
+	for _, e := range pins {
+		id := strings.TrimSuffix(e.Name(), ".teardown")
+		if known(id) && id == e.Name() {
+			continue
+		}
+		slog.Warn("removing a netns pin no pod holds", "netns", e.Name())
+		errs = append(errs, netns.Remove(filepath.Join(m.netnsDir(), e.Name())))
+	}
+	return errors.Join(errs...)
+}
+
+// ContainerDirs lists the container rootfs directories in the state
+// directory, by container ID, for the caller to match against its records.
+func (m *Manager) ContainerDirs() ([]string, error) {
+	ents, err := os.ReadDir(filepath.Join(m.o.StateDir, "containers"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	var ids []string
+	for _, e := range ents {
+		ids = append(ids, e.Name())
+	}
+	return ids, err
+}
