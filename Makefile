@@ -77,6 +77,7 @@ bench: build
 	$(BENCH) 'PodSandbox$$|Container$$|ExecSync' -benchtime 50x
 	$(BENCH) 'PodMemory|InitMemory' -benchtime 1x
 	$(BENCH) 'WorkflowStop' -benchtime 10x
+	$(BENCH) 'Restart' -benchtime 3x
 	test/critest-bench.sh
 
 clean:

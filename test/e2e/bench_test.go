@@ -407,3 +407,38 @@ func (d *daemon) ctrPID(tb testing.TB, id string) int {
 	}
 	return v.PID
 }
+
+// BenchmarkRestart is ketchd's restart under 110 running pods (kubelet's
+// default pod limit): from exec to a served Version call, and the first
+// ListPodSandbox and ListContainers after it.
+func BenchmarkRestart(b *testing.B) {
+	const pods = 110
+	d := startKetchd(b, daemonOpts{network: true})
+	for i := range pods {
+		d.runPod(b, podConfig(b, fmt.Sprintf("r%d", i)))
+	}
+	for b.Loop() {
+		d.stop(b)
+		t0 := time.Now()
+		d = restart(b, d)
+		for {
+			if _, err := d.rt.Version(ctxT(b, time.Second), &runtimeapi.VersionRequest{}); err == nil {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+		serving := time.Since(t0)
+		t1 := time.Now()
+		if got := len(d.pods(b, nil)); got != pods {
+			b.Fatalf("%d pods listed after the restart, want %d", got, pods)
+		}
+		list := time.Since(t1)
+		t2 := time.Now()
+		if _, err := d.rt.ListContainers(ctxT(b, 10*time.Second), &runtimeapi.ListContainersRequest{}); err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(float64(serving.Microseconds())/1000, "restart-to-serving-ms")
+		b.ReportMetric(float64(list.Microseconds())/1000, "first-ListPodSandbox-ms")
+		b.ReportMetric(float64(time.Since(t2).Microseconds())/1000, "first-ListContainers-ms")
+	}
+}
