@@ -652,7 +652,11 @@ func TestRestartCollectsLeftovers(t *testing.T) {
 func TestCrashMidCreate(t *testing.T) {
 	bin := t.TempDir()
 	hang := filepath.Join(bin, "ketch-e2e-hang")
-	script := "#!/bin/sh\ncase \"$CNI_COMMAND\" in\nVERSION) echo '{\"cniVersion\":\"1.0.0\",\"supportedVersions\":[\"1.0.0\"]}' ;;\nADD) cat >/dev/null; exec sleep 300 ;;\n*) cat >/dev/null ;;\nesac\n"
+	// The plugin runs as the leader of its own process group (ketch's
+	// plugin runner sees to it) and writes its PID when ADD starts.
+	started := filepath.Join(bin, "started")
+	script := "#!/bin/sh\ncase \"$CNI_COMMAND\" in\nVERSION) echo '{\"cniVersion\":\"1.0.0\",\"supportedVersions\":[\"1.0.0\"]}' ;;\nADD) cat >/dev/null; echo $$ > " +
+		started + "; sleep 300 ;;\n*) cat >/dev/null ;;\nesac\n"
 	if err := os.WriteFile(hang, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -667,8 +671,12 @@ func TestCrashMidCreate(t *testing.T) {
 		_, _ = d.rt.RunPodSandbox(context.Background(), &runtimeapi.RunPodSandboxRequest{Config: podConfig(t, "crash")})
 	}()
 	// Wait until the plugin hangs: the pod is half made.
+	var plugin int
 	deadline := time.Now().Add(10 * time.Second)
-	for len(processesOf(hang)) == 0 {
+	for plugin == 0 {
+		if b, err := os.ReadFile(started); err == nil {
+			plugin, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+		}
 		if time.Now().After(deadline) {
 			t.Fatal("the hanging plugin never ran")
 		}
@@ -679,9 +687,8 @@ func TestCrashMidCreate(t *testing.T) {
 	}
 	_ = d.cmd.Wait()
 	d.stopped = true
-	for _, pid := range processesOf(hang) { // ours, orphaned by the kill
-		_ = syscall.Kill(pid, syscall.SIGKILL)
-	}
+	// The plugin's group is ours, orphaned by the kill.
+	_ = syscall.Kill(-plugin, syscall.SIGKILL)
 	if err := os.WriteFile(netd, []byte(good), 0o644); err != nil {
 		t.Fatal(err)
 	}
