@@ -17,6 +17,14 @@ stop() {
     for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   fi
   rm -f "$pidfile"
+  # ketchd makes its netns directory a shared mount (as `ip netns` does /run/netns);
+  # with no pod's netns pinned in it, nothing needs it any more.
+  if [ -d /run/ketch/netns ] && [ -z "$(ls -A /run/ketch/netns)" ]; then
+    umount /run/ketch/netns 2>/dev/null || true
+  fi
+  # Likewise the default cgroup parent of pods that named none, once empty
+  # (rmdir refuses a cgroup that still has children).
+  rmdir /sys/fs/cgroup/*/ketch /sys/fs/cgroup/ketch 2>/dev/null || true
 }
 
 start() {

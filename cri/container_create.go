@@ -157,6 +157,9 @@ func (s *Server) containerSpec(sb store.Sandbox, podCfg *runtimeapi.PodSandboxCo
 		CgroupDriver: s.cfg.ShimCgroupDriver,
 		CgroupParent: podCfg.GetLinux().GetCgroupParent(),
 	}
+	if in.CgroupParent == "" && in.CgroupDriver != oci.CgroupDriverSystemd {
+		in.CgroupParent = s.cfg.DefaultCgroupParent // beside the pod's own cgroup
+	}
 	paths := s.containers.Paths(podSpec(sb.ID, podCfg))
 	in.NetNSPath, in.HostsPath, in.ResolvConfPath, in.HostnamePath, in.ShmPath =
 		paths.NetNS, paths.Hosts, paths.ResolvConf, paths.Hostname, paths.Shm

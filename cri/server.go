@@ -124,7 +124,10 @@ type Config struct {
 	// StreamAddress is where exec, attach and port-forward sessions are
 	// served ("127.0.0.1:0": loopback, any free port).
 	StreamAddress string
-	Workflow      WorkflowConfig
+	// DefaultCgroupParent is where the cgroups of a pod that names no
+	// parent go (cgroupfs), its containers' as well as its own.
+	DefaultCgroupParent string
+	Workflow            WorkflowConfig
 }
 
 // WorkflowConfig is the node's `[workflow]` settings.

@@ -183,7 +183,7 @@ func (m *Manager) startInit(ctx context.Context, s Spec, f podFiles, shmPath, ne
 	m.mu.Unlock()
 	parent := s.CgroupParent
 	if parent == "" && m.o.CgroupDriver != shim.DriverSystemd {
-		parent = DefaultCgroupParent
+		parent = m.o.CgroupParent
 	}
 	hostname := s.Hostname
 	if s.HostNetwork {

@@ -40,7 +40,7 @@ type Spec struct {
 	DNS          *DNS // nil: the node's resolv.conf
 	PortMappings []cni.PortMapping
 	// CgroupParent is where the pod's cgroups go: a path for cgroupfs, a
-	// slice for systemd. Empty is DefaultCgroupParent (cgroupfs) or
+	// slice for systemd. Empty is Options.CgroupParent (cgroupfs) or
 	// system.slice (systemd).
 	CgroupParent string
 	Sysctls      map[string]string
@@ -68,10 +68,6 @@ type Pod struct {
 	IPs       []netip.Addr // the pod's IPs, IPv4 first; none with the node's network
 }
 
-// DefaultCgroupParent holds the cgroups of pods that name no parent, so
-// that ketch's cgroups never litter the root of a hierarchy.
-const DefaultCgroupParent = "/ketch"
-
 // sandboxOOMScoreAdj is what kubelet's pod infra container gets: the pod's
 // PID 1 must be the last thing the OOM killer takes (the shim clamps it to
 // what this host allows).
@@ -94,6 +90,10 @@ type Options struct {
 	InitBinary string
 	// CgroupDriver is shim.DriverCgroupfs or shim.DriverSystemd.
 	CgroupDriver string
+	// CgroupParent holds the cgroups of pods that name no parent
+	// (cgroupfs), so that ketch's cgroups never litter the root of a
+	// hierarchy.
+	CgroupParent string
 	// ShmSize is the size of each pod's /dev/shm in bytes.
 	ShmSize int64
 	Network Network

@@ -25,6 +25,8 @@ done
 work=$(mktemp -d /tmp/kc.XXXXXX)
 pid=""
 bridge=ketchcri0
+# critest's pods name no cgroup parent: they get this run's own, removed at the end.
+cgparent=/ketch-critest-$$
 # The CNI bridge plugin turns ip_forward on: keep the pods' traffic on their bridge.
 guard=(-m comment --comment "ketch critest guard" -j DROP)
 forward=$(cat /proc/sys/net/ipv4/ip_forward)
@@ -37,6 +39,9 @@ cleanup() {
   iptables -w -D FORWARD -i $bridge ! -o $bridge "${guard[@]}" || true
   iptables -w -D FORWARD -o $bridge ! -i $bridge "${guard[@]}" || true
   ip link del $bridge 2>/dev/null || true
+  for d in /sys/fs/cgroup/*/"${cgparent#/}" /sys/fs/cgroup/"${cgparent#/}"; do
+    [[ -d $d ]] && rmdir "$d" 2>/dev/null || true
+  done
   echo "$forward" >/proc/sys/net/ipv4/ip_forward
   # Only this run's own state; a mount left inside it is a ketch bug, but must not stay.
   grep -o " $work[^ ]*" /proc/self/mounts | sort -r | xargs -r -n1 umount -l || true
@@ -52,6 +57,8 @@ state = "$work/state"
 registry_config_path = "$CACHE/certs.d"
 [network]
 cni_conf_dir = "$work/net.d"
+[sandbox]
+cgroup_parent = "$cgparent"
 CFG
 # A node has a CNI network config; "runtime conditions" expects NetworkReady. The
 # pods get a bridge and subnet of their own, no masquerade, IPAM state in $work.
@@ -78,7 +85,8 @@ set -e
 echo "critest totals (focus: $FOCUS; ${#SKIP_SPECS[@]} specs skipped by name):"
 grep -E '^Ran [0-9]+ of [0-9]+ Specs|Passed \| [0-9]+ Failed' "$work/critest.log" || true
 # Every spec removes its pods: whatever is left is a leak of ketch's.
-left=$(ls "$work/state/pods" 2>/dev/null; ls "$work/state/netns" 2>/dev/null)
+left=$(ls "$work/state/pods" 2>/dev/null; ls "$work/state/netns" 2>/dev/null
+  find /sys/fs/cgroup/*/"${cgparent#/}" -mindepth 1 -type d 2>/dev/null)
 if [[ -n $left ]]; then
   echo "critest: pods left behind after the run: $left" >&2
   rc=1

@@ -71,6 +71,9 @@ type SandboxConfig struct {
 	InitBinary string `toml:"init_binary"`
 	// ShmSize is the size of each pod's /dev/shm in bytes.
 	ShmSize int64 `toml:"shm_size"`
+	// CgroupParent holds the cgroups of pods that name no cgroup parent
+	// (cgroupfs driver; kubelet always names one).
+	CgroupParent string `toml:"cgroup_parent"`
 }
 
 type ImageConfig struct {
@@ -101,7 +104,7 @@ func defaultConfig() Config {
 			CNIConfDir: "/etc/cni/net.d",
 			CNIBinDirs: []string{"/usr/lib/cni", "/opt/cni/bin"},
 		},
-		Sandbox: SandboxConfig{ShmSize: 64 << 20},
+		Sandbox: SandboxConfig{ShmSize: 64 << 20, CgroupParent: "/ketch"},
 		Workflow: WorkflowConfig{
 			Init:         "annotated",
 			KillGrace:    Duration{2 * time.Second},

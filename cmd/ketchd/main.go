@@ -108,6 +108,7 @@ func run() error {
 		ShimBinary:   besideSelf(cfg.Sandbox.ShimBinary, "ketch-shim"),
 		InitBinary:   besideSelf(cfg.Sandbox.InitBinary, "ketch-init"),
 		CgroupDriver: shimDriver,
+		CgroupParent: cfg.Sandbox.CgroupParent,
 		ShmSize:      cfg.Sandbox.ShmSize,
 		Network:      cni.NewManager(network),
 	})
@@ -118,7 +119,7 @@ func run() error {
 
 	srv, err := cri.New(cri.Config{Version: version, CgroupDriver: driver, RuntimeHandlers: cfg.RuntimeHandlers,
 		ShimCgroupDriver: shimDriver, ImageRoot: filepath.Join(cfg.Root, "image"), RootDir: cfg.Root, StateDir: cfg.State,
-		StreamAddress: cfg.StreamAddress,
+		StreamAddress: cfg.StreamAddress, DefaultCgroupParent: cfg.Sandbox.CgroupParent,
 		// Pods may have a user namespace of their own (hostUsers: false);
 		// their rootfs needs idmapped overlayfs lower layers (Linux 5.19+).
 		UserNamespaces: true,

@@ -81,7 +81,9 @@ max_concurrent_downloads = %d
 [network]
 cni_conf_dir = %q
 %s
-`, d.socket, d.root, state, o.hostsDir, o.maxDownloads, netd, o.extra)
+[sandbox]
+cgroup_parent = %q
+`, d.socket, d.root, state, o.hostsDir, o.maxDownloads, netd, o.extra, cgroupParent)
 	d.dir = dir
 	d.cfgPath = filepath.Join(dir, "config.toml")
 	if err := os.WriteFile(d.cfgPath, []byte(cfg), 0o600); err != nil {
