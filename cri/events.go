@@ -43,6 +43,14 @@ func (e *events) subscribe() (<-chan *runtimeapi.ContainerEventResponse, func())
 	}
 }
 
+// listening reports whether any stream is open, so an event nobody would
+// see costs no status lookups.
+func (e *events) listening() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.subs) > 0
+}
+
 func (e *events) publish(ev *runtimeapi.ContainerEventResponse) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -81,6 +89,9 @@ func (s *Server) GetContainerEvents(req *runtimeapi.GetEventsRequest, stream grp
 // emit publishes an event about container id (the pod's own ID for pod
 // events) of pod podID, with the statuses as they are now in the store.
 func (s *Server) emit(podID, id string, kind runtimeapi.ContainerEventType) {
+	if !s.events.listening() {
+		return
+	}
 	ev := &runtimeapi.ContainerEventResponse{ContainerId: id, ContainerEventType: kind, CreatedAt: time.Now().UnixNano()}
 	ctx := context.Background()
 	if st, err := s.storedPodStatus(podID); err == nil {

@@ -1,7 +1,6 @@
 package shim
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -39,10 +38,12 @@ func (s *Service) ExecSync(ctx context.Context, id string, args []string, timeou
 	}
 	proc := c.execProcess(args, false)
 
-	var stdout, stderr cappedBuffer
+	// Capped, so a chatty command cannot exhaust the shim; what goes past
+	// the cap is read and dropped, so the command never blocks on a pipe.
+	stdout, stderr := capture{limit: maxExecOutput}, capture{limit: maxExecOutput}
 	var copiers sync.WaitGroup
 	var readers, writers []*os.File
-	for _, buf := range []*cappedBuffer{&stdout, &stderr} {
+	for _, buf := range []*capture{&stdout, &stderr} {
 		r, w, err := os.Pipe()
 		if err != nil {
 			closeFiles(readers, writers)
@@ -86,8 +87,10 @@ func (s *Service) ExecSync(ctx context.Context, id string, args []string, timeou
 	}
 	// A background child of the command may hold the pipes; its output
 	// after the command's exit is not the command's.
-	waitOrCut(&copiers, readers, drainTimeout)
-	res.Stdout, res.Stderr = stdout.Bytes(), stderr.Bytes()
+	waitAtMost(&copiers, drainTimeout)
+	closeFiles(readers, nil)
+	copiers.Wait()
+	res.Stdout, res.Stderr = stdout.buf, stderr.buf
 	return res, nil
 }
 
@@ -144,43 +147,8 @@ func descendants(pid int) []int {
 	return out
 }
 
-// waitOrCut waits up to bound for wg, then closes files to end the
-// goroutines blocked reading them, and waits for them.
-func waitOrCut(wg *sync.WaitGroup, files []*os.File, bound time.Duration) {
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(bound):
-	}
-	closeFiles(files, nil)
-	<-done
-}
-
 func closeFiles(a, b []*os.File) {
 	for _, f := range append(a, b...) {
 		f.Close()
 	}
-}
-
-// cappedBuffer keeps the first maxExecOutput bytes written to it and
-// drops the rest, so the writer never blocks on a full pipe.
-type cappedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *cappedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if room := maxExecOutput - b.buf.Len(); room > 0 {
-		b.buf.Write(p[:min(len(p), room)])
-	}
-	return len(p), nil
-}
-
-func (b *cappedBuffer) Bytes() []byte {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return bytes.Clone(b.buf.Bytes())
 }

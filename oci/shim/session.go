@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"time"
 
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/runc/libcontainer/utils"
@@ -155,7 +154,9 @@ func (c *Client) session(ctx context.Context, req streamRequest, st Streams) (in
 	case r := <-ended:
 		// The output ends when the process's last writer closes; a
 		// terminal's master ends when the last slave goes, after the exit.
-		waitTimeout(&out, drainTimeout)
+		// Output a surviving background child keeps writing is not the
+		// session's.
+		waitAtMost(&out, drainTimeout)
 		if r.ExitCode == nil {
 			return 0, fmt.Errorf("%s in %s ended without an exit code: %s: %w", req.Op, req.ID, r.Error, errdefs.ErrUnavailable)
 		}
@@ -222,15 +223,4 @@ func kindError(kind string) error {
 		return errdefs.ErrInvalidArgument
 	}
 	return errdefs.ErrUnknown
-}
-
-// waitTimeout waits for wg up to bound: output a surviving background
-// child keeps writing is not the session's.
-func waitTimeout(wg *sync.WaitGroup, bound time.Duration) {
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(bound):
-	}
 }

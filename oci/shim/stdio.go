@@ -87,7 +87,7 @@ func (cio *containerIO) copy(stream string, r io.Reader) {
 		defer cio.copiers.Done()
 		cio.log.copy(stream, r, func(b []byte) {
 			if stream == "stdout" && cio.result != nil {
-				cio.result.add(b)
+				_, _ = cio.result.Write(b)
 			}
 			cio.broadcast(stream, b)
 		})
@@ -192,15 +192,21 @@ func (cio *containerIO) closeChildEnds() {
 // pipes, so what a surviving background child writes later is dropped
 // rather than keeping the exit from being recorded.
 func (cio *containerIO) drain(bound time.Duration) {
+	if !waitAtMost(&cio.copiers, bound) {
+		closeFiles(cio.readers, nil)
+		cio.copiers.Wait()
+	}
+}
+
+// waitAtMost waits for wg up to bound and reports whether it finished.
+func waitAtMost(wg *sync.WaitGroup, bound time.Duration) bool {
 	done := make(chan struct{})
-	go func() { cio.copiers.Wait(); close(done) }()
+	go func() { wg.Wait(); close(done) }()
 	select {
 	case <-done:
+		return true
 	case <-time.After(bound):
-		for _, r := range cio.readers {
-			r.Close()
-		}
-		<-done
+		return false
 	}
 }
 
@@ -222,17 +228,19 @@ func (cio *containerIO) close() {
 }
 
 // capture keeps the first limit bytes written to it, byte for byte, and
-// notes whether more came. Only the stdout copier writes it, and it is read
-// after the copier has ended.
+// notes whether more came; it never fails a write. One copier writes it,
+// and it is read after the copier has ended.
 type capture struct {
 	limit     int
 	buf       []byte
 	truncated bool
 }
 
-func (c *capture) add(b []byte) {
+func (c *capture) Write(b []byte) (int, error) {
+	n := len(b)
 	if room := c.limit - len(c.buf); room < len(b) {
 		b, c.truncated = b[:max(room, 0)], true
 	}
 	c.buf = append(c.buf, b...)
+	return n, nil
 }

@@ -327,7 +327,7 @@ func BenchmarkWorkflowStop(b *testing.B) {
 				}
 				id := d.createContainer(b, pod, cfg, ccfg)
 				d.startContainer(b, id)
-				waitLogTB(b, filepath.Join(cfg.LogDirectory, ccfg.LogPath), "main started")
+				waitLog(b, filepath.Join(cfg.LogDirectory, ccfg.LogPath), "main started")
 				b.StartTimer()
 				t0 := time.Now()
 				if _, err := d.rt.StopContainer(ctxT(b, 30*time.Second), &runtimeapi.StopContainerRequest{ContainerId: id, Timeout: 1}); err != nil {
@@ -375,20 +375,6 @@ func BenchmarkInitMemory(b *testing.B) {
 		b.ReportMetric(pss/n, "init-PSS-MiB/container")
 	}
 	d.removePod(b, pod)
-}
-
-func waitLogTB(tb testing.TB, path, want string) {
-	tb.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if b, _ := os.ReadFile(path); strings.Contains(string(b), want) {
-			return
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("%s never showed %q", path, want)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // ctrPID is the host PID of a running container's init, from the verbose

@@ -190,17 +190,17 @@ func TestSidecarsStopWithMain(t *testing.T) {
 }
 
 // waitLog waits until the log file at path holds want.
-func waitLog(t *testing.T, path, want string) {
-	t.Helper()
+func waitLog(tb testing.TB, path, want string) {
+	tb.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		if b, _ := os.ReadFile(path); strings.Contains(string(b), want) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s never showed %q", path, want)
+			tb.Fatalf("%s never showed %q", path, want)
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
