@@ -68,7 +68,30 @@ func Do(uids, gids []specs.LinuxIDMapping, network bool, fn func(pid int) error)
 			retErr = errors.Join(retErr, fmt.Errorf("end user namespace helper %d: %w", pid, err))
 		}
 	}()
+	// ForkExec returns once execve succeeded, a moment before the kernel
+	// stops the helper: fn gets it stopped, never in between.
+	if err := waitStop(pid); err != nil {
+		return fmt.Errorf("user namespace helper %d: %w", pid, err)
+	}
 	return fn(pid)
+}
+
+// waitStop waits for the helper's ptrace stop after its execve.
+func waitStop(pid int) error {
+	for {
+		var ws unix.WaitStatus
+		_, err := unix.Wait4(pid, &ws, 0, nil)
+		switch {
+		case errors.Is(err, unix.EINTR):
+			continue
+		case err != nil:
+			return err
+		case ws.Stopped():
+			return nil
+		default:
+			return fmt.Errorf("ended before it stopped: status %#x", uint32(ws))
+		}
+	}
 }
 
 func idMaps(m []specs.LinuxIDMapping) []syscall.SysProcIDMap {
