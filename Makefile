@@ -9,7 +9,7 @@ export KETCH_TEST_CACHE
 # Packages with goroutines shared state: unit-tested with the race detector.
 RACE_PKGS := ./image/... ./cri/... ./reaper/...
 
-.PHONY: all build run stop install test lint unit e2e critest bench generate clean
+.PHONY: all build run stop install test lint unit e2e critest crashtest bench generate clean
 
 all: build
 
@@ -57,6 +57,13 @@ unit:
 e2e: build
 	test/setup.sh
 	KETCHD=$(CURDIR)/bin/ketchd $(GO) test -tags e2e -count=1 -timeout 30m ./test/e2e/...
+
+# The crash test, long: `make e2e` runs TestCrash for a few cycles, this for CRASH_CYCLES
+# (KETCH_CRASH_SEED=<seed> replays a run's random choices, not its timing).
+CRASH_CYCLES ?= 300
+crashtest: build
+	test/setup.sh
+	set -o pipefail; KETCH_CRASH_CYCLES=$(CRASH_CYCLES) KETCHD=$(CURDIR)/bin/ketchd $(GO) test -tags e2e -count=1 -timeout 60m -run '^TestCrash$$' -v ./test/e2e/... | grep -v -e '^ *time=' -e 'ketchd log:'
 
 # Then the Streaming specs again over websocket (v5 exec/attach, SPDY tunnelled port-forward).
 critest: build

@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
+
+	"github.com/containerd/errdefs"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -12,28 +15,36 @@ import (
 )
 
 // collect finishes what a crash left half-done before ketchd serves:
-// pods and containers whose create was cut short (their records say
-// "creating") are removed with whatever of them exists, and then the
-// state directory is rid of what no record holds. Nothing of a pod or
-// container that has a record otherwise is touched.
+// pods and containers whose create or remove was cut short (their records
+// say "creating" or "removing") are removed with whatever of them exists,
+// and then the state directory is rid of what no record holds. Nothing of
+// a pod or container that has a record otherwise is touched.
 func (s *Server) collect(ctx context.Context) error {
 	var errs []error
-	creatingC := store.ContainerCreating
-	ctrs, err := s.store.ListContainers(store.ContainerFilter{State: &creatingC})
+	ctrs, err := s.store.ListContainers(store.ContainerFilter{})
 	if err != nil {
 		return fmt.Errorf("collect: %w", err)
 	}
 	for _, c := range ctrs {
-		slog.Warn("removing a container whose create was cut short", "container", c.ID, "pod", c.SandboxID)
-		errs = append(errs, s.removeContainer(ctx, c))
+		if c.State == store.ContainerCreating || c.Removing {
+			slog.Warn("removing a container whose create or remove was cut short", "container", c.ID, "pod", c.SandboxID, "state", c.State)
+			errs = append(errs, s.removeContainer(ctx, c))
+		}
 	}
-	creating := store.SandboxCreating
-	pods, err := s.store.ListSandboxes(store.SandboxFilter{State: &creating})
+	for _, c := range ctrs {
+		if c.State == store.ContainerCreated && !c.Removing {
+			errs = append(errs, s.finishStart(ctx, c))
+		}
+	}
+	pods, err := s.store.ListSandboxes(store.SandboxFilter{})
 	if err != nil {
 		return fmt.Errorf("collect: %w", err)
 	}
 	for _, sb := range pods {
-		slog.Warn("removing a pod whose create was cut short", "pod", sb.ID)
+		if sb.State != store.SandboxCreating && !sb.Removing {
+			continue
+		}
+		slog.Warn("removing a pod whose create or remove was cut short", "pod", sb.ID, "state", sb.State)
 		if _, err := s.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: sb.ID}); err != nil {
 			errs = append(errs, err)
 		}
@@ -53,4 +64,44 @@ func (s *Server) collect(ctx context.Context) error {
 		errs = append(errs, s.images.Release(ctx, id, s.containers.ContainerRootfs(id)))
 	}
 	return errors.Join(errs...)
+}
+
+// finishStart records the start of container c if its shim started it
+// and ketchd died before the record said so; the container watchers
+// started after collect then follow it like any other.
+func (s *Server) finishStart(ctx context.Context, c store.Container) error {
+	st, err := s.containers.ContainerState(ctx, c.SandboxID, c.ID)
+	if errdefs.IsFailedPrecondition(err) || errdefs.IsUnavailable(err) {
+		return s.shimGone(ctx, c)
+	}
+	if err != nil || st.StartedAt.IsZero() {
+		return nil
+	}
+	slog.Warn("recording the start of a container whose StartContainer was cut short", "container", c.ID, "pod", c.SandboxID, "pid", st.Pid)
+	if _, err := s.store.UpdateContainer(c.ID, func(c *store.Container) error {
+		c.State, c.StartedAt, c.PID = store.ContainerRunning, st.StartedAt, st.Pid
+		return nil
+	}); err != nil {
+		return fmt.Errorf("record start of %s: %w", c.ID, err)
+	}
+	s.emit(c.SandboxID, c.ID, runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT)
+	return nil
+}
+
+// shimGone ends created container c, whose pod's shim died: it can never
+// start, and what a start cut short may have begun must not run on unseen.
+func (s *Server) shimGone(ctx context.Context, c store.Container) error {
+	if err := s.containers.DeleteContainer(ctx, c.SandboxID, c.ID); err != nil {
+		return fmt.Errorf("end container %s of a dead shim: %w", c.ID, err)
+	}
+	slog.Warn("container exited: its pod's shim died before it started", "container", c.ID, "pod", c.SandboxID)
+	if _, err := s.store.UpdateContainer(c.ID, func(c *store.Container) error {
+		c.State, c.ExitCode, c.FinishedAt = store.ContainerExited, 255, time.Now()
+		c.Reason, c.Message = "ShimDied", "the pod's shim died before the container started"
+		return nil
+	}); err != nil {
+		return fmt.Errorf("record exit of %s: %w", c.ID, err)
+	}
+	s.emit(c.SandboxID, c.ID, runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT)
+	return nil
 }

@@ -42,7 +42,9 @@ func (s *Server) stopContainer(ctx context.Context, c store.Container, grace tim
 		if err != nil {
 			return err
 		}
-		if err := s.containers.SignalContainer(ctx, c.SandboxID, c.ID, sig, false); err != nil && !errdefs.IsFailedPrecondition(err) {
+		if err := s.containers.SignalContainer(ctx, c.SandboxID, c.ID, sig, false); errdefs.IsNotFound(err) {
+			return nil // removed meanwhile
+		} else if err != nil && !errdefs.IsFailedPrecondition(err) {
 			return err
 		}
 		wctx, cancel := context.WithTimeout(ctx, grace)
@@ -58,12 +60,17 @@ func (s *Server) stopContainer(ctx context.Context, c store.Container, grace tim
 	}
 	// KILL every process of the cgroup: a child the program left behind
 	// must not keep the container's pipes or PID namespace alive.
-	if err := s.containers.SignalContainer(ctx, c.SandboxID, c.ID, syscall.SIGKILL, true); err != nil && !errdefs.IsFailedPrecondition(err) {
+	if err := s.containers.SignalContainer(ctx, c.SandboxID, c.ID, syscall.SIGKILL, true); errdefs.IsNotFound(err) {
+		return nil
+	} else if err != nil && !errdefs.IsFailedPrecondition(err) {
 		return err
 	}
 	e, err := s.containers.WaitContainer(ctx, c.SandboxID, c.ID)
 	if ctx.Err() != nil {
 		return ctx.Err()
+	}
+	if errdefs.IsNotFound(err) {
+		return nil
 	}
 	s.recordExit(c.SandboxID, c.ID, e, err)
 	return nil
@@ -103,7 +110,23 @@ func (s *Server) RemoveContainer(ctx context.Context, req *runtimeapi.RemoveCont
 	return &runtimeapi.RemoveContainerResponse{}, nil
 }
 
+// removeContainer marks c as being removed (a restart finishes the job)
+// and stops it, so that its true exit is in its record until the record
+// goes, last.
 func (s *Server) removeContainer(ctx context.Context, c store.Container) error {
+	if !c.Removing {
+		var err error
+		c, err = s.store.UpdateContainer(c.ID, func(c *store.Container) error { c.Removing = true; return nil })
+		if errdefs.IsNotFound(err) {
+			return nil // removed meanwhile
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if err := s.stopContainer(ctx, c, 0); err != nil {
+		return err
+	}
 	if err := s.containers.DeleteContainer(ctx, c.SandboxID, c.ID); err != nil {
 		return err
 	}

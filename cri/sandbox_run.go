@@ -85,11 +85,11 @@ func (s *Server) watchSandbox(id string) {
 		if err := s.sandboxes.Wait(s.bg, id); err != nil {
 			return // ketchd is stopping
 		}
-		s.markNotReady(id)
+		s.podDied(id)
 	}()
 }
 
-func (s *Server) markNotReady(id string) {
+func (s *Server) podDied(id string) {
 	if s.setNotReady(id) {
 		slog.Info("pod not ready: its PID 1 exited", "pod", id)
 	}
@@ -98,22 +98,26 @@ func (s *Server) markNotReady(id string) {
 // setNotReady marks pod id NOTREADY and publishes that once: it reports
 // whether this call was the one that changed the state.
 func (s *Server) setNotReady(id string) bool {
+	changed := s.markNotReady(id)
+	if changed {
+		s.emit(id, id, runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT)
+	}
+	return changed
+}
+
+// markNotReady is setNotReady without the event, for a caller that sends
+// it once its work is done.
+func (s *Server) markNotReady(id string) bool {
 	changed := false
 	_, err := s.store.UpdateSandbox(id, func(sb *store.Sandbox) error {
 		changed = sb.State == store.SandboxReady
 		sb.State = store.SandboxNotReady
 		return nil
 	})
-	if err != nil {
-		if !errdefs.IsNotFound(err) {
-			slog.Warn("mark pod not ready", "pod", id, "err", err)
-		}
-		return false
+	if err != nil && !errdefs.IsNotFound(err) {
+		slog.Warn("mark pod not ready", "pod", id, "err", err)
 	}
-	if changed {
-		s.emit(id, id, runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT)
-	}
-	return changed
+	return changed && err == nil
 }
 
 // watchReadySandboxes adopts and watches every pod a previous ketchd left

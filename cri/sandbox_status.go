@@ -26,7 +26,7 @@ func (s *Server) PodSandboxStatus(ctx context.Context, req *runtimeapi.PodSandbo
 			return nil, fmt.Errorf("pod sandbox status %s: %w", sb.ID, err)
 		}
 		if !ready {
-			s.markNotReady(sb.ID)
+			s.podDied(sb.ID)
 			sb.State = store.SandboxNotReady
 		}
 	}

@@ -27,6 +27,8 @@ func (s *Server) StopPodSandbox(ctx context.Context, req *runtimeapi.StopPodSand
 	if err != nil {
 		return nil, err
 	}
+	// First, so that no container can be created in it from now on.
+	wasReady := s.markNotReady(sb.ID)
 	ctrs, err := s.store.ListContainers(store.ContainerFilter{SandboxID: sb.ID})
 	if err != nil {
 		return nil, fmt.Errorf("stop pod sandbox %s: %w", sb.ID, err)
@@ -40,7 +42,9 @@ func (s *Server) StopPodSandbox(ctx context.Context, req *runtimeapi.StopPodSand
 	if err := s.sandboxes.Stop(ctx, spec); err != nil {
 		return nil, err
 	}
-	s.setNotReady(sb.ID)
+	if wasReady {
+		s.emit(sb.ID, sb.ID, runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT)
+	}
 	return &runtimeapi.StopPodSandboxResponse{}, nil
 }
 
@@ -58,6 +62,21 @@ func (s *Server) RemovePodSandbox(ctx context.Context, req *runtimeapi.RemovePod
 	if err != nil {
 		return nil, err
 	}
+	// First, so that no container can be created in it from now on and a
+	// restart finishes the removal.
+	wasReady := false
+	if _, err := s.store.UpdateSandbox(sb.ID, func(sb *store.Sandbox) error {
+		wasReady = sb.State == store.SandboxReady
+		if sb.State != store.SandboxCreating {
+			sb.State = store.SandboxNotReady
+		}
+		sb.Removing = true
+		return nil
+	}); errdefs.IsNotFound(err) {
+		return &runtimeapi.RemovePodSandboxResponse{}, nil
+	} else if err != nil {
+		return nil, fmt.Errorf("remove pod sandbox %s: %w", sb.ID, err)
+	}
 	ctrs, err := s.store.ListContainers(store.ContainerFilter{SandboxID: sb.ID})
 	if err != nil {
 		return nil, fmt.Errorf("remove pod sandbox %s: %w", sb.ID, err)
@@ -66,6 +85,9 @@ func (s *Server) RemovePodSandbox(ctx context.Context, req *runtimeapi.RemovePod
 		if err := s.removeContainer(ctx, c); err != nil {
 			return nil, fmt.Errorf("remove pod sandbox %s: container %s: %w", sb.ID, c.ID, err)
 		}
+	}
+	if wasReady {
+		s.emit(sb.ID, sb.ID, runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT)
 	}
 	if err := s.sandboxes.Remove(ctx, spec); err != nil {
 		return nil, err

@@ -108,6 +108,11 @@ func (m *Manager) WaitContainer(ctx context.Context, podID, id string) (shim.Exi
 	if e, rerr := shim.ReadExit(m.podDir(podID), id); rerr == nil {
 		return e, nil
 	}
+	// Reported exited from now on, so it must not run on unseen: its
+	// output has nowhere to go and nothing would record its end.
+	if err := shim.Destroy(ctx, m.podDir(podID), id); err != nil {
+		return shim.Exit{}, fmt.Errorf("%w; and ending what is left of %s: %w", ErrShimGone, id, err)
+	}
 	return shim.Exit{}, ErrShimGone
 }
 

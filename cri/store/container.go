@@ -60,6 +60,8 @@ type Container struct {
 	Result          []byte `json:"result,omitempty"`
 	ResultTruncated bool   `json:"result_truncated,omitempty"`
 	PID             int    `json:"pid"`
+	// Removing: RemoveContainer has begun, so a restart finishes it.
+	Removing bool `json:"removing,omitempty"`
 	// Config is the marshalled CRI ContainerConfig.
 	Config []byte `json:"config"`
 }
@@ -85,15 +87,24 @@ type ContainerFilter struct {
 }
 
 // CreateContainer reserves c.Key for c.ID and writes c in one transaction,
-// like CreateSandbox. Its sandbox must exist (ErrNotFound otherwise), checked
-// in the same transaction so a concurrent DeleteSandbox cannot orphan it.
+// like CreateSandbox. Its sandbox must exist (ErrNotFound otherwise) and be
+// ready (ErrFailedPrecondition), checked in the same transaction, so a pod
+// being stopped or removed cannot gain a container behind its back.
 func (s *Store) CreateContainer(c Container) error {
 	if c.SandboxID == "" || !strings.HasPrefix(c.Key, c.SandboxID+"/") {
 		return fmt.Errorf("container name key %q must start with its pod ID %q: %w", c.Key, c.SandboxID, errdefs.ErrInvalidArgument)
 	}
 	return s.db.Update(func(tx *bolt.Tx) error {
-		if tx.Bucket(sandboxes.records).Get([]byte(c.SandboxID)) == nil {
+		data := tx.Bucket(sandboxes.records).Get([]byte(c.SandboxID))
+		if data == nil {
 			return fmt.Errorf("sandbox %s of container %s: %w", c.SandboxID, c.Name, errdefs.ErrNotFound)
+		}
+		var sb Sandbox
+		if err := json.Unmarshal(data, &sb); err != nil {
+			return err
+		}
+		if sb.State != SandboxReady {
+			return fmt.Errorf("sandbox %s of container %s is %s: %w", c.SandboxID, c.Name, sb.State, errdefs.ErrFailedPrecondition)
 		}
 		return insert(tx, containers, c)
 	})

@@ -43,6 +43,8 @@ func TestCreateContainer(t *testing.T) {
 			create: testContainer("c1", "pod1", "web", 0)},
 		{desc: "unknown pod", create: testContainer("c1", "nopod", "web", 0),
 			want: errdefs.ErrNotFound, mentions: "nopod"},
+		{desc: "pod not ready", create: testContainer("c1", "pod3", "web", 0),
+			want: errdefs.ErrFailedPrecondition, mentions: "creating"},
 		{desc: "key outside its pod", create: func() Container {
 			c := testContainer("c1", "pod1", "web", 0)
 			c.Key = "pod2/web_0"
@@ -53,7 +55,7 @@ func TestCreateContainer(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.desc, func(t *testing.T) {
 			s, _ := newStore(t)
-			mustCreate(t, s, testSandbox("pod1", "k1"), testSandbox("pod2", "k2"))
+			mustCreate(t, s, readySandbox("pod1", "k1"), readySandbox("pod2", "k2"), testSandbox("pod3", "k3"))
 			for _, c := range tc.first {
 				if err := s.CreateContainer(c); err != nil {
 					t.Fatal(err)
@@ -71,7 +73,7 @@ func TestCreateContainer(t *testing.T) {
 
 func TestContainerLifecycle(t *testing.T) {
 	s, _ := newStore(t)
-	mustCreate(t, s, testSandbox("pod1", "k1"))
+	mustCreate(t, s, readySandbox("pod1", "k1"))
 	c := testContainer("c1", "pod1", "web", 0)
 	if err := s.CreateContainer(c); err != nil {
 		t.Fatal(err)
@@ -108,7 +110,7 @@ func TestContainerLifecycle(t *testing.T) {
 
 func TestListContainers(t *testing.T) {
 	s, _ := newStore(t)
-	mustCreate(t, s, testSandbox("pod1", "k1"), testSandbox("pod2", "k2"), testSandbox("qod3", "k3"))
+	mustCreate(t, s, readySandbox("pod1", "k1"), readySandbox("pod2", "k2"), readySandbox("qod3", "k3"))
 	a, b, c := testContainer("ca1", "pod1", "web", 0), testContainer("ca2", "pod1", "log", 0), testContainer("cb1", "qod3", "web", 0)
 	b.State = ContainerRunning
 	for _, ctr := range []Container{a, b, c} {

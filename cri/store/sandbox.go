@@ -42,6 +42,8 @@ type Sandbox struct {
 	PID            int               `json:"pid"` // ketch-init, the pod's PID 1
 	CgroupParent   string            `json:"cgroup_parent"`
 	LogDirectory   string            `json:"log_directory"`
+	// Removing: RemovePodSandbox has begun, so a restart finishes it.
+	Removing bool `json:"removing,omitempty"`
 	// Config is the marshalled CRI PodSandboxConfig, so whatever is not
 	// copied into a field above can still be recovered.
 	Config []byte `json:"config"`

@@ -47,6 +47,14 @@ func testSandbox(id, key string) Sandbox {
 	}
 }
 
+// readySandbox is testSandbox once RunPodSandbox has finished: ready for
+// containers.
+func readySandbox(id, key string) Sandbox {
+	sb := testSandbox(id, key)
+	sb.State = SandboxReady
+	return sb
+}
+
 func mustCreate(t *testing.T, s *Store, sbs ...Sandbox) {
 	t.Helper()
 	for _, sb := range sbs {
@@ -282,12 +290,12 @@ func TestPersistence(t *testing.T) {
 	s, path := newStore(t)
 	sb := testSandbox("aaa", "k")
 	mustCreate(t, s, sb)
-	ctr := testContainer("c1", "aaa", "web", 0)
-	if err := s.CreateContainer(ctr); err != nil {
-		t.Fatal(err)
-	}
 	sb, err := s.UpdateSandbox("aaa", func(sb *Sandbox) error { sb.State = SandboxReady; return nil })
 	if err != nil {
+		t.Fatal(err)
+	}
+	ctr := testContainer("c1", "aaa", "web", 0)
+	if err := s.CreateContainer(ctr); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Close(); err != nil {

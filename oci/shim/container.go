@@ -21,9 +21,9 @@ type container struct {
 	opts    *ContainerOptions
 
 	mu        sync.Mutex
-	startedAt time.Time    // zero until started; guarded by mu
-	starting  bool         // StartContainer is under way; guarded by mu
-	io        *containerIO // an app container's stdio and log once started; guarded by mu
+	startedAt time.Time     // zero until started; guarded by mu
+	starting  chan struct{} // while StartContainer is under way; closed when it ends; guarded by mu
+	io        *containerIO  // an app container's stdio and log once started; guarded by mu
 
 	// exited is closed once exit is set and recorded on disk; exit is
 	// written once, before the close, and read only after it.

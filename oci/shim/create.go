@@ -61,6 +61,10 @@ func (s *Service) CreateContainer(_ context.Context, id string, spec *specs.Spec
 	if err != nil {
 		return fmt.Errorf("create container %s: %w", id, err)
 	}
+	if err := saveCgroup(s.stateRoot(), id, config.Cgroups); err != nil {
+		_ = lc.Destroy()
+		return fmt.Errorf("create container %s: %w", id, err)
+	}
 	c := newContainer(id, lc)
 	c.process, c.opts = spec.Process, &o
 	s.mu.Lock()
@@ -104,16 +108,18 @@ func (s *Service) StartContainer(_ context.Context, id string) (time.Time, error
 		return time.Time{}, fmt.Errorf("start %s: the sandbox starts with the pod: %w", id, errdefs.ErrInvalidArgument)
 	}
 	c.mu.Lock()
-	if c.starting || !c.startedAt.IsZero() {
+	if c.starting != nil || !c.startedAt.IsZero() {
 		c.mu.Unlock()
 		return time.Time{}, fmt.Errorf("start %s: already started: %w", id, errdefs.ErrFailedPrecondition)
 	}
-	c.starting = true
+	done := make(chan struct{})
+	c.starting = done
 	c.mu.Unlock()
 	at, err := s.start(c)
 	c.mu.Lock()
-	c.starting = false
+	c.starting = nil
 	c.mu.Unlock()
+	close(done)
 	if err != nil {
 		return time.Time{}, fmt.Errorf("start container %s: %w", id, err)
 	}

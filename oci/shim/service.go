@@ -67,10 +67,23 @@ func (s *Service) get(id string) (*container, error) {
 
 // State answers from memory: a container is running until the reaper has
 // collected its init and recorded the exit.
-func (s *Service) State(_ context.Context, id string) (State, error) {
+func (s *Service) State(ctx context.Context, id string) (State, error) {
 	c, err := s.get(id)
 	if err != nil {
 		return State{}, err
+	}
+	// A start under way is waited for: a ketchd that died during it asks
+	// on its return whether the container started, and must not be told
+	// "created" a moment before it runs.
+	c.mu.Lock()
+	starting := c.starting
+	c.mu.Unlock()
+	if starting != nil {
+		select {
+		case <-starting:
+		case <-ctx.Done():
+			return State{}, ctx.Err()
+		}
 	}
 	return c.state(), nil
 }
