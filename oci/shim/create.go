@@ -2,6 +2,7 @@ package shim
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -144,6 +145,9 @@ func (s *Service) start(c *container) (time.Time, error) {
 	if err == nil {
 		err = cio.startTTY()
 	}
+	if err == nil {
+		waitExec(c.pid)
+	}
 	if err != nil {
 		cio.close()
 		return time.Time{}, startError(err)
@@ -153,6 +157,24 @@ func (s *Service) start(c *container) (time.Time, error) {
 	c.io, c.startedAt = cio, at
 	c.mu.Unlock()
 	return at, nil
+}
+
+// waitExec waits, briefly, until pid has exec'd the container's program.
+// libcontainer's Run returns once it has told runc's init to exec, a
+// moment before it does; a stop signal in between would reach runc's Go
+// init, which has handlers for every signal and so, as PID 1, exits 2 on a
+// TERM the program itself (a shell as PID 1) would have ignored.
+//
+// runc's init runs from a sealed copy of this binary, so its command line,
+// not its executable, tells it: libcontainer gives it our argv[0], "init".
+func waitExec(pid int) {
+	init := []byte(os.Args[0] + "\x00init\x00")
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Microsecond) {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err != nil || !bytes.Equal(b, init) {
+			return
+		}
+	}
 }
 
 // startError says which kind of failure a start was: a program that is not

@@ -616,7 +616,7 @@ func (c *crashTest) checkContainer(ctx context.Context, d *daemon, x *crashCtr, 
 		}
 	case runtimeapi.ContainerState_CONTAINER_EXITED:
 		if pids := processesOf(ct.Id); len(pids) > 0 {
-			badf("EXITED but processes %v run", pids)
+			badf("EXITED (%s) but processes %v run", st.Reason, pids)
 		}
 		checkExit(x, st, info.Result, badf)
 	default:

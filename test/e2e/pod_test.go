@@ -263,12 +263,18 @@ func TestPodInitKilled(t *testing.T) {
 	d.checkPodGone(t, id)
 }
 
-// TestPodShimKilled: a pod whose shim was killed is NOTREADY; Remove still
-// ends its processes (ketch-init outlives its shim) and frees everything.
+// TestPodShimKilled: a pod whose shim was killed is NOTREADY and its
+// running container EXITED with reason ShimDied, and no longer runs;
+// Remove still ends the pod's processes (ketch-init outlives its shim)
+// and frees everything.
 func TestPodShimKilled(t *testing.T) {
 	d := startKetchd(t, daemonOpts{network: true})
-	id := d.runPod(t, podConfig(t, "shimkilled"))
+	d.mustPull(t, busybox)
+	id, podCfg, _ := d.podWithLogs(t, "shimkilled")
 	pid := d.podPID(t, id)
+	ctr := d.createContainer(t, id, podCfg, containerConfig("sleeper", "sleep", "3600"))
+	d.startContainer(t, ctr)
+	ctrPID := d.ctrPID(t, ctr)
 	shimPid, err := strconv.Atoi(strings.TrimSpace(readFile(t, filepath.Join(d.state, "pods", id, "shim.pid"))))
 	if err != nil {
 		t.Fatal(err)
@@ -279,6 +285,12 @@ func TestPodShimKilled(t *testing.T) {
 	waitNotReady(t, d, id)
 	if !alive(pid) {
 		t.Fatal("ketch-init died with its shim; this test needs it orphaned")
+	}
+	if st := d.waitExited(t, ctr, 5*time.Second); st.Reason != "ShimDied" || st.ExitCode != 255 {
+		t.Errorf("the container of a dead shim: %s %d, want ShimDied 255", st.Reason, st.ExitCode)
+	}
+	if alive(ctrPID) {
+		t.Error("the container is reported exited but its process runs")
 	}
 	d.stopPod(t, id)
 	if alive(pid) {
