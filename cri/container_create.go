@@ -119,7 +119,7 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 	if flow.Init {
 		oci.WithInit(spec, s.cfg.Workflow.InitBinary, s.cfg.Workflow.KillGrace)
 	}
-	o := shim.ContainerOptions{LogPath: rec.LogPath, Stdin: cfg.GetStdin(), StdinOnce: cfg.GetStdinOnce()}
+	o := shim.ContainerOptions{LogPath: rec.LogPath, Stdin: cfg.GetStdin(), StdinOnce: cfg.GetStdinOnce(), Init: flow.Init}
 	if flow.Result {
 		o.ResultCap = s.cfg.Workflow.ResultCap
 	}

@@ -76,7 +76,8 @@ type Store struct {
 	bdb      *bolt.DB
 	images   images.Store
 	content  content.Store
-	snap     snapshots.Snapshotter
+	snap     snapshots.Snapshotter // through the metadata database
+	overlay  snapshots.Snapshotter // the snapshotter itself, closed last
 	leases   leases.Manager
 	platform platforms.MatchComparer
 
@@ -129,6 +130,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		images:   metadata.NewImageStore(db),
 		content:  db.ContentStore(),
 		snap:     db.Snapshotter(Snapshotter),
+		overlay:  sn,
 		leases:   metadata.NewLeaseManager(db),
 		platform: opts.Platform,
 		byID:     map[string]*Image{},
@@ -149,6 +151,15 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if err := s.collect(ctx); err != nil {
 		slog.Warn("image garbage collection", "err", err)
 	}
+	// A snapshot directory renamed into place by a ketchd that died before
+	// committing its record would be in the way of the next snapshot
+	// given the same ID: the snapshotter removes directories it has no
+	// record of.
+	if c, ok := sn.(snapshots.Cleaner); ok {
+		if err := c.Cleanup(ctx); err != nil && !errdefs.IsNotFound(err) { // NotFound: no snapshot yet
+			slog.Warn("snapshot clean-up", "err", err)
+		}
+	}
 	if err := s.reload(ctx); err != nil {
 		s.Close()
 		return nil, err
@@ -158,7 +169,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 
 // Close releases the database and the snapshotter.
 func (s *Store) Close() error {
-	return errors.Join(s.db.Close(), s.bdb.Close())
+	return errors.Join(s.db.Close(), s.bdb.Close(), s.overlay.Close())
 }
 
 // ContentStore and Snapshotter give the container side the image's blobs and

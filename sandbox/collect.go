@@ -1,12 +1,14 @@
 package sandbox
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"ketch.dev/ketch/oci/shim"
@@ -51,6 +53,41 @@ func (m *Manager) Collect(ctx context.Context, known func(id string) bool) error
 		}
 		slog.Warn("removing a netns pin no pod holds", "netns", e.Name())
 		errs = append(errs, netns.Remove(filepath.Join(m.netnsDir(), e.Name())))
+	}
+	return errors.Join(append(errs, m.collectRootfs())...)
+}
+
+// collectRootfs removes the sandbox rootfs dirs older ketch-inits
+// installed once nothing uses them. Pods run from one and init-mode
+// containers bind-mount its ketch-init; the libcontainer state of a started
+// one, and the config the shim keeps of a created one, name that path.
+func (m *Manager) collectRootfs() error {
+	dirs, err := filepath.Glob(filepath.Join(filepath.Dir(m.rootfs), "rootfs-*"))
+	if err != nil {
+		return err
+	}
+	old := slices.DeleteFunc(dirs, func(d string) bool { return d == m.rootfs })
+	if len(old) == 0 {
+		return nil
+	}
+	users, err := filepath.Glob(filepath.Join(m.o.StateDir, "pods", "*", "libcontainer", "*", "*.json"))
+	if err != nil {
+		return err
+	}
+	for _, f := range users {
+		b, err := os.ReadFile(f)
+		if errors.Is(err, os.ErrNotExist) {
+			continue // removed meanwhile
+		}
+		if err != nil {
+			return fmt.Errorf("collect sandbox rootfs: %w", err) // cannot tell: keep them all
+		}
+		old = slices.DeleteFunc(old, func(d string) bool { return bytes.Contains(b, []byte(d)) })
+	}
+	var errs []error
+	for _, d := range old {
+		slog.Info("removing a sandbox rootfs no pod or container uses", "rootfs", d)
+		errs = append(errs, os.RemoveAll(d))
 	}
 	return errors.Join(errs...)
 }

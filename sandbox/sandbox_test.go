@@ -84,6 +84,54 @@ func TestInstallRootfs(t *testing.T) {
 	}
 }
 
+// TestCollectRootfs: after upgrades, a rootfs an older ketch-init
+// installed is removed once no pod runs from it and no container
+// bind-mounts its ketch-init, started (libcontainer's state) or only
+// created (the shim's config); the current one always stays.
+func TestCollectRootfs(t *testing.T) {
+	root, state := t.TempDir(), t.TempDir()
+	install := func(version string) string {
+		bin := filepath.Join(t.TempDir(), "ketch-init")
+		if err := os.WriteFile(bin, []byte(version), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		r, err := installRootfs(filepath.Join(root, "sandbox"), bin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	runFrom, mountedBy, createdWith, unused, current := install("v1"), install("v2"), install("v3"), install("v4"), install("v5")
+	uses := map[string]string{
+		"pods/p1/libcontainer/p1/state.json":  `{"config":{"rootfs":"` + runFrom + `"}}`,
+		"pods/p1/libcontainer/c1/state.json":  `{"config":{"mounts":[{"source":"` + mountedBy + `/ketch-init"}]}}`,
+		"pods/p2/libcontainer/c2/config.json": `{"mounts":[{"source":"` + createdWith + `/ketch-init"}]}`,
+	}
+	for f, content := range uses {
+		path := filepath.Join(state, f)
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m := &Manager{o: Options{StateDir: state}, rootfs: current}
+	for range 2 {
+		if err := m.collectRootfs(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		rootfs string
+		kept   bool
+	}{{runFrom, true}, {mountedBy, true}, {createdWith, true}, {unused, false}, {current, true}} {
+		if _, err := os.Stat(tc.rootfs); (err == nil) != tc.kept {
+			t.Errorf("%s: exists %v, want %v", tc.rootfs, err == nil, tc.kept)
+		}
+	}
+}
+
 // searchable adds the search bit for others to every directory above and
 // at path that lacks it, and changes nothing else.
 func TestSearchable(t *testing.T) {

@@ -62,7 +62,7 @@ func (s *Service) CreateContainer(_ context.Context, id string, spec *specs.Spec
 	if err != nil {
 		return fmt.Errorf("create container %s: %w", id, err)
 	}
-	if err := saveCgroup(s.stateRoot(), id, config.Cgroups); err != nil {
+	if err := saveConfig(s.stateRoot(), id, config); err != nil {
 		_ = lc.Destroy()
 		return fmt.Errorf("create container %s: %w", id, err)
 	}
@@ -146,7 +146,7 @@ func (s *Service) start(c *container) (time.Time, error) {
 		err = cio.startTTY()
 	}
 	if err == nil {
-		waitExec(c.pid)
+		waitExec(c.pid, c.opts.Init)
 	}
 	if err != nil {
 		cio.close()
@@ -167,14 +167,34 @@ func (s *Service) start(c *container) (time.Time, error) {
 //
 // runc's init runs from a sealed copy of this binary, so its command line,
 // not its executable, tells it: libcontainer gives it our argv[0], "init".
-func waitExec(pid int) {
-	init := []byte(os.Args[0] + "\x00init\x00")
+//
+// ketch-init in init mode (withChild) is a Go program too: until it has
+// set its handlers up a TERM would make it exit 2; it starts the
+// container's own program once they are.
+func waitExec(pid int, withChild bool) {
+	runcInit := []byte(os.Args[0] + "\x00init\x00")
 	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Microsecond) {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		if err != nil || !bytes.Equal(b, init) {
+		if err != nil {
+			return // gone
+		}
+		if bytes.Equal(b, runcInit) {
+			continue
+		}
+		if !withChild || hasChild(pid) {
 			return
 		}
 	}
+}
+
+func hasChild(pid int) bool {
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+	for _, t := range tasks {
+		if b, _ := os.ReadFile(t); len(bytes.TrimSpace(b)) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // startError says which kind of failure a start was: a program that is not

@@ -13,6 +13,7 @@ import (
 	"github.com/opencontainers/cgroups"
 	"github.com/opencontainers/cgroups/manager"
 	"github.com/opencontainers/runc/libcontainer"
+	"github.com/opencontainers/runc/libcontainer/configs"
 )
 
 // Destroy removes what a shim that died (kill -9, OOM) left of container id
@@ -52,39 +53,40 @@ func Destroy(ctx context.Context, dir, id string) error {
 	return nil
 }
 
-// cgroupFile holds a container's cgroup config beside libcontainer's state
-// dir, which has no state of its own until the container starts: a shim
+// configFile holds a container's libcontainer config beside libcontainer's
+// state, which it saves only once the container has started: a shim
 // killed half-way through a start may have made cgroups nothing else
-// records.
-const cgroupFile = "cgroup.json"
+// records, and a created container bind-mounts files (ketch-init) that
+// must not be removed under it.
+const configFile = "config.json"
 
-func saveCgroup(root, id string, cg *cgroups.Cgroup) error {
-	b, err := json.Marshal(cg)
+func saveConfig(root, id string, cfg *configs.Config) error {
+	b, err := json.Marshal(cfg)
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(filepath.Join(root, id, cgroupFile), b, 0o600)
+	return os.WriteFile(filepath.Join(root, id, configFile), b, 0o600)
 }
 
 // destroyUnstarted removes what a container that libcontainer never saved
 // a state for may have left: processes and cgroups of a start cut short,
 // and its state dir.
 func destroyUnstarted(root, id string) error {
-	b, err := os.ReadFile(filepath.Join(root, id, cgroupFile))
+	b, err := os.ReadFile(filepath.Join(root, id, configFile))
 	if errors.Is(err, os.ErrNotExist) {
 		return os.RemoveAll(filepath.Join(root, id))
 	}
 	if err != nil {
 		return fmt.Errorf("destroy %s: %w", id, err)
 	}
-	var cg cgroups.Cgroup
-	if err := json.Unmarshal(b, &cg); err != nil {
-		return fmt.Errorf("destroy %s: %s: %w", id, cgroupFile, err)
+	var cfg configs.Config
+	if err := json.Unmarshal(b, &cfg); err != nil || cfg.Cgroups == nil {
+		return fmt.Errorf("destroy %s: %s: no cgroup config (%v)", id, configFile, err)
 	}
-	if cg.Resources == nil {
-		cg.Resources = &cgroups.Resources{}
+	if cfg.Cgroups.Resources == nil {
+		cfg.Cgroups.Resources = &cgroups.Resources{}
 	}
-	cm, err := manager.New(&cg)
+	cm, err := manager.New(cfg.Cgroups)
 	if err != nil {
 		return fmt.Errorf("destroy %s: %w", id, err)
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/opencontainers/cgroups"
 	"github.com/opencontainers/cgroups/manager"
+	"github.com/opencontainers/runc/libcontainer/configs"
 )
 
 // A shim killed half-way through a start leaves cgroups that libcontainer,
@@ -27,7 +28,7 @@ func TestDestroyUnstarted(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(root, id), 0o711); err != nil {
 		t.Fatal(err)
 	}
-	if err := saveCgroup(root, id, cg); err != nil {
+	if err := saveConfig(root, id, &configs.Config{Cgroups: cg}); err != nil {
 		t.Fatal(err)
 	}
 	cm, err := manager.New(cg)

@@ -209,7 +209,7 @@ func (t *ttrpcService) CreateContainer(ctx context.Context, r *api.CreateContain
 	if err := json.Unmarshal(r.GetSpec(), &spec); err != nil {
 		return nil, fmt.Errorf("create container %s: spec: %w: %w", r.GetId(), errdefs.ErrInvalidArgument, err)
 	}
-	o := ContainerOptions{LogPath: r.GetLogPath(), Stdin: r.GetStdin(), StdinOnce: r.GetStdinOnce(), ResultCap: int(r.GetResultCap())}
+	o := ContainerOptions{LogPath: r.GetLogPath(), Stdin: r.GetStdin(), StdinOnce: r.GetStdinOnce(), ResultCap: int(r.GetResultCap()), Init: r.GetInit()}
 	if err := t.s.CreateContainer(ctx, r.GetId(), &spec, o); err != nil {
 		return nil, err
 	}

@@ -84,6 +84,10 @@ type ContainerOptions struct {
 	Stdin     bool   // keep stdin open for attach
 	StdinOnce bool   // close stdin when the first attach ends
 	ResultCap int    // keep up to this many bytes of stdout as the result; 0: none
+	// Init: the program is ketch-init in init mode, which has installed
+	// its signal handlers once it has started the container's own
+	// program; StartContainer returns only then.
+	Init bool
 }
 
 // Exit is how a container's init ended.

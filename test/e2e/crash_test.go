@@ -35,6 +35,7 @@ func TestCrash(t *testing.T) {
 	seed, _ := strconv.ParseUint(envOr("KETCH_CRASH_SEED", strconv.FormatInt(time.Now().UnixNano(), 10)), 10, 64)
 	t.Logf("KETCH_CRASH_SEED=%d KETCH_CRASH_CYCLES=%d", seed, cycles)
 	c := &crashTest{
+		t:      t,
 		rng:    rand.New(rand.NewPCG(seed, seed>>1)),
 		logs:   t.TempDir(),
 		pods:   map[string]*crashPod{},
@@ -62,6 +63,7 @@ func TestCrash(t *testing.T) {
 // crashTest is the test's model of what it asked for. The workers of a
 // cycle share it; the checker runs alone.
 type crashTest struct {
+	t            *testing.T // for helpers that take one; never failed from a worker
 	logs         string
 	cut          atomic.Int64 // calls that failed because their ketchd was killed
 	shims, inits int          // kill -9s of pods' shims and ketch-inits; only the main goroutine
@@ -348,7 +350,7 @@ func (c *crashTest) runPod(ctx context.Context, d *daemon, failed failFunc) {
 	p := &crashPod{name: fmt.Sprintf("crash-p%d", c.seq)}
 	c.pods[p.name] = p
 	c.mu.Unlock()
-	p.cfg = podConfig(&testing.T{}, p.name)
+	p.cfg = podConfig(c.t, p.name)
 	p.cfg.LogDirectory = filepath.Join(c.logs, p.name)
 	if err := os.MkdirAll(p.cfg.LogDirectory, 0o755); err != nil {
 		failed("log directory", err, func() bool { return false })

@@ -713,3 +713,51 @@ func TestCrashMidCreate(t *testing.T) {
 	d.removePod(t, id)
 	d.checkNothingLeft(t)
 }
+
+// TestUpgradeInit: a new ketch-init (an upgrade) gets a sandbox rootfs of
+// its own; the old one stays while a pod runs from it and is removed at
+// the first start after that pod is gone.
+func TestUpgradeInit(t *testing.T) {
+	d := startKetchd(t, daemonOpts{network: true})
+	old := d.runPod(t, podConfig(t, "before-upgrade"))
+	rootfs := func() []string {
+		dirs, _ := filepath.Glob(filepath.Join(d.root, "sandbox", "rootfs-*"))
+		return dirs
+	}
+	before := rootfs()
+	d.stop(t)
+	// Another binary: the same program with a byte more.
+	bin, err := os.ReadFile(filepath.Join(filepath.Dir(ketchdBin), "ketch-init"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	newInit := filepath.Join(d.dir, "ketch-init")
+	if err := os.WriteFile(newInit, append(bin, 0), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(d.cfgPath, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(f, "init_binary = %q\n", newInit) // under [sandbox], the last table
+	f.Close()
+	d = restart(t, d)
+	if got := rootfs(); len(before) != 1 || len(got) != 2 {
+		t.Fatalf("rootfs dirs %v before the upgrade, %v after; want one, then both", before, got)
+	}
+	upgraded := d.runPod(t, podConfig(t, "after-upgrade"))
+	if st, _ := d.podStatus(t, old); st.State != runtimeapi.PodSandboxState_SANDBOX_READY {
+		t.Errorf("the pod from before the upgrade is %v", st.State)
+	}
+	d.removePod(t, old)
+	d.stop(t)
+	d = restart(t, d)
+	if got := rootfs(); len(got) != 1 || got[0] == before[0] {
+		t.Errorf("rootfs dirs after the old pod went: %v; want only the new one (not %s)", got, before[0])
+	}
+	if st, _ := d.podStatus(t, upgraded); st.State != runtimeapi.PodSandboxState_SANDBOX_READY {
+		t.Errorf("the pod from after the upgrade is %v", st.State)
+	}
+	d.removePod(t, upgraded)
+	d.checkPodGone(t, upgraded)
+}

@@ -414,7 +414,10 @@ type CreateContainerRequest struct {
 	StdinOnce bool `protobuf:"varint,5,opt,name=stdin_once,json=stdinOnce,proto3" json:"stdin_once,omitempty"`
 	// Keep up to this many bytes of stdout as the container's result,
 	// recorded with its exit; 0 keeps none.
-	ResultCap     int64 `protobuf:"varint,6,opt,name=result_cap,json=resultCap,proto3" json:"result_cap,omitempty"`
+	ResultCap int64 `protobuf:"varint,6,opt,name=result_cap,json=resultCap,proto3" json:"result_cap,omitempty"`
+	// The program is ketch-init in init mode: the container has started
+	// once it has started the container's own program.
+	Init          bool `protobuf:"varint,7,opt,name=init,proto3" json:"init,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -489,6 +492,13 @@ func (x *CreateContainerRequest) GetResultCap() int64 {
 		return x.ResultCap
 	}
 	return 0
+}
+
+func (x *CreateContainerRequest) GetInit() bool {
+	if x != nil {
+		return x.Init
+	}
+	return false
 }
 
 type CreateContainerResponse struct {
@@ -1657,7 +1667,7 @@ const file_shim_proto_rawDesc = "" +
 	"\ahost_id\x18\x02 \x01(\rR\x06hostId\x12\x12\n" +
 	"\x04size\x18\x03 \x01(\rR\x04size\"(\n" +
 	"\x14StartSandboxResponse\x12\x10\n" +
-	"\x03pid\x18\x01 \x01(\rR\x03pid\"\xab\x01\n" +
+	"\x03pid\x18\x01 \x01(\rR\x03pid\"\xbf\x01\n" +
 	"\x16CreateContainerRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04spec\x18\x02 \x01(\fR\x04spec\x12\x19\n" +
@@ -1666,7 +1676,8 @@ const file_shim_proto_rawDesc = "" +
 	"\n" +
 	"stdin_once\x18\x05 \x01(\bR\tstdinOnce\x12\x1d\n" +
 	"\n" +
-	"result_cap\x18\x06 \x01(\x03R\tresultCap\"+\n" +
+	"result_cap\x18\x06 \x01(\x03R\tresultCap\x12\x12\n" +
+	"\x04init\x18\a \x01(\bR\x04init\"+\n" +
 	"\x17CreateContainerResponse\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\"'\n" +
 	"\x15StartContainerRequest\x12\x0e\n" +
