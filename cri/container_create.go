@@ -37,6 +37,7 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 	if err != nil {
 		return nil, fmt.Errorf("create container %s: %w", cfg.GetMetadata().GetName(), err)
 	}
+	defer s.creates.enter(sb.ID, false)()
 	if sb.State != store.SandboxReady {
 		return nil, fmt.Errorf("create container %s: pod %s is not ready: %w", cfg.GetMetadata().GetName(), sb.ID, errdefs.ErrFailedPrecondition)
 	}

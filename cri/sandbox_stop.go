@@ -27,8 +27,10 @@ func (s *Server) StopPodSandbox(ctx context.Context, req *runtimeapi.StopPodSand
 	if err != nil {
 		return nil, err
 	}
-	// First, so that no container can be created in it from now on.
+	// First, so that no container can be created in it from now on; then
+	// the creates under way are waited for.
 	wasReady := s.markNotReady(sb.ID)
+	defer s.creates.enter(sb.ID, true)()
 	ctrs, err := s.store.ListContainers(store.ContainerFilter{SandboxID: sb.ID})
 	if err != nil {
 		return nil, fmt.Errorf("stop pod sandbox %s: %w", sb.ID, err)
@@ -77,6 +79,7 @@ func (s *Server) RemovePodSandbox(ctx context.Context, req *runtimeapi.RemovePod
 	} else if err != nil {
 		return nil, fmt.Errorf("remove pod sandbox %s: %w", sb.ID, err)
 	}
+	defer s.creates.enter(sb.ID, true)()
 	ctrs, err := s.store.ListContainers(store.ContainerFilter{SandboxID: sb.ID})
 	if err != nil {
 		return nil, fmt.Errorf("remove pod sandbox %s: %w", sb.ID, err)

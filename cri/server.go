@@ -161,6 +161,10 @@ type Server struct {
 
 	events events
 
+	// creates lets a pod's container creates run together, and its stop
+	// or remove wait until those under way are done.
+	creates podGates
+
 	stream     streaming.Server // hands out session URLs
 	streamHTTP *http.Server     // serves the sessions
 	sessions   sessions         // requests behind the URLs, for the v5 websocket handler
@@ -212,4 +216,44 @@ func (s *Server) Close() {
 func (s *Server) Register(g *grpc.Server) {
 	runtimeapi.RegisterRuntimeServiceServer(g, s)
 	runtimeapi.RegisterImageServiceServer(g, s)
+}
+
+// podGates are one RWMutex per pod with creates or a stop under way.
+type podGates struct {
+	mu    sync.Mutex
+	gates map[string]*podGate // guarded by mu
+}
+
+type podGate struct {
+	sync.RWMutex
+	users int // holders and waiters; guarded by podGates.mu
+}
+
+// enter takes pod id's gate, shared for a create, exclusive for a stop or
+// remove, and returns its release.
+func (g *podGates) enter(id string, exclusive bool) func() {
+	g.mu.Lock()
+	if g.gates == nil {
+		g.gates = map[string]*podGate{}
+	}
+	gate := g.gates[id]
+	if gate == nil {
+		gate = &podGate{}
+		g.gates[id] = gate
+	}
+	gate.users++
+	g.mu.Unlock()
+	lock, unlock := gate.RLock, gate.RUnlock
+	if exclusive {
+		lock, unlock = gate.Lock, gate.Unlock
+	}
+	lock()
+	return func() {
+		unlock()
+		g.mu.Lock()
+		if gate.users--; gate.users == 0 {
+			delete(g.gates, id)
+		}
+		g.mu.Unlock()
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/containerd/errdefs"
 	"go.uber.org/mock/gomock"
@@ -195,5 +196,32 @@ func TestRegisterOverGRPC(t *testing.T) {
 	_, err = runtimeapi.NewRuntimeServiceClient(conn).CheckpointContainer(t.Context(), &runtimeapi.CheckpointContainerRequest{})
 	if status.Code(err) != codes.Unimplemented {
 		t.Errorf("CheckpointContainer: got %v, want Unimplemented", err)
+	}
+}
+
+// A pod's stop waits for its creates under way; creates run together; the
+// gate of a pod nobody uses is dropped.
+func TestPodGates(t *testing.T) {
+	var g podGates
+	first, second := g.enter("pod", false), g.enter("pod", false) // two creates at once
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		g.enter("pod", true)()
+	}()
+	other := g.enter("other", true) // another pod is not held up
+	other()
+	first()
+	select {
+	case <-stopped:
+		t.Fatal("the stop went ahead of a create under way")
+	case <-time.After(50 * time.Millisecond):
+	}
+	second()
+	<-stopped
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(g.gates) != 0 {
+		t.Errorf("%d gates left, want none", len(g.gates))
 	}
 }

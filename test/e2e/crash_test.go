@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -653,6 +654,9 @@ func checkExit(x *crashCtr, st *runtimeapi.ContainerStatus, result *[]byte, badf
 		return
 	}
 	lines, stdout, err := numberedLines(filepath.Join(x.pod.cfg.LogDirectory, x.name+".log"))
+	if errors.Is(err, os.ErrNotExist) && st.StartedAt == 0 {
+		err = nil // it never ran: its shim died first
+	}
 	if err != nil {
 		badf("log: %v", err)
 		return
