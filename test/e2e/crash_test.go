@@ -563,6 +563,27 @@ func (c *crashTest) check(d *daemon) []string {
 			badf("containers/%s belongs to no listed container", e.Name())
 		}
 	}
+	// Mounts and cgroups are named by the pod or container they belong to.
+	listed := func(id string) bool { return listedPods[id] || listedCtrs[id] }
+	mounts, _ := os.ReadFile("/proc/self/mountinfo")
+	for _, line := range strings.Split(string(mounts), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 5 || !strings.HasPrefix(f[4], d.state+"/") {
+			continue
+		}
+		rel := strings.Split(strings.TrimPrefix(f[4], d.state+"/"), "/")
+		if len(rel) >= 2 && !listed(rel[1]) {
+			badf("mount %s belongs to no listed pod or container", f[4])
+		}
+	}
+	for _, mnt := range cgroupMounts() {
+		cgs, _ := filepath.Glob(filepath.Join(mnt, cgroupParent, "*", "cgroup.procs"))
+		for _, cg := range cgs {
+			if id := filepath.Base(filepath.Dir(cg)); !listed(id) {
+				badf("cgroup %s belongs to no listed pod or container", filepath.Dir(cg))
+			}
+		}
+	}
 	for ref := range c.images {
 		if resp, err := d.img.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: spec(ref)}); err != nil || resp.Image == nil {
 			badf("image %s was pulled but is not there (%v)", ref, err)
