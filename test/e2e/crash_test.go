@@ -80,32 +80,33 @@ type crashTest struct {
 
 // crashPod and crashCtr say what was asked of an object (…Asked, set before
 // the call) and what was answered (set after it); the ID is known once the
-// create answered or a restarted ketchd lists it.
+// create answered or a restarted ketchd lists it. Their fields are guarded
+// by crashTest.mu.
 type crashPod struct {
-	name, id            string
-	cfg                 *runtimeapi.PodSandboxConfig
-	stopAsked, stopped  bool
-	removeAsked, gone   bool
-	shimKilled, initDie bool
+	name, id               string
+	cfg                    *runtimeapi.PodSandboxConfig
+	stopAsked, stopped     bool
+	removeAsked, gone      bool
+	shimKilled, initKilled bool
 }
 
 type crashCtr struct {
-	name, id   string
-	pod        *crashPod
-	sleeper    bool  // sleeps for ever (exec target); else counts lines and exits
-	lines      int   // a counter prints 1..lines, one a millisecond
-	code       int32 // then exits with code
-	result     bool  // ketch.dev/result: stdout
-	withInit   bool  // ketch.dev/init: true
-	startAsked bool
-	started    bool
-	stopAsked  bool
-	removeAsk  bool
-	gone       bool
+	name, id    string
+	pod         *crashPod
+	sleeper     bool  // sleeps for ever (exec target); else counts lines and exits
+	lines       int   // a counter prints 1..lines, one a millisecond
+	code        int32 // then exits with code
+	result      bool  // ketch.dev/result: stdout
+	withInit    bool  // ketch.dev/init: true
+	startAsked  bool
+	started     bool
+	stopAsked   bool
+	removeAsked bool
+	gone        bool
 }
 
 // hurt: a pod that lost its shim or ketch-init: calls on it may fail.
-func (p *crashPod) hurt() bool { return p.shimKilled || p.initDie }
+func (p *crashPod) hurt() bool { return p.shimKilled || p.initKilled }
 
 func (c *crashTest) intn(n int) int {
 	c.mu.Lock()
@@ -158,7 +159,7 @@ func (c *crashTest) killVictim(d *daemon, shim bool) {
 		c.mu.Unlock()
 		return
 	}
-	p.shimKilled, p.initDie = shim, !shim
+	p.shimKilled, p.initKilled = shim, !shim
 	c.mu.Unlock()
 	var pid int
 	if shim {
@@ -257,20 +258,20 @@ func (c *crashTest) step(d *daemon, stop *atomic.Bool) {
 		c.exec(ctx, d, failed)
 	case op <= 13:
 		c.mu.Lock()
-		x := pick(c, c.sortedCtrs(), func(x *crashCtr) bool { return x.id != "" && x.startAsked && !x.removeAsk })
+		x := pick(c, c.sortedCtrs(), func(x *crashCtr) bool { return x.id != "" && x.startAsked && !x.removeAsked })
 		if x != nil {
 			x.stopAsked = true
 		}
 		c.mu.Unlock()
 		if x != nil {
 			_, err := d.rt.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: x.id, Timeout: int64(c.intn(2))})
-			failed("StopContainer "+x.name, err, func() bool { return x.pod.hurt() || x.removeAsk })
+			failed("StopContainer "+x.name, err, func() bool { return x.pod.hurt() || x.removeAsked })
 		}
 	case op <= 15:
 		c.mu.Lock()
-		x := pick(c, c.sortedCtrs(), func(x *crashCtr) bool { return x.id != "" && !x.removeAsk })
+		x := pick(c, c.sortedCtrs(), func(x *crashCtr) bool { return x.id != "" && !x.removeAsked })
 		if x != nil {
-			x.removeAsk, x.stopAsked = true, true
+			x.removeAsked, x.stopAsked = true, true
 		}
 		c.mu.Unlock()
 		if x != nil {
@@ -306,7 +307,7 @@ func (c *crashTest) step(d *daemon, stop *atomic.Bool) {
 			p.removeAsked = true
 			for _, x := range c.ctrs {
 				if x.pod == p {
-					x.removeAsk = true
+					x.removeAsked = true
 				}
 			}
 		}
@@ -374,7 +375,7 @@ func (c *crashTest) runContainer(ctx context.Context, d *daemon, failed failFunc
 	p := pick(c, c.sortedPods(), func(p *crashPod) bool {
 		n := 0
 		for _, x := range c.ctrs {
-			if x.pod == p && !x.removeAsk {
+			if x.pod == p && !x.removeAsked {
 				n++
 			}
 		}
@@ -510,7 +511,7 @@ func (c *crashTest) check(d *daemon) []string {
 		switch sb.State {
 		case runtimeapi.PodSandboxState_SANDBOX_READY:
 			if p.stopped || p.hurt() {
-				badf("pod %s is READY after it was stopped or lost its shim or init (stopped %v, shim killed %v, init killed %v)", p.name, p.stopped, p.shimKilled, p.initDie)
+				badf("pod %s is READY after it was stopped or lost its shim or init (stopped %v, shim killed %v, init killed %v)", p.name, p.stopped, p.shimKilled, p.initKilled)
 			}
 			if pid, err := d.initPID(sb.Id); err != nil || !alive(pid) {
 				badf("pod %s is READY but its ketch-init (%d, %v) is not running", p.name, pid, err)
@@ -553,7 +554,7 @@ func (c *crashTest) check(d *daemon) []string {
 		bad = append(bad, c.checkContainer(ctx, d, x, ct, listedPods)...)
 	}
 	for _, x := range c.sortedCtrs() {
-		if x.id != "" && !x.removeAsk && !listedCtrs[x.id] {
+		if x.id != "" && !x.removeAsked && !listedCtrs[x.id] {
 			badf("container %s (%s) is no longer listed", x.name, x.id)
 		}
 	}
@@ -669,7 +670,7 @@ func checkExit(x *crashCtr, st *runtimeapi.ContainerStatus, result *[]byte, badf
 	case x.stopAsked && (st.ExitCode == 137 || st.ExitCode == 143):
 	default:
 		badf("exit code %d (%s %q), want %d%s; init %v, pod's shim killed %v, init killed %v", st.ExitCode, st.Reason, st.Message, x.code,
-			map[bool]string{true: " or 137/143 (stopped)"}[x.stopAsked], x.withInit, x.pod.shimKilled, x.pod.initDie)
+			map[bool]string{true: " or 137/143 (stopped)"}[x.stopAsked], x.withInit, x.pod.shimKilled, x.pod.initKilled)
 	}
 	if x.sleeper {
 		return
