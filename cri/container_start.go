@@ -30,7 +30,7 @@ func (s *Server) StartContainer(ctx context.Context, req *runtimeapi.StartContai
 	if c.State != store.ContainerCreated {
 		return nil, fmt.Errorf("start container %s: it is %s, not created: %w", c.ID, c.State, errdefs.ErrFailedPrecondition)
 	}
-	at, err := s.containers.StartContainer(ctx, c.SandboxID, c.ID)
+	st, err := s.containers.StartContainer(ctx, c.SandboxID, c.ID)
 	if err != nil {
 		_, uerr := s.store.UpdateContainer(c.ID, func(c *store.Container) error {
 			c.State, c.ExitCode, c.Reason, c.Message, c.FinishedAt = store.ContainerExited, 128, "StartError", err.Error(), time.Now()
@@ -41,12 +41,8 @@ func (s *Server) StartContainer(ctx context.Context, req *runtimeapi.StartContai
 		}
 		return nil, errors.Join(fmt.Errorf("start container %s: %w", c.ID, err), uerr)
 	}
-	st, err := s.containers.ContainerState(ctx, c.SandboxID, c.ID)
-	if err != nil {
-		return nil, fmt.Errorf("start container %s: %w", c.ID, err)
-	}
 	if _, err := s.store.UpdateContainer(c.ID, func(c *store.Container) error {
-		c.State, c.StartedAt, c.PID = store.ContainerRunning, at, st.Pid
+		c.State, c.StartedAt, c.PID = store.ContainerRunning, st.At, st.Pid
 		return nil
 	}); err != nil {
 		return nil, fmt.Errorf("start container %s: %w", c.ID, err)
@@ -74,7 +70,7 @@ func (s *Server) watchContainer(podID, id string) {
 // into the record of a container that was running; it is idempotent, as
 // StopContainer and the watcher both call it.
 func (s *Server) recordExit(podID, id string, e shim.Exit, waitErr error) {
-	reason, msg := exitReason(e)
+	reason, msg := exitReason(e), ""
 	if waitErr != nil {
 		if !errors.Is(waitErr, sandbox.ErrShimGone) {
 			slog.Warn("wait for container", "container", id, "err", waitErr)
@@ -106,14 +102,14 @@ func (s *Server) recordExit(podID, id string, e shim.Exit, waitErr error) {
 
 // exitReason is kubelet's reason for an exit: OOMKilled from the cgroup's
 // own count, else Completed or Error by the exit code.
-func exitReason(e shim.Exit) (reason, message string) {
+func exitReason(e shim.Exit) string {
 	switch {
 	case e.OOMKilled:
-		return "OOMKilled", ""
+		return "OOMKilled"
 	case e.Code == 0:
-		return "Completed", ""
+		return "Completed"
 	}
-	return "Error", ""
+	return "Error"
 }
 
 // maxMessage is what kubelet keeps of a termination message.

@@ -20,9 +20,30 @@ func (s *Server) ContainerStatus(ctx context.Context, req *runtimeapi.ContainerS
 	if err != nil {
 		return nil, fmt.Errorf("container status: %w", err)
 	}
+	st, cfg, err := containerStatus(c)
+	if err != nil {
+		return nil, err
+	}
+	resp := &runtimeapi.ContainerStatusResponse{Status: st}
+	if req.GetVerbose() {
+		v := verboseContainer{SandboxID: c.SandboxID, PID: c.PID, State: string(c.State), Config: cfg, RuntimeSpec: c.Spec}
+		if c.WantResult && c.State == store.ContainerExited {
+			v.Result, v.ResultTruncated = &c.Result, c.ResultTruncated
+		}
+		info, err := json.Marshal(v)
+		if err != nil {
+			return nil, err
+		}
+		resp.Info = map[string]string{"info": string(info)}
+	}
+	return resp, nil
+}
+
+// containerStatus is c's CRI status, and the config it was created with.
+func containerStatus(c store.Container) (*runtimeapi.ContainerStatus, *runtimeapi.ContainerConfig, error) {
 	var cfg runtimeapi.ContainerConfig
 	if err := proto.Unmarshal(c.Config, &cfg); err != nil {
-		return nil, fmt.Errorf("container %s: stored config: %w: %w", c.ID, errdefs.ErrDataLoss, err)
+		return nil, nil, fmt.Errorf("container %s: stored config: %w: %w", c.ID, errdefs.ErrDataLoss, err)
 	}
 	st := &runtimeapi.ContainerStatus{
 		Id:          c.ID,
@@ -52,19 +73,7 @@ func (s *Server) ContainerStatus(ctx context.Context, req *runtimeapi.ContainerS
 		}
 		st.User = &runtimeapi.ContainerUser{Linux: &runtimeapi.LinuxContainerUser{Uid: int64(u.UID), Gid: int64(u.GID), SupplementalGroups: groups}}
 	}
-	resp := &runtimeapi.ContainerStatusResponse{Status: st}
-	if req.GetVerbose() {
-		v := verboseContainer{SandboxID: c.SandboxID, PID: c.PID, State: string(c.State), Config: &cfg, RuntimeSpec: c.Spec}
-		if c.WantResult && c.State == store.ContainerExited {
-			v.Result, v.ResultTruncated = &c.Result, c.ResultTruncated
-		}
-		info, err := json.Marshal(v)
-		if err != nil {
-			return nil, err
-		}
-		resp.Info = map[string]string{"info": string(info)}
-	}
-	return resp, nil
+	return st, &cfg, nil
 }
 
 // verboseContainer is the "info" of a verbose ContainerStatus, with

@@ -1,7 +1,6 @@
 package cri
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -10,6 +9,8 @@ import (
 	"github.com/containerd/errdefs"
 	"google.golang.org/grpc"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"ketch.dev/ketch/cri/store"
 )
 
 // eventBuffer is how far a GetContainerEvents stream may fall behind
@@ -93,14 +94,16 @@ func (s *Server) emit(podID, id string, kind runtimeapi.ContainerEventType) {
 		return
 	}
 	ev := &runtimeapi.ContainerEventResponse{ContainerId: id, ContainerEventType: kind, CreatedAt: time.Now().UnixNano()}
-	ctx := context.Background()
 	if st, err := s.storedPodStatus(podID); err == nil {
 		ev.PodSandboxStatus = st
 	}
-	if resp, err := s.ListContainers(ctx, &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{PodSandboxId: podID}}); err == nil {
-		for _, c := range resp.Containers {
-			if st, err := s.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: c.Id}); err == nil {
-				ev.ContainersStatuses = append(ev.ContainersStatuses, st.Status)
+	if ctrs, err := s.store.ListContainers(store.ContainerFilter{SandboxID: podID}); err == nil {
+		for _, c := range ctrs {
+			if c.State == store.ContainerCreating {
+				continue // not listed either
+			}
+			if st, _, err := containerStatus(c); err == nil {
+				ev.ContainersStatuses = append(ev.ContainersStatuses, st)
 			}
 		}
 	} else {

@@ -561,10 +561,10 @@ func (mr *MockContainersMockRecorder) SignalContainer(ctx, podID, id, sig, all a
 }
 
 // StartContainer mocks base method.
-func (m *MockContainers) StartContainer(ctx context.Context, podID, id string) (time.Time, error) {
+func (m *MockContainers) StartContainer(ctx context.Context, podID, id string) (shim.Started, error) {
 	m.ctrl.T.Helper()
 	ret := m.ctrl.Call(m, "StartContainer", ctx, podID, id)
-	ret0, _ := ret[0].(time.Time)
+	ret0, _ := ret[0].(shim.Started)
 	ret1, _ := ret[1].(error)
 	return ret0, ret1
 }

@@ -9,17 +9,9 @@ import (
 	"strings"
 
 	"golang.org/x/net/websocket"
+	"k8s.io/cri-streaming/pkg/streaming/portforward"
 	"k8s.io/streaming/pkg/httpstream"
 	"k8s.io/streaming/pkg/httpstream/spdy"
-)
-
-// The port-forward protocol's stream headers: each forwarded connection is
-// a data stream and an error stream sharing a request ID.
-const (
-	headerPort      = "port"
-	headerRequestID = "requestID"
-	headerType      = "streamType"
-	typeError       = "error"
 )
 
 // servePortForwardTunnel serves a port-forward whose SPDY connection is
@@ -49,8 +41,8 @@ func (h v5Handler) forwardOverSPDY(ctx context.Context, ws *websocket.Conn, podI
 	defer cancel()
 	streams := make(chan httpstream.Stream)
 	conn, err := spdy.NewServerConnection(ws, func(st httpstream.Stream, _ <-chan struct{}) error {
-		if st.Headers().Get(headerRequestID) == "" {
-			return fmt.Errorf("port-forward stream without %s", headerRequestID)
+		if st.Headers().Get(portforward.PortForwardRequestIDHeader) == "" {
+			return fmt.Errorf("port-forward stream without %s", portforward.PortForwardRequestIDHeader)
 		}
 		select {
 		case streams <- st:
@@ -72,9 +64,9 @@ func (h v5Handler) forwardOverSPDY(ctx context.Context, ws *websocket.Conn, podI
 		case <-conn.CloseChan():
 			return
 		case st := <-streams:
-			id := st.Headers().Get(headerRequestID)
+			id := st.Headers().Get(portforward.PortForwardRequestIDHeader)
 			p := pairs[id]
-			if st.Headers().Get(headerType) == typeError {
+			if st.Headers().Get(portforward.StreamType) == portforward.StreamTypeError {
 				p[1] = st
 			} else {
 				p[0] = st
@@ -94,11 +86,11 @@ func (h v5Handler) forwardOverSPDY(ctx context.Context, ws *websocket.Conn, podI
 func (h v5Handler) forwardPair(ctx context.Context, podID string, data, errStream httpstream.Stream) {
 	defer data.Close()
 	defer errStream.Close()
-	port, err := strconv.ParseInt(data.Headers().Get(headerPort), 10, 32)
+	port, err := strconv.ParseInt(data.Headers().Get(portforward.PortHeader), 10, 32)
 	if err == nil {
 		err = streamRuntime{h.s}.PortForward(ctx, podID, int32(port), data)
 	}
 	if err != nil {
-		fmt.Fprintf(errStream, "port-forward to %s port %s: %v", podID, data.Headers().Get(headerPort), err)
+		fmt.Fprintf(errStream, "port-forward to %s port %s: %v", podID, data.Headers().Get(portforward.PortHeader), err)
 	}
 }

@@ -89,35 +89,33 @@ func (s *Server) watchSandbox(id string) {
 	}()
 }
 
+// podDied marks pod id NOTREADY, and publishes that once, when its PID 1
+// or its shim is gone.
 func (s *Server) podDied(id string) {
-	if s.setNotReady(id) {
+	if changed, _ := s.markNotReady(id, false); changed {
+		s.emit(id, id, runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT)
 		slog.Info("pod not ready: its PID 1 exited", "pod", id)
 	}
 }
 
-// setNotReady marks pod id NOTREADY and publishes that once: it reports
-// whether this call was the one that changed the state.
-func (s *Server) setNotReady(id string) bool {
-	changed := s.markNotReady(id)
-	if changed {
-		s.emit(id, id, runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT)
-	}
-	return changed
-}
-
-// markNotReady is setNotReady without the event, for a caller that sends
-// it once its work is done.
-func (s *Server) markNotReady(id string) bool {
-	changed := false
+// markNotReady makes pod id NOTREADY in the store and reports whether it
+// was READY; the caller publishes the event once its work is done. With
+// removing the record is also marked for a restart to finish the removal,
+// and a pod still "creating" keeps that state.
+func (s *Server) markNotReady(id string, removing bool) (bool, error) {
+	wasReady := false
 	_, err := s.store.UpdateSandbox(id, func(sb *store.Sandbox) error {
-		changed = sb.State == store.SandboxReady
-		sb.State = store.SandboxNotReady
+		wasReady = sb.State == store.SandboxReady
+		if !removing || sb.State != store.SandboxCreating {
+			sb.State = store.SandboxNotReady
+		}
+		sb.Removing = sb.Removing || removing
 		return nil
 	})
 	if err != nil && !errdefs.IsNotFound(err) {
 		slog.Warn("mark pod not ready", "pod", id, "err", err)
 	}
-	return changed && err == nil
+	return wasReady && err == nil, err
 }
 
 // watchReadySandboxes adopts and watches every pod a previous ketchd left

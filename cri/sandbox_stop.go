@@ -29,7 +29,7 @@ func (s *Server) StopPodSandbox(ctx context.Context, req *runtimeapi.StopPodSand
 	}
 	// First, so that no container can be created in it from now on; then
 	// the creates under way are waited for.
-	wasReady := s.markNotReady(sb.ID)
+	wasReady, _ := s.markNotReady(sb.ID, false)
 	defer s.creates.enter(sb.ID, true)()
 	ctrs, err := s.store.ListContainers(store.ContainerFilter{SandboxID: sb.ID})
 	if err != nil {
@@ -66,15 +66,8 @@ func (s *Server) RemovePodSandbox(ctx context.Context, req *runtimeapi.RemovePod
 	}
 	// First, so that no container can be created in it from now on and a
 	// restart finishes the removal.
-	wasReady := false
-	if _, err := s.store.UpdateSandbox(sb.ID, func(sb *store.Sandbox) error {
-		wasReady = sb.State == store.SandboxReady
-		if sb.State != store.SandboxCreating {
-			sb.State = store.SandboxNotReady
-		}
-		sb.Removing = true
-		return nil
-	}); errdefs.IsNotFound(err) {
+	wasReady, err := s.markNotReady(sb.ID, true)
+	if errdefs.IsNotFound(err) {
 		return &runtimeapi.RemovePodSandboxResponse{}, nil
 	} else if err != nil {
 		return nil, fmt.Errorf("remove pod sandbox %s: %w", sb.ID, err)

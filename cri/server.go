@@ -87,7 +87,7 @@ type Containers interface {
 	ContainerRootfs(id string) string
 	ContainerDirs() ([]string, error)
 	CreateContainer(ctx context.Context, podID, id string, spec *specs.Spec, o shim.ContainerOptions) error
-	StartContainer(ctx context.Context, podID, id string) (time.Time, error)
+	StartContainer(ctx context.Context, podID, id string) (shim.Started, error)
 	SignalContainer(ctx context.Context, podID, id string, sig syscall.Signal, all bool) error
 	// WaitContainer returns the exit once recorded; sandbox.ErrShimGone
 	// when the shim died before it recorded one.

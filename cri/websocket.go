@@ -13,25 +13,17 @@ import (
 
 	"github.com/containerd/errdefs"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"k8s.io/cri-streaming/pkg/streaming/remotecommand"
 	"k8s.io/streaming/pkg/httpstream/wsstream"
 
 	"ketch.dev/ketch/oci/shim"
 )
 
-// v5Protocol is the websocket remote-command protocol of KEP-4006, which
-// kubectl and crictl speak by default and which can signal the end of
-// stdin. k8s.io/cri-streaming serves websocket up to v4 only, so ketch
-// serves v5 itself, in front of it; everything else goes to the library.
-const v5Protocol = "v5.channel.k8s.io"
-
-// The v5 channels, by number.
-const (
-	chanStdin = iota
-	chanStdout
-	chanStderr
-	chanError
-	chanResize
-)
+// The websocket remote-command protocol of KEP-4006
+// (remotecommand.StreamProtocolV5Name), which kubectl and crictl speak by
+// default and which can signal the end of stdin: k8s.io/cri-streaming
+// serves websocket up to v4 only, so ketch serves v5 itself, in front of
+// it; everything else goes to the library.
 
 // sessionTTL is how long a handed-out URL stays good, as the streaming
 // library's own cache keeps its tokens.
@@ -121,13 +113,13 @@ func (h v5Handler) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		return wsstream.IgnoreChannel
 	}
 	channels := []wsstream.ChannelType{
-		chanStdin:  channel(stdin, wsstream.ReadChannel),
-		chanStdout: channel(stdout, wsstream.WriteChannel),
-		chanStderr: channel(stderr && !tty, wsstream.WriteChannel),
-		chanError:  wsstream.WriteChannel,
-		chanResize: channel(tty, wsstream.ReadChannel),
+		remotecommand.StreamStdIn:  channel(stdin, wsstream.ReadChannel),
+		remotecommand.StreamStdOut: channel(stdout, wsstream.WriteChannel),
+		remotecommand.StreamStdErr: channel(stderr && !tty, wsstream.WriteChannel),
+		remotecommand.StreamErr:    wsstream.WriteChannel,
+		remotecommand.StreamResize: channel(tty, wsstream.ReadChannel),
 	}
-	conn := wsstream.NewConn(map[string]wsstream.ChannelProtocolConfig{v5Protocol: {Binary: true, Channels: channels}})
+	conn := wsstream.NewConn(map[string]wsstream.ChannelProtocolConfig{remotecommand.StreamProtocolV5Name: {Binary: true, Channels: channels}})
 	_, streams, err := conn.Open(w, req)
 	if err != nil {
 		return // Open answered the client
@@ -135,29 +127,29 @@ func (h v5Handler) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	defer conn.Close()
 	// An empty message on the first writable channel tells the client the
 	// session is up, as the v4 servers do.
-	first := chanError
+	first := remotecommand.StreamErr
 	if stdout {
-		first = chanStdout
+		first = remotecommand.StreamStdOut
 	} else if stderr && !tty {
-		first = chanStderr
+		first = remotecommand.StreamStdErr
 	}
 	_, _ = streams[first].Write(nil)
 
 	st := shim.Streams{Stdout: io.Discard, TTY: tty}
 	if stdin {
-		st.Stdin = streams[chanStdin]
+		st.Stdin = streams[remotecommand.StreamStdIn]
 	}
 	if stdout {
-		st.Stdout = streams[chanStdout]
+		st.Stdout = streams[remotecommand.StreamStdOut]
 	}
 	if stderr && !tty {
-		st.Stderr = streams[chanStderr]
+		st.Stderr = streams[remotecommand.StreamStdErr]
 	}
 	if tty {
-		st.Resize = decodeResizes(streams[chanResize])
+		st.Resize = decodeResizes(streams[remotecommand.StreamResize])
 	}
 	code, err := h.run(req.Context(), ctrID, cmd, p.exec != nil, st)
-	_, _ = streams[chanError].Write(statusJSON(code, err))
+	_, _ = streams[remotecommand.StreamErr].Write(statusJSON(code, err))
 }
 
 func (h v5Handler) run(ctx context.Context, id string, cmd []string, exec bool, st shim.Streams) (int, error) {
@@ -212,11 +204,11 @@ func statusJSON(code int, err error) []byte {
 			st.Reason = "NotFound"
 		}
 	case code != 0:
-		st.Status, st.Reason = "Failure", "NonZeroExitCode"
+		st.Status, st.Reason = "Failure", remotecommand.NonZeroExitCodeReason
 		st.Message = fmt.Sprintf("command terminated with non-zero exit code: %d", code)
 		st.Details = &struct {
 			Causes []cause `json:"causes"`
-		}{Causes: []cause{{Type: "ExitCode", Message: strconv.Itoa(code)}}}
+		}{Causes: []cause{{Type: remotecommand.ExitCodeCauseType, Message: strconv.Itoa(code)}}}
 	}
 	b, _ := json.Marshal(st)
 	return b

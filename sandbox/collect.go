@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 
 	"ketch.dev/ketch/oci/shim"
 	"ketch.dev/ketch/sandbox/netns"
@@ -47,8 +46,7 @@ func (m *Manager) Collect(ctx context.Context, known func(id string) bool) error
 		return errors.Join(append(errs, fmt.Errorf("collect netns pins: %w", err))...)
 	}
 	for _, e := range pins {
-		id := strings.TrimSuffix(e.Name(), ".teardown")
-		if known(id) && id == e.Name() {
+		if known(e.Name()) { // a teardown stand-in (<id>.teardown) never is
 			continue
 		}
 		slog.Warn("removing a netns pin no pod holds", "netns", e.Name())

@@ -68,10 +68,10 @@ func (m *Manager) CreateContainer(ctx context.Context, podID, id string, spec *s
 }
 
 // StartContainer runs container id's program.
-func (m *Manager) StartContainer(ctx context.Context, podID, id string) (time.Time, error) {
+func (m *Manager) StartContainer(ctx context.Context, podID, id string) (shim.Started, error) {
 	c, err := m.podShim(ctx, podID)
 	if err != nil {
-		return time.Time{}, err
+		return shim.Started{}, err
 	}
 	return c.StartContainer(ctx, id)
 }

@@ -307,7 +307,7 @@ func (m *Manager) remove(ctx context.Context, s Spec) error {
 	if err := netns.Remove(m.netnsPath(s.ID)); err != nil {
 		return err
 	}
-	if err := userns.Unpin(m.usernsPath(s.ID)); err != nil {
+	if err := netns.Remove(m.usernsPath(s.ID)); err != nil {
 		return err
 	}
 	if err := unmountShm(dir); err != nil {

@@ -96,12 +96,12 @@ func (c *Client) CreateContainer(ctx context.Context, id string, spec *specs.Spe
 
 // StartContainer runs created container id's program and returns when it
 // started. errdefs.ErrNotFound: the program is not in the image.
-func (c *Client) StartContainer(ctx context.Context, id string) (time.Time, error) {
+func (c *Client) StartContainer(ctx context.Context, id string) (Started, error) {
 	r, err := c.shim.StartContainer(ctx, &api.StartContainerRequest{Id: id})
 	if err != nil {
-		return time.Time{}, fromTTRPC(err)
+		return Started{}, fromTTRPC(err)
 	}
-	return time.Unix(0, r.GetStartedAtUnixNano()), nil
+	return Started{At: time.Unix(0, r.GetStartedAtUnixNano()), Pid: int(r.GetPid())}, nil
 }
 
 // DeleteContainer kills container id if it runs and removes it; unknown

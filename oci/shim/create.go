@@ -1,18 +1,17 @@
 package shim
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/opencontainers/cgroups/fs"
+	"github.com/opencontainers/cgroups/fs2"
 	"github.com/opencontainers/runc/libcontainer"
 	"github.com/opencontainers/runc/libcontainer/configs/validate"
 	"github.com/opencontainers/runc/libcontainer/specconv"
@@ -74,8 +73,9 @@ func (s *Service) CreateContainer(_ context.Context, id string, spec *specs.Spec
 	return nil
 }
 
-// reserve claims id for a create under way, refusing a second one and any
-// create once Shutdown has begun; unreserve releases the claim.
+// reserve claims id for a create (or the sandbox's start) under way,
+// refusing a second one and any once Shutdown has begun; unreserve
+// releases the claim.
 func (s *Service) reserve(id string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -100,18 +100,18 @@ func (s *Service) unreserve(id string) {
 // StartContainer starts a created container's program with its stdio
 // wired to its CRI log. A program that cannot be started (not found, not
 // executable) is an error naming it, and the container stays created.
-func (s *Service) StartContainer(_ context.Context, id string) (time.Time, error) {
+func (s *Service) StartContainer(_ context.Context, id string) (Started, error) {
 	c, err := s.get(id)
 	if err != nil {
-		return time.Time{}, err
+		return Started{}, err
 	}
 	if c.process == nil {
-		return time.Time{}, fmt.Errorf("start %s: the sandbox starts with the pod: %w", id, errdefs.ErrInvalidArgument)
+		return Started{}, fmt.Errorf("start %s: the sandbox starts with the pod: %w", id, errdefs.ErrInvalidArgument)
 	}
 	c.mu.Lock()
 	if c.starting != nil || !c.startedAt.IsZero() {
 		c.mu.Unlock()
-		return time.Time{}, fmt.Errorf("start %s: already started: %w", id, errdefs.ErrFailedPrecondition)
+		return Started{}, fmt.Errorf("start %s: already started: %w", id, errdefs.ErrFailedPrecondition)
 	}
 	done := make(chan struct{})
 	c.starting = done
@@ -122,10 +122,10 @@ func (s *Service) StartContainer(_ context.Context, id string) (time.Time, error
 	c.mu.Unlock()
 	close(done)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("start container %s: %w", id, err)
+		return Started{}, fmt.Errorf("start container %s: %w", id, err)
 	}
 	slog.Info("started", "id", id, "pid", c.pid)
-	return at, nil
+	return Started{At: at, Pid: c.pid}, nil
 }
 
 func (s *Service) start(c *container) (time.Time, error) {
@@ -187,15 +187,7 @@ func waitExec(pid int, withChild bool) {
 	}
 }
 
-func hasChild(pid int) bool {
-	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
-	for _, t := range tasks {
-		if b, _ := os.ReadFile(t); len(bytes.TrimSpace(b)) > 0 {
-			return true
-		}
-	}
-	return false
-}
+func hasChild(pid int) bool { return len(children(pid)) > 0 }
 
 // startError says which kind of failure a start was: a program that is not
 // there is the request's fault, as kubelet reports it (StartError).
@@ -245,29 +237,14 @@ func (s *Service) exitedApp(c *container, e Exit) {
 // on cgroup v1, memory.events on v2.
 func oomKilled(paths map[string]string) bool {
 	if p, ok := paths["memory"]; ok {
-		return counter(filepath.Join(p, "memory.oom_control"), "oom_kill") > 0
+		n, _ := fs.OOMKillCount(p)
+		return n > 0
 	}
 	if p, ok := paths[""]; ok {
-		return counter(filepath.Join(p, "memory.events"), "oom_kill") > 0
+		n, _ := fs2.OOMKillCount(p)
+		return n > 0
 	}
 	return false
-}
-
-// counter reads "key N" from a cgroup file of such lines; 0 when absent.
-func counter(path, key string) uint64 {
-	f, err := os.Open(path)
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if k, v, ok := strings.Cut(sc.Text(), " "); ok && k == key {
-			n, _ := strconv.ParseUint(v, 10, 64)
-			return n
-		}
-	}
-	return 0
 }
 
 // DeleteContainer kills container id if it runs, waits for its exit to be

@@ -23,8 +23,9 @@ const maxLogLine = 16 << 10
 type criLog struct {
 	path string
 
-	mu sync.Mutex
-	f  *os.File // nil when discarding; guarded by mu
+	mu  sync.Mutex
+	f   *os.File // nil when discarding; guarded by mu
+	buf []byte   // the entry being written, reused; guarded by mu
 }
 
 func openCRILog(path string) (*criLog, error) {
@@ -89,8 +90,12 @@ func (l *criLog) entry(stream string, partial bool, line []byte) {
 	if partial {
 		tag = "P"
 	}
-	buf := make([]byte, 0, len(line)+48)
-	buf = time.Now().UTC().AppendFormat(buf, time.RFC3339Nano)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f == nil {
+		return
+	}
+	buf := time.Now().UTC().AppendFormat(l.buf[:0], time.RFC3339Nano)
 	buf = append(buf, ' ')
 	buf = append(buf, stream...)
 	buf = append(buf, ' ')
@@ -98,11 +103,8 @@ func (l *criLog) entry(stream string, partial bool, line []byte) {
 	buf = append(buf, ' ')
 	buf = append(buf, line...)
 	buf = append(buf, '\n')
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.f != nil {
-		_, _ = l.f.Write(buf) // a full disk must not stop the container; the line is lost
-	}
+	_, _ = l.f.Write(buf) // a full disk must not stop the container; the line is lost
+	l.buf = buf
 }
 
 // copy logs r as stream until r ends, and hands every piece read to tee

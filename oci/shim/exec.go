@@ -134,13 +134,22 @@ func killTree(pid int) {
 
 func descendants(pid int) []int {
 	var out []int
+	for _, kid := range children(pid) {
+		out = append(out, kid)
+		out = append(out, descendants(kid)...)
+	}
+	return out
+}
+
+// children are pid's child processes, whichever of its threads forked them.
+func children(pid int) []int {
+	var out []int
 	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
 	for _, t := range tasks {
 		data, _ := os.ReadFile(t)
 		for _, f := range strings.Fields(string(data)) {
 			if kid, err := strconv.Atoi(f); err == nil {
 				out = append(out, kid)
-				out = append(out, descendants(kid)...)
 			}
 		}
 	}

@@ -29,24 +29,10 @@ func (s *Service) StartSandbox(_ context.Context, cfg *SandboxConfig) (int, erro
 	if err := checkSandboxConfig(cfg); err != nil {
 		return 0, fmt.Errorf("start sandbox %s: %w", s.id, err)
 	}
-	s.mu.Lock()
-	switch {
-	case s.closing:
-		s.mu.Unlock()
-		return 0, fmt.Errorf("start sandbox %s: shim is shutting down: %w", s.id, errdefs.ErrFailedPrecondition)
-	case s.starting || s.containers[s.id] != nil:
-		s.mu.Unlock()
-		return 0, fmt.Errorf("start sandbox %s: %w", s.id, errdefs.ErrAlreadyExists)
+	if err := s.reserve(s.id); err != nil {
+		return 0, fmt.Errorf("start sandbox %s: %w", s.id, err)
 	}
-	s.starting = true
-	s.starts.Add(1)
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		s.starting = false
-		s.mu.Unlock()
-		s.starts.Done()
-	}()
+	defer s.unreserve(s.id)
 
 	c, err := s.startSandbox(cfg)
 	if err != nil {

@@ -217,11 +217,11 @@ func (t *ttrpcService) CreateContainer(ctx context.Context, r *api.CreateContain
 }
 
 func (t *ttrpcService) StartContainer(ctx context.Context, r *api.StartContainerRequest) (*api.StartContainerResponse, error) {
-	at, err := t.s.StartContainer(ctx, r.GetId())
+	st, err := t.s.StartContainer(ctx, r.GetId())
 	if err != nil {
 		return nil, err
 	}
-	return &api.StartContainerResponse{StartedAtUnixNano: at.UnixNano()}, nil
+	return &api.StartContainerResponse{StartedAtUnixNano: st.At.UnixNano(), Pid: uint32(st.Pid)}, nil
 }
 
 func (t *ttrpcService) DeleteContainer(ctx context.Context, r *api.DeleteContainerRequest) (*api.DeleteContainerResponse, error) {

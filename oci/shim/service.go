@@ -35,14 +35,13 @@ type Service struct {
 	mu sync.Mutex
 	// containers by id; guarded by mu. The sandbox is containers[id].
 	containers map[string]*container
-	// starting is true while StartSandbox runs, creating holds the ids
-	// of CreateContainer calls under way, so that a second call fails at
-	// once; closing is set by Shutdown and never cleared. Guarded by mu.
-	starting bool
+	// creating holds the ids of StartSandbox and CreateContainer calls
+	// under way, so that a second call fails at once; closing is set by
+	// Shutdown and never cleared. Guarded by mu.
 	creating map[string]bool
 	closing  bool
-	// starts counts StartSandbox calls past the closing check; Shutdown
-	// waits for them so that nothing is created behind its back.
+	// starts counts those calls past the closing check; Shutdown waits
+	// for them so that nothing is created behind its back.
 	starts sync.WaitGroup
 
 	doneOnce sync.Once

@@ -78,6 +78,12 @@ type State struct {
 	Exit      *Exit     // set once Status is StatusStopped
 }
 
+// Started is when a container's program started, and its host PID.
+type Started struct {
+	At  time.Time
+	Pid int
+}
+
 // ContainerOptions say how an app container's stdio is wired.
 type ContainerOptions struct {
 	LogPath   string // the CRI log file; "" discards the output

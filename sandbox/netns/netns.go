@@ -184,18 +184,19 @@ func wrapMountErr(dir string, err error) error {
 	return nil
 }
 
-// Remove unpins the namespace at path and deletes the mount point; the
-// kernel frees the namespace once no process is left in it. Removing a
-// path that is already gone, or was never pinned, succeeds.
+// Remove unpins the namespace at path (a network namespace, or any other
+// pinned by bind mount, as package userns does) and deletes the mount
+// point; the kernel frees the namespace once no process is left in it.
+// Removing a path that is already gone, or was never pinned, succeeds.
 func Remove(path string) error {
 	// MNT_DETACH: a plugin or nsenter that still has the file open must
 	// not make the pod's removal fail.
 	err := unix.Unmount(path, unix.MNT_DETACH)
 	if err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
-		return fmt.Errorf("unmount netns %s: %w", path, err)
+		return fmt.Errorf("unmount namespace pin %s: %w", path, err)
 	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("remove netns %s: %w", path, err)
+		return fmt.Errorf("remove namespace pin %s: %w", path, err)
 	}
 	return nil
 }

@@ -123,7 +123,7 @@ func kill(pid int) error {
 	}
 }
 
-// Pin bind-mounts the namespace file src (a /proc/<pid>/ns/user) on path,
+// Pin bind-mounts the namespace file src (netns.Remove unpins it) (a /proc/<pid>/ns/user) on path,
 // which it creates, so that the namespace outlives every process in it.
 // An existing file at path is ErrAlreadyExists.
 func Pin(src, path string) error {
@@ -138,20 +138,6 @@ func Pin(src, path string) error {
 	if err := unix.Mount(src, path, "", unix.MS_BIND, ""); err != nil {
 		_ = os.Remove(path)
 		return fmt.Errorf("pin user namespace %s at %s: %w", src, path, err)
-	}
-	return nil
-}
-
-// Unpin removes a pin Pin made; the kernel frees the namespace once
-// nothing else holds it. A missing or unmounted pin is no error.
-func Unpin(path string) error {
-	// MNT_DETACH: a process that has the file open must not make the
-	// pod's removal fail.
-	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
-		return fmt.Errorf("unpin user namespace %s: %w", path, err)
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("unpin user namespace %s: %w", path, err)
 	}
 	return nil
 }

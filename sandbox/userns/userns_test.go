@@ -11,6 +11,8 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"ketch.dev/ketch/sandbox/netns"
 )
 
 var mapping = []specs.LinuxIDMapping{{ContainerID: 0, HostID: 100000, Size: 65536}}
@@ -95,7 +97,7 @@ func TestDoAndPin(t *testing.T) {
 		t.Errorf("a second pin at the same path: %v, want AlreadyExists", err)
 	}
 	for range 2 {
-		if err := Unpin(pin); err != nil {
+		if err := netns.Remove(pin); err != nil {
 			t.Fatal(err)
 		}
 	}

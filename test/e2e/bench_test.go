@@ -181,9 +181,7 @@ func BenchmarkPodMemory(b *testing.B) {
 	for b.Loop() {
 		var ids []string
 		for i := range pods {
-			cfg := podConfig(b, fmt.Sprintf("mem-%d", i))
-			cfg.LogDirectory = b.TempDir()
-			id := d.runPod(b, cfg)
+			id, cfg, _ := d.podWithLogs(b, fmt.Sprintf("mem-%d", i))
 			ids = append(ids, id)
 			ctr := d.createContainer(b, id, cfg, containerConfig("app", "sleep", "3600"))
 			d.startContainer(b, ctr)
@@ -191,12 +189,7 @@ func BenchmarkPodMemory(b *testing.B) {
 		time.Sleep(time.Second) // let the Go runtimes settle after start-up
 		var shimRSS, shimPSS, initRSS, initPSS float64
 		for _, id := range ids {
-			pidFile, err := os.ReadFile(filepath.Join(d.state, "pods", id, "shim.pid"))
-			if err != nil {
-				b.Fatal(err)
-			}
-			shimPid, _ := strconv.Atoi(strings.TrimSpace(string(pidFile)))
-			r, p := memoryOf(b, shimPid)
+			r, p := memoryOf(b, d.shimPID(id))
 			shimRSS, shimPSS = shimRSS+r, shimPSS+p
 			r, p = memoryOf(b, d.podPID(b, id))
 			initRSS, initPSS = initRSS+r, initPSS+p
@@ -254,9 +247,7 @@ func reportPercentiles(b *testing.B, what string, ds []time.Duration) {
 func BenchmarkContainer(b *testing.B) {
 	d := startKetchd(b, daemonOpts{network: true})
 	d.mustPull(b, busybox)
-	cfg := podConfig(b, "bench-ctr")
-	cfg.LogDirectory = b.TempDir()
-	pod := d.runPod(b, cfg)
+	pod, cfg, _ := d.podWithLogs(b, "bench-ctr")
 	var start, stop []time.Duration
 	i := 0
 	for b.Loop() {
@@ -286,9 +277,7 @@ func BenchmarkContainer(b *testing.B) {
 func BenchmarkExecSync(b *testing.B) {
 	d := startKetchd(b, daemonOpts{network: true})
 	d.mustPull(b, busybox)
-	cfg := podConfig(b, "bench-exec")
-	cfg.LogDirectory = b.TempDir()
-	pod := d.runPod(b, cfg)
+	pod, cfg, _ := d.podWithLogs(b, "bench-exec")
 	id := d.createContainer(b, pod, cfg, containerConfig("target", "sleep", "3600"))
 	d.startContainer(b, id)
 	var took []time.Duration
@@ -311,9 +300,7 @@ func BenchmarkExecSync(b *testing.B) {
 func BenchmarkWorkflowStop(b *testing.B) {
 	d := startKetchd(b, daemonOpts{network: true})
 	d.mustPull(b, workflowImage)
-	cfg := podConfig(b, "bench-wf")
-	cfg.LogDirectory = b.TempDir()
-	pod := d.runPod(b, cfg)
+	pod, cfg, _ := d.podWithLogs(b, "bench-wf")
 	for _, withInit := range []bool{true, false} {
 		b.Run(map[bool]string{true: "init", false: "bare"}[withInit], func(b *testing.B) {
 			var took []time.Duration
@@ -353,9 +340,7 @@ func BenchmarkInitMemory(b *testing.B) {
 	const n = 20
 	d := startKetchd(b, daemonOpts{network: true})
 	d.mustPull(b, busybox)
-	cfg := podConfig(b, "bench-initmem")
-	cfg.LogDirectory = b.TempDir()
-	pod := d.runPod(b, cfg)
+	pod, cfg, _ := d.podWithLogs(b, "bench-initmem")
 	for b.Loop() {
 		var pids []int
 		for i := range n {

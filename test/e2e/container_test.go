@@ -16,7 +16,7 @@ import (
 
 // podWithLogs runs a pod whose containers log under a directory of the
 // test's own, and returns its ID, config and log directory.
-func (d *daemon) podWithLogs(t *testing.T, name string) (string, *runtimeapi.PodSandboxConfig, string) {
+func (d *daemon) podWithLogs(t testing.TB, name string) (string, *runtimeapi.PodSandboxConfig, string) {
 	t.Helper()
 	cfg := podConfig(t, name)
 	cfg.LogDirectory = t.TempDir()

@@ -32,7 +32,7 @@ import (
 // match the logs. `make test` runs a few cycles, `make crashtest` many
 // (KETCH_CRASH_CYCLES); KETCH_CRASH_SEED replays a run.
 func TestCrash(t *testing.T) {
-	cycles, _ := strconv.Atoi(envOr("KETCH_CRASH_CYCLES", "4"))
+	cycles := envInt("KETCH_CRASH_CYCLES", 4)
 	seed, _ := strconv.ParseUint(envOr("KETCH_CRASH_SEED", strconv.FormatInt(time.Now().UnixNano(), 10)), 10, 64)
 	t.Logf("KETCH_CRASH_SEED=%d KETCH_CRASH_CYCLES=%d", seed, cycles)
 	c := &crashTest{
@@ -137,11 +137,7 @@ func (c *crashTest) cycle(t *testing.T, d *daemon) *daemon {
 	}
 	time.Sleep(time.Duration(c.intn(800)) * time.Millisecond)
 	stop.Store(true)
-	if err := d.cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	_ = d.cmd.Wait()
-	d.stopped = true
+	d.kill(t)
 	wg.Wait()
 	return restart(t, d)
 }
@@ -163,8 +159,7 @@ func (c *crashTest) killVictim(d *daemon, shim bool) {
 	c.mu.Unlock()
 	var pid int
 	if shim {
-		b, _ := os.ReadFile(filepath.Join(d.state, "pods", p.id, "shim.pid"))
-		pid, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+		pid = d.shimPID(p.id)
 	} else {
 		pid, _ = d.initPID(p.id)
 	}
@@ -722,20 +717,4 @@ func numberedLines(path string) (int, string, error) {
 		out.WriteString(fields[3] + "\n")
 	}
 	return n, out.String(), s.Err()
-}
-
-// initPID is the PID of pod id's ketch-init, from its verbose status; an
-// error, not a test failure, when the pod cannot say.
-func (d *daemon) initPID(id string) (int, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	resp, err := d.rt.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: id, Verbose: true})
-	if err != nil {
-		return 0, err
-	}
-	var v struct {
-		PID int `json:"pid"`
-	}
-	err = json.Unmarshal([]byte(resp.Info["info"]), &v)
-	return v.PID, err
 }

@@ -161,6 +161,16 @@ func (d *daemon) stop(tb testing.TB) {
 	}
 }
 
+// kill ends ketchd with kill -9, as a crash would.
+func (d *daemon) kill(tb testing.TB) {
+	tb.Helper()
+	if err := d.cmd.Process.Kill(); err != nil {
+		tb.Fatal(err)
+	}
+	_ = d.cmd.Wait()
+	d.stopped = true
+}
+
 // unmountUnder removes any mount a failed test left below dir, so a failure
 // does not leave the host holding ketch's mounts.
 func unmountUnder(tb testing.TB, dir string) {

@@ -40,6 +40,14 @@ func envOr(k, def string) string {
 	return def
 }
 
+// envInt is a positive number from the environment, or def.
+func envInt(k string, def int) int {
+	if n, err := strconv.Atoi(os.Getenv(k)); err == nil && n > 0 {
+		return n
+	}
+	return def
+}
+
 // TestMain refuses to run without what the tests need rather than skipping:
 // a skipped end-to-end suite would read as a pass.
 func TestMain(m *testing.M) {

@@ -275,9 +275,9 @@ func TestPodShimKilled(t *testing.T) {
 	ctr := d.createContainer(t, id, podCfg, containerConfig("sleeper", "sleep", "3600"))
 	d.startContainer(t, ctr)
 	ctrPID := d.ctrPID(t, ctr)
-	shimPid, err := strconv.Atoi(strings.TrimSpace(readFile(t, filepath.Join(d.state, "pods", id, "shim.pid"))))
-	if err != nil {
-		t.Fatal(err)
+	shimPid := d.shimPID(id)
+	if shimPid <= 0 {
+		t.Fatal("the pod's shim wrote no PID")
 	}
 	if err := syscall.Kill(shimPid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -694,11 +694,7 @@ func TestCrashMidCreate(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if err := d.cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	_ = d.cmd.Wait()
-	d.stopped = true
+	d.kill(t)
 	// The plugin's group is ours, orphaned by the kill.
 	_ = syscall.Kill(-plugin, syscall.SIGKILL)
 	if err := os.WriteFile(netd, []byte(good), 0o644); err != nil {

@@ -120,14 +120,35 @@ func (d *daemon) podStatus(tb testing.TB, id string) (*runtimeapi.PodSandboxStat
 // podPID is the host PID of the pod's PID 1, from the verbose status.
 func (d *daemon) podPID(tb testing.TB, id string) int {
 	tb.Helper()
-	_, info := d.podStatus(tb, id)
+	pid, err := d.initPID(id)
+	if err != nil || pid <= 0 {
+		tb.Fatalf("pod %s: pid %d from its verbose status, %v", id, pid, err)
+	}
+	return pid
+}
+
+// initPID is podPID without failing the test: an error when the pod cannot
+// say.
+func (d *daemon) initPID(id string) (int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := d.rt.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: id, Verbose: true})
+	if err != nil {
+		return 0, err
+	}
 	var v struct {
 		PID int `json:"pid"`
 	}
-	if err := json.Unmarshal([]byte(info["info"]), &v); err != nil || v.PID <= 0 {
-		tb.Fatalf("verbose status info %q: pid %d, %v", info["info"], v.PID, err)
-	}
-	return v.PID
+	err = json.Unmarshal([]byte(resp.Info["info"]), &v)
+	return v.PID, err
+}
+
+// shimPID is the PID of pod id's shim, from the file it writes; 0 when
+// there is none.
+func (d *daemon) shimPID(id string) int {
+	b, _ := os.ReadFile(filepath.Join(d.state, "pods", id, "shim.pid"))
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return pid
 }
 
 func (d *daemon) stopPod(tb testing.TB, id string) {

@@ -36,13 +36,7 @@ func (d *daemon) statusField(t *testing.T, id, key string) string {
 // hostCapEff is this test process's effective capability set: what a
 // privileged container gets (root here lacks CAP_SYS_RESOURCE).
 func hostCapEff(t *testing.T) string {
-	for _, line := range strings.Split(readFile(t, "/proc/self/status"), "\n") {
-		if v, ok := strings.CutPrefix(line, "CapEff:"); ok {
-			return strings.TrimSpace(v)
-		}
-	}
-	t.Fatal("no CapEff")
-	return ""
+	return strings.TrimSpace(procField(t, os.Getpid(), "CapEff"))
 }
 
 // TestSecurityContext runs a container per security-context field and
@@ -186,9 +180,7 @@ func TestSecurityContext(t *testing.T) {
 func TestMountsAndShm(t *testing.T) {
 	d := startKetchd(t, daemonOpts{network: true})
 	d.mustPull(t, busybox)
-	podCfg := podConfig(t, "mounts")
-	podCfg.LogDirectory = t.TempDir()
-	pod := d.runPod(t, podCfg)
+	pod, podCfg, _ := d.podWithLogs(t, "mounts")
 
 	rw, ro, slave := t.TempDir(), t.TempDir(), t.TempDir()
 	// The propagation source must be a shared mount: bind it on itself.

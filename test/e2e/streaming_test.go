@@ -12,8 +12,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -226,22 +224,17 @@ func (l *lineWaiter) Write(p []byte) (int, error) {
 // ketch-init is the reaper of last resort; `make test` runs 200, the
 // issue's 1,000 run with KETCH_EXECSYNC_RUNS=1000.
 func TestExecSyncLeavesNothing(t *testing.T) {
-	runs := 200
-	if n, err := strconv.Atoi(os.Getenv("KETCH_EXECSYNC_RUNS")); err == nil && n > 0 {
-		runs = n
-	}
+	runs := envInt("KETCH_EXECSYNC_RUNS", 200)
 	d := startKetchd(t, daemonOpts{network: true})
 	d.mustPull(t, busybox)
-	cfg := podConfig(t, "execs")
-	cfg.LogDirectory = t.TempDir()
-	pod := d.runPod(t, cfg)
+	pod, cfg, _ := d.podWithLogs(t, "execs")
 	ccfg := containerConfig("target", "sleep", "3600")
 	ccfg.Linux.SecurityContext.NamespaceOptions.Pid = runtimeapi.NamespaceMode_POD
 	id := d.createContainer(t, pod, cfg, ccfg)
 	d.startContainer(t, id)
-	shimPid, err := strconv.Atoi(strings.TrimSpace(readFile(t, filepath.Join(d.state, "pods", pod, "shim.pid"))))
-	if err != nil {
-		t.Fatal(err)
+	shimPid := d.shimPID(pod)
+	if shimPid <= 0 {
+		t.Fatal("the pod's shim wrote no PID")
 	}
 	fds := func(pid int) int { ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid)); return len(ents) }
 	// One call first, so lazily opened descriptors (connections) count

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -110,10 +109,7 @@ func TestInitReapsAndEndsOrphans(t *testing.T) {
 // valid UTF-8 in the status message, every time: `make test` runs 1,000
 // containers (KETCH_RESULT_RUNS changes it), cycling through the payloads.
 func TestResultCapture(t *testing.T) {
-	runs := 1000
-	if n, err := strconv.Atoi(os.Getenv("KETCH_RESULT_RUNS")); err == nil && n > 0 {
-		runs = n
-	}
+	runs := envInt("KETCH_RESULT_RUNS", 1000)
 	d := workflowDaemon(t)
 	pod, podCfg, _ := d.podWithLogs(t, "results")
 	cases := []struct {

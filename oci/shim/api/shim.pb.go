@@ -592,6 +592,7 @@ func (x *StartContainerRequest) GetId() string {
 type StartContainerResponse struct {
 	state             protoimpl.MessageState `protogen:"open.v1"`
 	StartedAtUnixNano int64                  `protobuf:"varint,1,opt,name=started_at_unix_nano,json=startedAtUnixNano,proto3" json:"started_at_unix_nano,omitempty"`
+	Pid               uint32                 `protobuf:"varint,2,opt,name=pid,proto3" json:"pid,omitempty"`
 	unknownFields     protoimpl.UnknownFields
 	sizeCache         protoimpl.SizeCache
 }
@@ -629,6 +630,13 @@ func (*StartContainerResponse) Descriptor() ([]byte, []int) {
 func (x *StartContainerResponse) GetStartedAtUnixNano() int64 {
 	if x != nil {
 		return x.StartedAtUnixNano
+	}
+	return 0
+}
+
+func (x *StartContainerResponse) GetPid() uint32 {
+	if x != nil {
+		return x.Pid
 	}
 	return 0
 }
@@ -1681,9 +1689,10 @@ const file_shim_proto_rawDesc = "" +
 	"\x17CreateContainerResponse\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\"'\n" +
 	"\x15StartContainerRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"I\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"[\n" +
 	"\x16StartContainerResponse\x12/\n" +
-	"\x14started_at_unix_nano\x18\x01 \x01(\x03R\x11startedAtUnixNano\"(\n" +
+	"\x14started_at_unix_nano\x18\x01 \x01(\x03R\x11startedAtUnixNano\x12\x10\n" +
+	"\x03pid\x18\x02 \x01(\rR\x03pid\"(\n" +
 	"\x16DeleteContainerRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x19\n" +
 	"\x17DeleteContainerResponse\"\"\n" +
