@@ -100,7 +100,11 @@ func (s *Service) Kill(_ context.Context, id string, sig syscall.Signal, all boo
 		if !c.running() {
 			return libcontainer.ErrNotRunning
 		}
-		if !all {
+		if !all || sig == syscall.SIGKILL {
+			// libcontainer KILLs a container whole, so that no process of
+			// it sees another die first (a shell would log "Killed"): its
+			// PID 1 takes a PID namespace of its own with it; in a shared
+			// one the cgroup is killed frozen, or through cgroup.kill.
 			return c.lc.Signal(sig)
 		}
 		pids, err := c.lc.Processes()
