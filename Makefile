@@ -1,7 +1,8 @@
 # ketch: `make run` builds, installs the defaults and starts ketchd; `make test` runs every test.
 SHELL := /bin/bash
 GO ?= go
-VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# Semantic, as kubelet parses it for the node's containerRuntimeVersion ("Unknown" otherwise).
+VERSION ?= 0.1.0+$(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 PREFIX ?= /usr/local
 KETCH_TEST_CACHE ?= /var/cache/ketch-test
@@ -9,7 +10,7 @@ export KETCH_TEST_CACHE
 # Packages with goroutines shared state: unit-tested with the race detector.
 RACE_PKGS := ./image/... ./cri/... ./reaper/...
 
-.PHONY: all build run stop install test lint unit e2e critest crashtest bench generate clean
+.PHONY: all build run stop install test lint unit e2e e2e-kubelet e2e-argo cluster cluster-down critest crashtest bench generate clean
 
 all: build
 
@@ -39,6 +40,23 @@ run: install
 stop:
 	contrib/run.sh stop
 
+# A one-node Kubernetes cluster on the ketchd `make run` starts: etcd, API server,
+# controller-manager, scheduler and kubelet on 127.0.0.1 (test/kube/cluster.sh), with
+# the local registry of test images; ARGO=1 adds Argo Workflows.
+CLUSTER_DIR ?= /var/lib/ketch-cluster
+cluster: run
+	test/kube/build.sh
+	test/images/build.sh
+	test/registry.sh start
+	test/registry.sh push
+	[ -z "$(ARGO)" ] || test/kube/argo.sh
+	ARGO=$(ARGO) test/kube/cluster.sh up $(CLUSTER_DIR)
+	@echo "kubectl: $(KETCH_TEST_CACHE)/kube-$${KUBE_VERSION:-v1.37.2}/kubectl --kubeconfig $(CLUSTER_DIR)/admin.kubeconfig"
+
+# Removes the cluster (its pods, processes, files, /etc/hosts line); ketchd keeps running.
+cluster-down:
+	test/kube/cluster.sh down $(CLUSTER_DIR)
+
 generate:
 	$(GO) generate ./...
 
@@ -56,7 +74,24 @@ unit:
 # The end-to-end tests and critest need root, the local registry and the test images.
 e2e: build
 	test/setup.sh
-	KETCHD=$(CURDIR)/bin/ketchd $(GO) test -tags e2e -count=1 -timeout 30m ./test/e2e/...
+	KETCHD=$(CURDIR)/bin/ketchd $(GO) test -tags e2e -count=1 -timeout 30m -skip '^(TestKubelet|TestArgo)$$' ./test/e2e/...
+
+# A real kubelet, API server and scheduler on ketch (test/kube/cluster.sh), case by
+# case; the cases run side by side. A cluster a killed run left is taken down.
+CLUSTER_TEST = set -o pipefail; trap 'for d in /tmp/ketch-kube-*/c; do [ -d "$$d" ] && test/kube/cluster.sh down "$$d"; done; true' EXIT; \
+	KETCHD=$(CURDIR)/bin/ketchd $(GO) test -tags e2e -count=1 -timeout 40m -parallel 32 -run '$(1)' -v ./test/e2e/... \
+	| grep --line-buffered -v -e '^ *time=' -e 'ketchd log:' -e '^=== \(RUN\|PAUSE\|CONT\)'
+e2e-kubelet: build
+	test/setup.sh
+	test/kube/build.sh
+	@$(call CLUSTER_TEST,^TestKubelet$$)
+
+# Argo Workflows on a cluster on ketch, then the same workflows on containerd 1.6.
+e2e-argo: build
+	test/setup.sh
+	test/kube/build.sh
+	test/kube/argo.sh
+	@$(call CLUSTER_TEST,^TestArgo$$)
 
 # The crash test, long: `make e2e` runs TestCrash for a few cycles, this for CRASH_CYCLES
 # (KETCH_CRASH_SEED=<seed> replays a run's random choices, not its timing).
@@ -73,7 +108,7 @@ critest: build
 
 # Everything, critest included. The local registries it starts are stopped at the end.
 test:
-	@trap 'test/registry.sh stop' EXIT; $(MAKE) --no-print-directory lint unit e2e critest
+	@trap 'test/registry.sh stop' EXIT; $(MAKE) --no-print-directory lint unit e2e e2e-kubelet e2e-argo critest
 
 # Image benchmarks 10 runs each; 50 sequential pod lifecycles, container lifecycles, ExecSyncs;
 # memory with 20 pods of one container; then critest's own benchmark mode.

@@ -130,10 +130,10 @@ func resultMessage(b []byte) string {
 	return strings.ToValidUTF8(string(b), "\uFFFD")
 }
 
-// stopSidecarsOf stops the other running containers of c's pod when c is
-// the container the pod's ketch.dev/main annotation names (Argo's
-// KillSidecars): their stop signal, KILL after the sidecar grace, so a
-// sidecar that ignores TERM cannot keep the step alive.
+// stopSidecarsOf stops the other running containers of c's pod (or those
+// ketch.dev/sidecars lists) when c is the container the pod's ketch.dev/main
+// annotation names (Argo's KillSidecars): their stop signal, KILL after the
+// sidecar grace, so a sidecar that ignores TERM cannot keep the step alive.
 func (s *Server) stopSidecarsOf(c store.Container) {
 	sb, err := s.store.GetSandbox(c.SandboxID)
 	if err != nil || sb.Annotations[oci.AnnotationMain] != c.Name || c.Name == "" {
@@ -146,6 +146,9 @@ func (s *Server) stopSidecarsOf(c store.Container) {
 		return
 	}
 	for _, sc := range sidecars {
+		if !oci.IsSidecar(sb.Annotations, sc.Name) {
+			continue
+		}
 		s.watchers.Add(1)
 		go func() {
 			defer s.watchers.Done()

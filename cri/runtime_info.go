@@ -3,6 +3,8 @@ package cri
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"strings"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -51,15 +53,35 @@ func (s *Server) Status(ctx context.Context, req *runtimeapi.StatusRequest) (*ru
 		})
 	}
 	if req.GetVerbose() {
+		cidrs, err := s.network.PodCIDRs()
+		if err != nil {
+			return nil, err
+		}
 		// The keys are containerd's: critest finds where the runtime keeps
 		// its state (to probe idmapped mounts there) under "config".
-		info, err := json.Marshal(map[string]string{"stateDir": s.cfg.StateDir, "rootDir": s.cfg.RootDir})
+		info, err := json.Marshal(map[string]any{"stateDir": s.cfg.StateDir, "rootDir": s.cfg.RootDir, "podCIDRs": cidrs})
 		if err != nil {
 			return nil, err
 		}
 		resp.Info = map[string]string{"config": string(info)}
 	}
 	return resp, nil
+}
+
+// UpdateRuntimeConfig takes the pod CIDRs kubelet learns from its Node
+// (node.spec.podCIDRs, comma-separated) at start and on every change; kubelet
+// retries every node status sync while it fails.
+func (s *Server) UpdateRuntimeConfig(ctx context.Context, req *runtimeapi.UpdateRuntimeConfigRequest) (*runtimeapi.UpdateRuntimeConfigResponse, error) {
+	var cidrs []string
+	for _, c := range strings.Split(req.GetRuntimeConfig().GetNetworkConfig().GetPodCidr(), ",") {
+		if c = strings.TrimSpace(c); c != "" {
+			cidrs = append(cidrs, c)
+		}
+	}
+	if err := s.network.SetPodCIDRs(cidrs); err != nil {
+		return nil, fmt.Errorf("update runtime config: %w", err)
+	}
+	return &runtimeapi.UpdateRuntimeConfigResponse{}, nil
 }
 
 // RuntimeConfig tells kubelet which cgroup driver to use, so the two agree.

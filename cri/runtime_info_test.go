@@ -4,6 +4,9 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/containerd/errdefs"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -83,6 +86,34 @@ func TestRuntimeConfig(t *testing.T) {
 			}
 			if got := resp.GetLinux().GetCgroupDriver(); got != tc.driver {
 				t.Errorf("cgroup driver = %s, want %s", got, tc.driver)
+			}
+		})
+	}
+}
+
+// TestUpdateRuntimeConfig: kubelet's comma-separated pod CIDRs reach the
+// network as a list; a refusal keeps its code.
+func TestUpdateRuntimeConfig(t *testing.T) {
+	for _, tc := range []struct {
+		desc    string
+		podCIDR string
+		want    []string
+		err     error
+		code    codes.Code
+	}{
+		{desc: "one", podCIDR: "10.244.0.0/24", want: []string{"10.244.0.0/24"}},
+		{desc: "dual stack", podCIDR: "10.244.0.0/24, fd00::/64", want: []string{"10.244.0.0/24", "fd00::/64"}},
+		{desc: "none", podCIDR: "", want: nil},
+		{desc: "refused", podCIDR: "nonsense", want: []string{"nonsense"}, err: errdefs.ErrInvalidArgument, code: codes.InvalidArgument},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			srv, _, network := newTestServer(t, Config{})
+			network.EXPECT().SetPodCIDRs(tc.want).Return(tc.err)
+			_, err := intercept(t, srv.UpdateRuntimeConfig, &runtimeapi.UpdateRuntimeConfigRequest{
+				RuntimeConfig: &runtimeapi.RuntimeConfig{NetworkConfig: &runtimeapi.NetworkConfig{PodCidr: tc.podCIDR}},
+			})
+			if status.Code(err) != tc.code {
+				t.Errorf("got %v, want %v", err, tc.code)
 			}
 		})
 	}

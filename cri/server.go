@@ -25,7 +25,7 @@ import (
 	"ketch.dev/ketch/sandbox"
 )
 
-//go:generate go tool mockgen -destination=mock_deps_test.go -package=cri . ImageStore,NetworkChecker,Sandboxes,Containers
+//go:generate go tool mockgen -destination=mock_deps_test.go -package=cri . ImageStore,Network,Sandboxes,Containers
 
 // ImageStore is what the ImageService needs of image.Store.
 type ImageStore interface {
@@ -49,10 +49,14 @@ type ImageStore interface {
 	WritableUsage(ctx context.Context, key string) (bytes, inodes uint64, err error)
 }
 
-// NetworkChecker tells whether pod networking can be set up: nil once a CNI
-// network config is loaded, otherwise why not.
-type NetworkChecker interface {
+// Network is the node's pod network as the runtime RPCs see it.
+type Network interface {
+	// Ready is nil once a CNI network config is loaded, otherwise why not.
 	Ready() error
+	// SetPodCIDRs keeps the node's pod CIDRs for the networks that
+	// allocate from them; PodCIDRs returns them.
+	SetPodCIDRs(cidrs []string) error
+	PodCIDRs() ([]string, error)
 }
 
 // Sandboxes is what the pod RPCs need of sandbox.Manager. Stop and Remove
@@ -148,7 +152,7 @@ type Server struct {
 
 	cfg        Config
 	images     ImageStore
-	network    NetworkChecker
+	network    Network
 	store      *store.Store
 	sandboxes  Sandboxes
 	containers Containers
@@ -173,7 +177,7 @@ type Server struct {
 // New builds a Server over its dependencies and starts watching the pods
 // the store holds, so a pod whose PID 1 died while ketchd was down, or
 // dies later, is reported NOTREADY.
-func New(cfg Config, images ImageStore, network NetworkChecker, st *store.Store, sb Sandboxes, ctrs Containers) (*Server, error) {
+func New(cfg Config, images ImageStore, network Network, st *store.Store, sb Sandboxes, ctrs Containers) (*Server, error) {
 	bg, stop := context.WithCancel(context.Background())
 	s := &Server{cfg: cfg, images: images, network: network, store: st, sandboxes: sb, containers: ctrs, bg: bg, stop: stop}
 	cctx, cancel := context.WithTimeout(bg, collectTimeout)

@@ -23,7 +23,7 @@ import (
 // newTestServer builds a Server over mocks. gomock's controller fails the
 // test on any call no row expected and, at cleanup, on any expected call
 // that did not happen.
-func newTestServer(t *testing.T, cfg Config) (*Server, *MockImageStore, *MockNetworkChecker) {
+func newTestServer(t *testing.T, cfg Config) (*Server, *MockImageStore, *MockNetwork) {
 	t.Helper()
 	d := newTestDeps(t, cfg)
 	return d.srv, d.images, d.network
@@ -34,7 +34,7 @@ func newTestServer(t *testing.T, cfg Config) (*Server, *MockImageStore, *MockNet
 type testDeps struct {
 	srv        *Server
 	images     *MockImageStore
-	network    *MockNetworkChecker
+	network    *MockNetwork
 	sandboxes  *MockSandboxes
 	containers *MockContainers
 	store      *store.Store
@@ -47,7 +47,7 @@ func newTestDeps(t *testing.T, cfg Config) *testDeps {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &testDeps{images: NewMockImageStore(ctrl), network: NewMockNetworkChecker(ctrl), sandboxes: NewMockSandboxes(ctrl),
+	d := &testDeps{images: NewMockImageStore(ctrl), network: NewMockNetwork(ctrl), sandboxes: NewMockSandboxes(ctrl),
 		containers: NewMockContainers(ctrl), store: st}
 	// A fresh store holds nothing a crash could have left.
 	d.sandboxes.EXPECT().Collect(gomock.Any(), gomock.Any()).Return(nil).AnyTimes()

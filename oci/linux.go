@@ -386,9 +386,16 @@ var swapAvailable = sync.OnceValue(func() bool {
 	return err == nil
 })
 
+// hugetlbAvailable asks whether the controller is mounted, not whether the
+// kernel has it: /proc/cgroups lists hugetlb on hosts that never mount it
+// (node-facts.md), and a limit for it then fails every container start.
 var hugetlbAvailable = sync.OnceValue(func() bool {
-	subsystems, err := cgroups.GetAllSubsystems()
-	return err == nil && slices.Contains(subsystems, "hugetlb")
+	if cgroups.IsCgroup2UnifiedMode() {
+		b, err := os.ReadFile("/sys/fs/cgroup/cgroup.controllers")
+		return err == nil && slices.Contains(strings.Fields(string(b)), "hugetlb")
+	}
+	_, err := cgroups.FindCgroupMountpoint("", "hugetlb")
+	return err == nil
 })
 
 // cgroupsPath is in the form runc's specconv parses for the driver: an

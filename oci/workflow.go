@@ -3,6 +3,7 @@ package oci
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -20,7 +21,31 @@ const (
 	// AnnotationMain, on the pod, names the container whose exit stops the
 	// pod's other containers (its sidecars).
 	AnnotationMain = "ketch.dev/main"
+	// AnnotationSidecars, on the pod, lists (comma-separated) the only
+	// containers the main container's exit stops: a workflow engine's own
+	// helpers (Argo's wait container) must outlive main to report its
+	// outputs.
+	AnnotationSidecars = "ketch.dev/sidecars"
 )
+
+// IsSidecar tells whether the container named is stopped when the main
+// container of a pod with these annotations exits.
+func IsSidecar(podAnnotations map[string]string, name string) bool {
+	main, ok := podAnnotations[AnnotationMain]
+	if !ok || name == main {
+		return false
+	}
+	list, ok := podAnnotations[AnnotationSidecars]
+	if !ok {
+		return true
+	}
+	for _, s := range strings.Split(list, ",") {
+		if strings.TrimSpace(s) == name {
+			return true
+		}
+	}
+	return false
+}
 
 // InitPath is where ketch-init is bind-mounted in a container it runs.
 const InitPath = "/.ketch/init"

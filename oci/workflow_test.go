@@ -55,3 +55,23 @@ func TestWithInit(t *testing.T) {
 		t.Errorf("mount %+v", m)
 	}
 }
+
+func TestIsSidecar(t *testing.T) {
+	for _, tc := range []struct {
+		desc        string
+		annotations map[string]string
+		name        string
+		want        bool
+	}{
+		{"no main", map[string]string{}, "side", false},
+		{"main itself", map[string]string{AnnotationMain: "main"}, "main", false},
+		{"any other", map[string]string{AnnotationMain: "main"}, "wait", true},
+		{"listed", map[string]string{AnnotationMain: "main", AnnotationSidecars: "a, side"}, "side", true},
+		{"not listed", map[string]string{AnnotationMain: "main", AnnotationSidecars: "a,side"}, "wait", false},
+		{"empty list", map[string]string{AnnotationMain: "main", AnnotationSidecars: ""}, "wait", false},
+	} {
+		if got := IsSidecar(tc.annotations, tc.name); got != tc.want {
+			t.Errorf("%s: IsSidecar(%v, %q) = %v, want %v", tc.desc, tc.annotations, tc.name, got, tc.want)
+		}
+	}
+}

@@ -28,7 +28,7 @@ import (
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
+var version = "0.1.0-dev"
 
 func main() {
 	if err := run(); err != nil {

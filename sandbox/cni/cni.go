@@ -5,7 +5,10 @@ package cni
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -82,4 +85,48 @@ func loadFile(path string) (*libcni.NetworkConfigList, error) {
 		return nil, err
 	}
 	return libcni.NetworkConfFromBytes(list)
+}
+
+// podCIDRsFile keeps the node's pod CIDRs beside libcni's records: kubelet
+// sends them once (UpdateRuntimeConfig) and not again to a restarted ketchd.
+const podCIDRsFile = "pod-cidrs"
+
+// SetPodCIDRs records the node's pod CIDRs (kubelet's node.spec.podCIDRs),
+// which every later ADD offers the plugins as the ipRanges capability
+// argument: a network whose IPAM declares it (host-local does) allocates from
+// them. An empty list forgets them.
+func (c Config) SetPodCIDRs(cidrs []string) error {
+	for _, s := range cidrs {
+		if _, err := netip.ParsePrefix(s); err != nil {
+			return fmt.Errorf("pod CIDR %q: %w", s, errdefs.ErrInvalidArgument)
+		}
+	}
+	if err := os.MkdirAll(c.cacheDir(), 0o700); err != nil {
+		return err
+	}
+	path := filepath.Join(c.cacheDir(), podCIDRsFile)
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(strings.Join(cidrs, "\n")), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// PodCIDRs are the node's pod CIDRs SetPodCIDRs recorded last, if any.
+func (c Config) PodCIDRs() ([]string, error) {
+	b, err := os.ReadFile(filepath.Join(c.cacheDir(), podCIDRsFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return strings.Fields(string(b)), nil
+}
+
+func (c Config) cacheDir() string {
+	if c.CacheDir == "" {
+		return libcni.CacheDir
+	}
+	return c.CacheDir
 }

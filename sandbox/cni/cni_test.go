@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"testing"
 
@@ -124,7 +125,7 @@ func TestRuntimeConf(t *testing.T) {
 		{Protocol: "sctp", ContainerPort: 9, HostPort: 9},
 		{ContainerPort: 80, HostPort: 8080},
 		{Protocol: "TCP", ContainerPort: 443}, // not published
-	}})
+	}}, []string{"10.244.0.0/24", "fd00:10:244::/64"})
 	wantArgs := [][2]string{{"IgnoreUnknown", "1"}, {"K8S_POD_NAMESPACE", "ns"}, {"K8S_POD_NAME", "n"}, {"K8S_POD_INFRA_CONTAINER_ID", "abc"}, {"K8S_POD_UID", "u"}}
 	if !slices.Equal(rt.Args, wantArgs) || rt.ContainerID != "abc" || rt.IfName != "eth0" || rt.NetNS != "/run/ketch/netns/abc" {
 		t.Errorf("runtime conf = %+v", rt)
@@ -133,8 +134,36 @@ func TestRuntimeConf(t *testing.T) {
 	if got := rt.CapabilityArgs["portMappings"]; !slices.Equal(got.([]portMapping), want) {
 		t.Errorf("portMappings = %+v, want %+v", got, want)
 	}
-	if rt := runtimeConf("abc", "", Pod{}); rt.CapabilityArgs != nil {
-		t.Errorf("capability args without mappings = %v, want none", rt.CapabilityArgs)
+	wantRanges := [][]ipRange{{{"10.244.0.0/24"}}, {{"fd00:10:244::/64"}}}
+	if got, _ := rt.CapabilityArgs["ipRanges"].([][]ipRange); !reflect.DeepEqual(got, wantRanges) {
+		t.Errorf("ipRanges = %+v, want %+v", rt.CapabilityArgs["ipRanges"], wantRanges)
+	}
+	if rt := runtimeConf("abc", "", Pod{}, nil); len(rt.CapabilityArgs) != 0 {
+		t.Errorf("capability args without mappings or CIDRs = %v, want none", rt.CapabilityArgs)
+	}
+}
+
+// TestPodCIDRs: the CIDRs kubelet hands over are kept across restarts (a
+// new Config over the same cache dir reads them) and bad ones refused.
+func TestPodCIDRs(t *testing.T) {
+	c := Config{CacheDir: t.TempDir()}
+	if got, err := c.PodCIDRs(); err != nil || got != nil {
+		t.Fatalf("before any: %v, %v", got, err)
+	}
+	if err := c.SetPodCIDRs([]string{"10.244.0.0/24", "fd00::/64"}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := (Config{CacheDir: c.CacheDir}).PodCIDRs(); err != nil || !slices.Equal(got, []string{"10.244.0.0/24", "fd00::/64"}) {
+		t.Errorf("read back %v, %v", got, err)
+	}
+	if err := c.SetPodCIDRs([]string{"10.244.0.0/33"}); !errdefs.IsInvalidArgument(err) {
+		t.Errorf("a bad CIDR: %v, want InvalidArgument", err)
+	}
+	if err := c.SetPodCIDRs(nil); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := c.PodCIDRs(); len(got) != 0 {
+		t.Errorf("after clearing: %v", got)
 	}
 }
 

@@ -79,7 +79,11 @@ func (m *Manager) Setup(ctx context.Context, podID, netnsPath string, pod Pod) (
 	if err := netns.Check(netnsPath); err != nil {
 		return Result{}, fmt.Errorf("set up network of pod %s: %w", podID, err)
 	}
-	rt := runtimeConf(podID, netnsPath, pod)
+	cidrs, err := m.cfg.PodCIDRs()
+	if err != nil {
+		return Result{}, fmt.Errorf("set up network of pod %s: %w", podID, err)
+	}
+	rt := runtimeConf(podID, netnsPath, pod, cidrs)
 	res, err := m.cni.AddNetworkList(ctx, list, rt)
 	if err == nil {
 		var addrs []net.IPNet
@@ -167,7 +171,7 @@ func (m *Manager) Teardown(ctx context.Context, podID, netnsPath string, pod Pod
 	if netnsPath != "" && netns.Check(netnsPath) != nil {
 		netnsPath = "" // see del
 	}
-	if err := m.delAll(ctx, list, runtimeConf(podID, netnsPath, pod)); err != nil {
+	if err := m.delAll(ctx, list, runtimeConf(podID, netnsPath, pod, nil)); err != nil {
 		return fmt.Errorf("CNI DEL from network %q for pod %s: %w", list.Name, podID, err)
 	}
 	return nil
@@ -256,7 +260,12 @@ type portMapping struct {
 	HostIP        string `json:"hostIP,omitempty"`
 }
 
-func runtimeConf(podID, netnsPath string, pod Pod) *libcni.RuntimeConf {
+// ipRange is one range of the ipRanges capability argument.
+type ipRange struct {
+	Subnet string `json:"subnet"`
+}
+
+func runtimeConf(podID, netnsPath string, pod Pod, podCIDRs []string) *libcni.RuntimeConf {
 	rt := &libcni.RuntimeConf{
 		ContainerID: podID,
 		NetNS:       netnsPath,
@@ -281,8 +290,18 @@ func runtimeConf(podID, netnsPath string, pod Pod) *libcni.RuntimeConf {
 		}
 		ports = append(ports, portMapping{p.HostPort, p.ContainerPort, proto, p.HostIP})
 	}
+	rt.CapabilityArgs = map[string]any{}
 	if len(ports) > 0 {
-		rt.CapabilityArgs = map[string]any{"portMappings": ports}
+		rt.CapabilityArgs["portMappings"] = ports
+	}
+	// One range set per CIDR (an IPv4 and an IPv6 one on a dual-stack
+	// node), as CNI's conventions define ipRanges.
+	var ranges [][]ipRange
+	for _, c := range podCIDRs {
+		ranges = append(ranges, []ipRange{{Subnet: c}})
+	}
+	if len(ranges) > 0 {
+		rt.CapabilityArgs["ipRanges"] = ranges
 	}
 	return rt
 }

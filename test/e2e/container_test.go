@@ -378,7 +378,10 @@ func TestUpdateContainerResources(t *testing.T) {
 	d.mustPull(t, busybox)
 	pod, podCfg, _ := d.podWithLogs(t, "update")
 	cfg := containerConfig("up", "sleep", "300")
-	cfg.Linux.Resources = &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 64 << 20, CpuShares: 512}
+	// kubelet sends a hugepage limit for every page size the node has, also
+	// where the hugetlb controller is not mounted: the container must start.
+	cfg.Linux.Resources = &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 64 << 20, CpuShares: 512,
+		HugepageLimits: []*runtimeapi.HugepageLimit{{PageSize: "2MB"}, {PageSize: "1GB"}}}
 	id := d.createContainer(t, pod, podCfg, cfg)
 	d.startContainer(t, id)
 	memLimit := func() string {

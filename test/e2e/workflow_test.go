@@ -164,15 +164,18 @@ func TestResultCapture(t *testing.T) {
 }
 
 // TestSidecarsStopWithMain: once the container the pod names main exits,
-// a sidecar that ignores TERM is gone within the sidecar grace.
+// a sidecar that ignores TERM is gone within the sidecar grace, and a
+// container ketch.dev/sidecars does not list (Argo's wait) keeps running.
 func TestSidecarsStopWithMain(t *testing.T) {
 	d := workflowDaemon(t)
 	cfg := podConfig(t, "step")
 	cfg.LogDirectory = t.TempDir()
-	cfg.Annotations = map[string]string{"ketch.dev/main": "main"}
+	cfg.Annotations = map[string]string{"ketch.dev/main": "main", "ketch.dev/sidecars": "sidecar"}
 	pod := d.runPod(t, cfg)
 	sidecar := d.createContainer(t, pod, cfg, containerConfig("sidecar", "sh", "-c", "trap '' TERM; while true; do sleep 1; done"))
 	d.startContainer(t, sidecar)
+	helper := d.createContainer(t, pod, cfg, containerConfig("wait", "sleep", "300"))
+	d.startContainer(t, helper)
 	main := d.createContainer(t, pod, cfg, containerConfig("main", "sh", "-c", "sleep 1; exit 0"))
 	d.startContainer(t, main)
 	d.waitExited(t, main, 10*time.Second)
@@ -180,6 +183,9 @@ func TestSidecarsStopWithMain(t *testing.T) {
 	st := d.waitExited(t, sidecar, 10*time.Second)
 	if took := time.Since(start); took > 2*time.Second+2*time.Second || st.ExitCode != 137 {
 		t.Errorf("the sidecar exited %d after %v; want KILLed (137) within its 2 s grace", st.ExitCode, took)
+	}
+	if st := d.ctrStatus(t, helper); st.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
+		t.Errorf("a container ketch.dev/sidecars does not list was stopped: %v", st.State)
 	}
 	d.removePod(t, pod)
 	d.checkPodGone(t, pod)

@@ -28,6 +28,7 @@ stamp=$( {
 	cat "$HERE/build.sh"; (cd "$HERE/src" && for f in *; do echo "== $f"; cat "$f"; done)
 	echo "busybox=$bb_version $(dpkg-query -W -f '${Package}=${Version} ' libc6 libc6-dev)"
 	gcc --version | head -1; tar --version | head -1; umoci --version; skopeo --version; jq --version
+	cat "$HERE/grpchealth/main.go" "$HERE/../../go.sum"; go version
 } | sha256sum | cut -d' ' -f1)
 if [[ -f $OUT/stamp && $(cat "$OUT/stamp") == "$stamp" ]]; then
 	echo "images: cached in $OUT ($(wc -l < "$OUT/push.list") references)"
@@ -269,6 +270,15 @@ chmod 755 "$d/usr/bin/run.sh" "$d/usr/bin/main"
 layer busybox workflow "$d"
 cfg workflow --clear=config.cmd --config.cmd sh --config.cmd -c --config.cmd /usr/bin/run.sh
 publish workflow ketch-test/workflow:1
+
+# grpc-health:1: busybox + a gRPC health server on :9090 (grpchealth/main.go), for
+# kubelet's gRPC probes; SERVING until /tmp/unhealthy exists.
+d=$T/rootfs-grpc
+mkdir -p "$d/usr/local/bin"
+(cd "$HERE/../.." && CGO_ENABLED=0 go build -trimpath -ldflags '-s -w -buildid=' -o "$d/usr/local/bin/grpchealth" ./test/images/grpchealth)
+layer busybox grpc-health "$d"
+cfg grpc-health --clear=config.cmd --config.cmd /usr/local/bin/grpchealth
+publish grpc-health ketch-test/grpc-health:1
 
 # multiarch:1: an OCI index with an amd64 and an arm64 entry. The arm64 one is the
 # same busybox with another marker and platform (it is only pulled, never run).
