@@ -23,6 +23,19 @@ type argoWorkflow struct {
 	manifest string
 	// check judges the finished workflow on ketch.
 	check func(t *testing.T, c *cluster, ns string, wf *workflowStatus)
+	// note, when set, is what the report says of a run on either runtime.
+	note func(t *testing.T, c *cluster, ns string, wf *workflowStatus) string
+}
+
+// logLine is the first line of the workflow's step log that starts with
+// prefix, or "no <prefix> line".
+func (c *cluster) logLine(t *testing.T, ns string, wf *workflowStatus, prefix string) string {
+	for _, l := range strings.Split(c.stepLog(t, ns, wf), "\n") {
+		if strings.HasPrefix(l, prefix) {
+			return l
+		}
+	}
+	return "no " + prefix + " line"
 }
 
 // workflowStatus is the part of a Workflow object the checks read.
@@ -197,6 +210,9 @@ spec:
 				t.Errorf("main's clean-up did not run at the deadline; its log:\n%s", log)
 			}
 		},
+		note: func(t *testing.T, c *cluster, ns string, wf *workflowStatus) string {
+			return c.logLine(t, ns, wf, "main got TERM")
+		},
 	},
 	{
 		// A step that leaves orphans (still running) and zombies (exited,
@@ -226,6 +242,9 @@ spec:
 			if log := c.stepLog(t, ns, wf); !strings.Contains(log, "zombies=0\n") {
 				t.Errorf("main's log %q, want zombies=0", log)
 			}
+		},
+		note: func(t *testing.T, c *cluster, ns string, wf *workflowStatus) string {
+			return c.logLine(t, ns, wf, "zombies=")
 		},
 	},
 	{
@@ -309,7 +328,11 @@ func (c *cluster) runWorkflows(t *testing.T, check bool) map[string]time.Duratio
 			if check {
 				w.check(t, c, ns, &wf)
 			}
-			t.Logf("%s: %s in %.1fs (%s)", w.name, wf.Status.Phase, times[w.name].Seconds(), wf.Status.Message)
+			note := wf.Status.Message
+			if w.note != nil {
+				note = w.note(t, c, ns, &wf)
+			}
+			t.Logf("%s: %s in %.1fs (%s)", w.name, wf.Status.Phase, times[w.name].Seconds(), note)
 		})
 	}
 	return times

@@ -89,6 +89,7 @@ func startCluster(t *testing.T, o clusterOpts) *cluster {
 		c.d = startKetchd(t, daemonOpts{network: true, extra: o.ketchd})
 		c.endpoint = "unix://" + c.d.socket
 	}
+	kubepodsBefore, _ := filepath.Glob("/sys/fs/cgroup/*/kubepods")
 	up := exec.Command(clusterSh, "up", c.dir)
 	up.Env = append(os.Environ(),
 		"KUBE_BIN="+kubeBin,
@@ -112,6 +113,9 @@ func startCluster(t *testing.T, o clusterOpts) *cluster {
 		if out, err := exec.Command(clusterSh, "down", c.dir).CombinedOutput(); err != nil {
 			t.Errorf("cluster.sh down: %v\n%s", err, out)
 		}
+		for _, left := range c.leftovers(kubepodsBefore) {
+			t.Errorf("the cluster left %s", left)
+		}
 		os.RemoveAll(dir)
 	})
 	if out, err := up.CombinedOutput(); err != nil {
@@ -127,6 +131,33 @@ func startCluster(t *testing.T, o clusterOpts) *cluster {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// leftovers is what of the cluster is still on the host after it is down:
+// its /etc/hosts line, processes, mounts, kubelet's log links and the
+// kubepods cgroups (when there were none before).
+func (c *cluster) leftovers(kubepodsBefore []string) []string {
+	var left []string
+	if b, _ := os.ReadFile("/etc/hosts"); bytes.Contains(b, []byte(" "+testNode+" ")) {
+		left = append(left, "its /etc/hosts line")
+	}
+	if pids := processesOf(c.dir); len(pids) > 0 {
+		left = append(left, fmt.Sprintf("processes %v", pids))
+	}
+	if b, _ := os.ReadFile("/proc/self/mountinfo"); bytes.Contains(b, []byte(" "+c.dir+"/")) {
+		left = append(left, "mounts under "+c.dir)
+	}
+	links, _ := filepath.Glob("/var/log/containers/*.log")
+	for _, l := range links {
+		if to, _ := os.Readlink(l); strings.HasPrefix(to, c.podLogs+"/") {
+			left = append(left, "log link "+l)
+		}
+	}
+	if len(kubepodsBefore) == 0 {
+		now, _ := filepath.Glob("/sys/fs/cgroup/*/kubepods")
+		left = append(left, now...)
+	}
+	return left
 }
 
 // kubeletGet GETs a path of the kubelet's own API as the cluster's admin:

@@ -12,6 +12,7 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -747,14 +748,7 @@ spec:
 		t.Errorf("ketch's sandboxes of the static pod: %v", s)
 	}
 	os.Remove(manifest)
-	waitFor(t, 60*time.Second, "the static pod stopped", func() bool {
-		for _, s := range c.runtimeSandboxes(t, "standalone", "alone-"+testNode) {
-			if s.State == runtimeapi.PodSandboxState_SANDBOX_READY {
-				return false
-			}
-		}
-		return true
-	})
+	c.waitSandboxStopped(t, "standalone", "alone-"+testNode)
 }
 
 // kubeletNothingLeft: once every pod is deleted, kubelet's sandbox GC
@@ -780,4 +774,47 @@ func kubeletNothingLeft(t *testing.T, c *cluster) {
 	if ents, _ := os.ReadDir(filepath.Join(c.dir, "kubelet", "pods")); len(ents) > 0 {
 		t.Errorf("kubelet pod directories left: %d", len(ents))
 	}
+}
+
+// kubeletStats: kubelet's summary API (what metrics-server and `kubectl
+// top` read) has CPU and memory of a running pod's containers from ketch.
+func kubeletStats(t *testing.T, c *cluster) {
+	ns := c.namespace(t)
+	c.applyPods(t, ns, `
+apiVersion: v1
+kind: Pod
+metadata: {name: busy}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers: [{name: main, image: "{{busybox}}", command: [sh, -c, 'while true; do :; done']}]
+`)
+	c.waitPod(t, ns, "busy", "running", 60*time.Second, podReady)
+	var summary struct {
+		Pods []struct {
+			PodRef struct {
+				Name, Namespace string
+			} `json:"podRef"`
+			Containers []struct {
+				Name string `json:"name"`
+				CPU  struct {
+					UsageCoreNanoSeconds uint64 `json:"usageCoreNanoSeconds"`
+				} `json:"cpu"`
+				Memory struct {
+					WorkingSetBytes uint64 `json:"workingSetBytes"`
+				} `json:"memory"`
+			} `json:"containers"`
+		} `json:"pods"`
+	}
+	waitFor(t, 60*time.Second, "the pod's CPU and memory in /stats/summary", func() bool {
+		if err := json.Unmarshal([]byte(c.kubeletGet(t, "/stats/summary")), &summary); err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range summary.Pods {
+			if p.PodRef.Namespace == ns && p.PodRef.Name == "busy" && len(p.Containers) == 1 {
+				ct := p.Containers[0]
+				return ct.Name == "main" && ct.CPU.UsageCoreNanoSeconds > 0 && ct.Memory.WorkingSetBytes > 0
+			}
+		}
+		return false
+	})
 }

@@ -439,3 +439,132 @@ spec:
 		t.Errorf("result: terminated %+v, want message rows=42", s)
 	}
 }
+
+// kubeletLifecycleHooks: postStart runs once the container started, preStop
+// before it is stopped.
+func kubeletLifecycleHooks(t *testing.T, c *cluster) {
+	ns := c.namespace(t)
+	host := t.TempDir()
+	c.applyPods(t, ns, fmt.Sprintf(`
+apiVersion: v1
+kind: Pod
+metadata: {name: hooked}
+spec:
+  terminationGracePeriodSeconds: 10
+  volumes: [{name: host, hostPath: {path: %s, type: Directory}}]
+  containers:
+  - name: main
+    image: {{busybox}}
+    command: [sh, -c, 'trap "exit 0" TERM; while true; do sleep 0.1; done']
+    volumeMounts: [{name: host, mountPath: /host}]
+    lifecycle:
+      postStart: {exec: {command: [sh, -c, 'echo post-start > /host/post']}}
+      preStop: {exec: {command: [sh, -c, 'echo pre-stop > /host/pre']}}
+`, host))
+	c.waitPod(t, ns, "hooked", "running", 60*time.Second, podReady)
+	if got := readFile(t, filepath.Join(host, "post")); got != "post-start\n" {
+		t.Errorf("postStart wrote %q", got)
+	}
+	c.mustKubectl(t, "", "delete", "pod", "-n", ns, "hooked", "--wait=true")
+	if b, err := os.ReadFile(filepath.Join(host, "pre")); err != nil || string(b) != "pre-stop\n" {
+		t.Errorf("preStop: %q %v", b, err)
+	}
+}
+
+// kubeletEphemeralContainer: `kubectl debug --target` adds a container to a
+// running pod that sees the target container's processes.
+func kubeletEphemeralContainer(t *testing.T, c *cluster) {
+	ns := c.namespace(t)
+	c.applyPods(t, ns, `
+apiVersion: v1
+kind: Pod
+metadata: {name: debugged}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers: [{name: main, image: "{{busybox}}", command: [sleep, "3603"]}]
+`)
+	c.waitPod(t, ns, "debugged", "running", 60*time.Second, podReady)
+	c.mustKubectl(t, "", "debug", "-n", ns, "debugged", "--image", busybox, "--target", "main", "--container", "debugger",
+		"--", "sh", "-c", "ps -o args; exec sleep 3600")
+	c.waitPod(t, ns, "debugged", "the ephemeral container running", 60*time.Second, func(p *corev1.Pod) bool {
+		for _, s := range p.Status.EphemeralContainerStatuses {
+			if s.Name == "debugger" && s.State.Running != nil {
+				return true
+			}
+		}
+		return false
+	})
+	waitFor(t, 10*time.Second, "the debugger seeing the target's process", func() bool {
+		out, _ := c.kubectl("", "logs", "-n", ns, "debugged", "-c", "debugger")
+		return strings.Contains(out, "sleep 3603")
+	})
+}
+
+// kubeletPrivileged: a privileged container has the host's devices, every
+// capability root has, and can mount.
+func kubeletPrivileged(t *testing.T, c *cluster) {
+	ns := c.namespace(t)
+	c.applyPods(t, ns, `
+apiVersion: v1
+kind: Pod
+metadata: {name: privileged}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: {{busybox}}
+    command: [sleep, "3600"]
+    securityContext: {privileged: true}
+`)
+	c.waitPod(t, ns, "privileged", "running", 60*time.Second, podReady)
+	hostStatus := readFile(t, "/proc/self/status")
+	if got, want := statusField(c.exec(t, ns, "privileged", "main", "cat", "/proc/self/status"), "CapEff"), statusField(hostStatus, "CapEff"); got != want {
+		t.Errorf("CapEff %s, the host root's %s", got, want)
+	}
+	c.exec(t, ns, "privileged", "main", "sh", "-c", "mkdir -p /mnt/t && mount -t tmpfs none /mnt/t && umount /mnt/t")
+	if _, err := os.Stat("/dev/kmsg"); err == nil {
+		c.exec(t, ns, "privileged", "main", "test", "-c", "/dev/kmsg")
+	}
+}
+
+// kubeletRuntimeClass: a RuntimeClass naming one of ketch's handlers runs
+// its pods; one naming a handler ketch lacks fails them, saying which.
+func kubeletRuntimeClass(t *testing.T, c *cluster) {
+	ns := c.namespace(t)
+	rc := strings.ReplaceAll(ns, "testkubelet-parallel-", "")
+	c.applyPods(t, ns, fmt.Sprintf(`
+apiVersion: node.k8s.io/v1
+kind: RuntimeClass
+metadata: {name: %[1]s-ketch}
+handler: ketch
+---
+apiVersion: node.k8s.io/v1
+kind: RuntimeClass
+metadata: {name: %[1]s-missing}
+handler: missing-handler
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: classy}
+spec:
+  runtimeClassName: %[1]s-ketch
+  terminationGracePeriodSeconds: 1
+  containers: [{name: main, image: "{{busybox}}", command: [sleep, "3600"]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: classless}
+spec:
+  runtimeClassName: %[1]s-missing
+  terminationGracePeriodSeconds: 1
+  containers: [{name: main, image: "{{busybox}}", command: [sleep, "3600"]}]
+`, rc))
+	defer c.kubectl("", "delete", "runtimeclass", rc+"-ketch", rc+"-missing")
+	c.waitPod(t, ns, "classy", "running", 60*time.Second, podReady)
+	if s := c.runtimeSandboxes(t, ns, "classy"); len(s) != 1 || s[0].RuntimeHandler != "ketch" {
+		t.Errorf("sandbox %v, want runtime handler ketch", s)
+	}
+	waitFor(t, 60*time.Second, "the pod of a missing handler failing with its name", func() bool {
+		return strings.Contains(strings.Join(c.events(t, ns, "classless"), "\n"), "missing-handler")
+	})
+}

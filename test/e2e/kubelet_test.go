@@ -70,6 +70,11 @@ func TestKubelet(t *testing.T) {
 		{"PullSecret", kubeletPullSecret},
 		{"LogRotation", kubeletLogRotation},
 		{"ImageGC", kubeletImageGC},
+		{"LifecycleHooks", kubeletLifecycleHooks},
+		{"EphemeralContainer", kubeletEphemeralContainer},
+		{"Privileged", kubeletPrivileged},
+		{"RuntimeClass", kubeletRuntimeClass},
+		{"Stats", kubeletStats},
 	}
 	t.Run("parallel", func(t *testing.T) {
 		for _, tc := range cases {
@@ -105,6 +110,19 @@ func (c *cluster) runtimeSandboxes(t *testing.T, ns, name string) []*runtimeapi.
 		t.Fatal(err)
 	}
 	return resp.Items
+}
+
+// waitSandboxStopped waits until ketch holds no ready sandbox of pod ns/name.
+func (c *cluster) waitSandboxStopped(t *testing.T, ns, name string) {
+	t.Helper()
+	waitFor(t, 60*time.Second, "sandbox of "+ns+"/"+name+" stopped in ketch", func() bool {
+		for _, s := range c.runtimeSandboxes(t, ns, name) {
+			if s.State == runtimeapi.PodSandboxState_SANDBOX_READY {
+				return false
+			}
+		}
+		return true
+	})
 }
 
 // kubeletLifecycle: a pod through the API server runs, its output is in
@@ -146,14 +164,7 @@ spec:
 	if b, err := os.ReadFile(filepath.Join(host, "term")); err != nil || string(b) != "got TERM\n" {
 		t.Errorf("the program's TERM handler did not run: %q %v", b, err)
 	}
-	waitFor(t, 30*time.Second, "the pod's sandbox removed from ketch", func() bool {
-		for _, s := range c.runtimeSandboxes(t, ns, "life") {
-			if s.State == runtimeapi.PodSandboxState_SANDBOX_READY {
-				return false
-			}
-		}
-		return true
-	})
+	c.waitSandboxStopped(t, ns, "life")
 }
 
 // kubeletGracePeriod: a program that ignores TERM is KILLed at the end of
@@ -240,14 +251,7 @@ spec:
 	}
 	os.Remove(manifest)
 	c.waitGone(t, ns, mirror, 60*time.Second)
-	waitFor(t, 30*time.Second, "the static pod's sandbox stopped", func() bool {
-		for _, s := range c.runtimeSandboxes(t, ns, mirror) {
-			if s.State == runtimeapi.PodSandboxState_SANDBOX_READY {
-				return false
-			}
-		}
-		return true
-	})
+	c.waitSandboxStopped(t, ns, mirror)
 }
 
 // kubeletInitAndSidecar: init containers run in order and to completion

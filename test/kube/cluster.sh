@@ -54,7 +54,7 @@ load() {
 
 save_env() {
 	local v
-	for v in RUNTIME_ENDPOINT NODE_NAME POD_LOG_DIR ETCD_PORT API_PORT KUBELET_PORT KUBELET_EXTRA KUBE_BIN CGROUPS_BEFORE ARGO ARGO_VERSION; do
+	for v in RUNTIME_ENDPOINT NODE_NAME POD_LOG_DIR ETCD_PORT API_PORT KUBELET_PORT KUBELET_EXTRA KUBE_BIN CGROUPS_BEFORE LOGDIRS_BEFORE ARGO ARGO_VERSION; do
 		printf '%s=%q\n' "$v" "${!v}"
 	done >"$DIR/env"
 }
@@ -354,6 +354,7 @@ up() {
 	mkdir -p "$DIR/pids" "$DIR/log"
 	# kubelet makes /kubepods in every cgroup hierarchy and leaves it when it stops.
 	CGROUPS_BEFORE=$(kubepods_cgroups | wc -l)
+	LOGDIRS_BEFORE=$( [[ -d /var/log/containers || -d $POD_LOG_DIR ]] && echo 1 || true)
 	trap 'echo "cluster: up failed; taking it down" >&2; down "$DIR"' ERR
 	save_env
 	hosts_add
@@ -385,7 +386,11 @@ runtime_pods_remove() {
 down() {
 	load "$1"
 	[[ -d $DIR ]] || return 0
+	local uids=""
 	if alive kube-apiserver && alive kubelet; then
+		# kubelet removes a deleted pod's logs at its next garbage collection,
+		# which a kubelet stopped now would not see: remembered, removed below.
+		uids=$(kctl get pods -A -o jsonpath='{.items[*].metadata.uid}' 2>/dev/null || true)
 		# Workflows first: their controller would make new pods.
 		stop argo-controller
 		kctl delete workflows --all --all-namespaces --wait=false >/dev/null 2>&1 || true
@@ -398,6 +403,13 @@ down() {
 	for p in argo-controller kubelet kube-scheduler kube-controller-manager kube-apiserver etcd; do stop "$p"; done
 	runtime_pods_remove
 	kubepods_remove
+	local u l
+	for u in $uids; do rm -rf "$POD_LOG_DIR"/*_"$u"; done
+	# kubelet links every container's log into /var/log/containers (a fixed path).
+	for l in /var/log/containers/*.log; do
+		[[ -L $l && $(readlink "$l") == "$POD_LOG_DIR/"* ]] && rm -f "$l"
+	done
+	[[ -n ${LOGDIRS_BEFORE:-} ]] || rmdir /var/log/containers "$POD_LOG_DIR" 2>/dev/null || true
 	# What kubelet mounted for pods it could not tear down (secrets, emptyDirs).
 	local m
 	for m in $(awk -v d="$DIR/" 'index($5, d) == 1 {print $5}' /proc/self/mountinfo | sort -r); do
