@@ -61,7 +61,7 @@ func (s *Server) collect(ctx context.Context) error {
 			continue
 		}
 		slog.Warn("removing a container rootfs no record holds", "container", id)
-		errs = append(errs, s.images.Release(ctx, id, s.containers.ContainerRootfs(id)))
+		errs = append(errs, s.releaseRootfs(ctx, id))
 	}
 	return errors.Join(errs...)
 }

@@ -32,6 +32,10 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 		return nil, fmt.Errorf("create container: config with a metadata name is required: %w", errdefs.ErrInvalidArgument)
 	case cfg.GetImage().GetImage() == "":
 		return nil, fmt.Errorf("create container %s: image is empty: %w", cfg.GetMetadata().GetName(), errdefs.ErrInvalidArgument)
+	case cfg.GetLogPath() != "" && !filepath.IsLocal(cfg.GetLogPath()):
+		// The shim also resolves it inside the pod's log directory.
+		return nil, fmt.Errorf("create container %s: log path %q must be relative and inside the pod's log directory: %w",
+			cfg.GetMetadata().GetName(), cfg.GetLogPath(), errdefs.ErrInvalidArgument)
 	}
 	sb, err := s.findSandbox(req.GetPodSandboxId())
 	if err != nil {
@@ -107,6 +111,14 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 	}()
 	undo = append(undo, func(context.Context) error { return s.store.DeleteContainer(id) })
 
+	rootGID := -1
+	if gids != nil {
+		rootGID = int(gids[0].HostID)
+	}
+	if err := s.containers.MakeContainerDir(id, rootGID); err != nil {
+		return nil, fmt.Errorf("create container %s: %w", id, err)
+	}
+	undo = append(undo, func(context.Context) error { return s.containers.RemoveContainerDir(id) })
 	rootfs := s.containers.ContainerRootfs(id)
 	if _, err := s.images.Prepare(ctx, id, img.ID, rootfs, rootfsOpts...); err != nil {
 		return nil, fmt.Errorf("create container %s: %w", id, err)
@@ -120,7 +132,7 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 	if flow.Init {
 		oci.WithInit(spec, s.cfg.Workflow.InitBinary, s.cfg.Workflow.KillGrace)
 	}
-	o := shim.ContainerOptions{LogPath: rec.LogPath, Stdin: cfg.GetStdin(), StdinOnce: cfg.GetStdinOnce(), Init: flow.Init}
+	o := shim.ContainerOptions{LogPath: rec.LogPath, LogDir: sb.LogDirectory, Stdin: cfg.GetStdin(), StdinOnce: cfg.GetStdinOnce(), Init: flow.Init}
 	if flow.Result {
 		o.ResultCap = s.cfg.Workflow.ResultCap
 	}
@@ -162,8 +174,8 @@ func (s *Server) containerSpec(sb store.Sandbox, podCfg *runtimeapi.PodSandboxCo
 		in.CgroupParent = s.cfg.DefaultCgroupParent // beside the pod's own cgroup
 	}
 	paths := s.containers.Paths(podSpec(sb.ID, podCfg))
-	in.NetNSPath, in.HostsPath, in.ResolvConfPath, in.HostnamePath, in.ShmPath =
-		paths.NetNS, paths.Hosts, paths.ResolvConf, paths.Hostname, paths.Shm
+	in.NetNSPath, in.HostsPath, in.ResolvConfPath, in.HostnamePath, in.ShmPath, in.SandboxNS =
+		paths.NetNS, paths.Hosts, paths.ResolvConf, paths.Hostname, paths.Shm, paths.Namespaces
 	if ns := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions(); ns.GetPid() == runtimeapi.NamespaceMode_TARGET {
 		target, err := s.store.GetContainer(ns.GetTargetId())
 		if err != nil || target.SandboxID != sb.ID || target.State != store.ContainerRunning {

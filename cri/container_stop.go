@@ -130,7 +130,7 @@ func (s *Server) removeContainer(ctx context.Context, c store.Container) error {
 	if err := s.containers.DeleteContainer(ctx, c.SandboxID, c.ID); err != nil {
 		return err
 	}
-	if err := s.images.Release(ctx, c.ID, s.containers.ContainerRootfs(c.ID)); err != nil {
+	if err := s.releaseRootfs(ctx, c.ID); err != nil {
 		return err
 	}
 	if err := s.store.DeleteContainer(c.ID); err != nil {
@@ -138,4 +138,13 @@ func (s *Server) removeContainer(ctx context.Context, c store.Container) error {
 	}
 	s.emit(c.SandboxID, c.ID, runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT)
 	return nil
+}
+
+// releaseRootfs unmounts container id's rootfs, removes its snapshot and
+// the directory it was mounted in.
+func (s *Server) releaseRootfs(ctx context.Context, id string) error {
+	if err := s.images.Release(ctx, id, s.containers.ContainerRootfs(id)); err != nil {
+		return err
+	}
+	return s.containers.RemoveContainerDir(id)
 }

@@ -547,6 +547,20 @@ func (mr *MockContainersMockRecorder) ExecSync(ctx, podID, id, args, timeout any
 	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "ExecSync", reflect.TypeOf((*MockContainers)(nil).ExecSync), ctx, podID, id, args, timeout)
 }
 
+// MakeContainerDir mocks base method.
+func (m *MockContainers) MakeContainerDir(id string, rootGID int) error {
+	m.ctrl.T.Helper()
+	ret := m.ctrl.Call(m, "MakeContainerDir", id, rootGID)
+	ret0, _ := ret[0].(error)
+	return ret0
+}
+
+// MakeContainerDir indicates an expected call of MakeContainerDir.
+func (mr *MockContainersMockRecorder) MakeContainerDir(id, rootGID any) *gomock.Call {
+	mr.mock.ctrl.T.Helper()
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "MakeContainerDir", reflect.TypeOf((*MockContainers)(nil).MakeContainerDir), id, rootGID)
+}
+
 // Paths mocks base method.
 func (m *MockContainers) Paths(s sandbox.Spec) sandbox.PodPaths {
 	m.ctrl.T.Helper()
@@ -559,6 +573,20 @@ func (m *MockContainers) Paths(s sandbox.Spec) sandbox.PodPaths {
 func (mr *MockContainersMockRecorder) Paths(s any) *gomock.Call {
 	mr.mock.ctrl.T.Helper()
 	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "Paths", reflect.TypeOf((*MockContainers)(nil).Paths), s)
+}
+
+// RemoveContainerDir mocks base method.
+func (m *MockContainers) RemoveContainerDir(id string) error {
+	m.ctrl.T.Helper()
+	ret := m.ctrl.Call(m, "RemoveContainerDir", id)
+	ret0, _ := ret[0].(error)
+	return ret0
+}
+
+// RemoveContainerDir indicates an expected call of RemoveContainerDir.
+func (mr *MockContainersMockRecorder) RemoveContainerDir(id any) *gomock.Call {
+	mr.mock.ctrl.T.Helper()
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "RemoveContainerDir", reflect.TypeOf((*MockContainers)(nil).RemoveContainerDir), id)
 }
 
 // ReopenLog mocks base method.

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/net/websocket"
 	"k8s.io/cri-streaming/pkg/streaming/portforward"
@@ -56,30 +57,62 @@ func (h v5Handler) forwardOverSPDY(ctx context.Context, ws *websocket.Conn, podI
 		return
 	}
 	defer conn.Close()
-	// A stream waits here for its partner (by request ID: data, error);
-	// one whose partner never comes goes with the connection.
-	pairs := map[string][2]httpstream.Stream{}
+	// A stream waits here for its partner (by request ID: data, error), as
+	// long as the streaming library lets one (streamCreationTimeout), and
+	// only so many wait at once: a client cannot pile up half pairs.
+	type pending struct {
+		pair  [2]httpstream.Stream
+		since time.Time
+	}
+	pairs := map[string]*pending{}
+	expire := time.NewTicker(pairTimeout / 4)
+	defer expire.Stop()
 	for {
 		select {
 		case <-conn.CloseChan():
 			return
+		case now := <-expire.C:
+			for id, p := range pairs {
+				if now.Sub(p.since) > pairTimeout {
+					delete(pairs, id)
+					for _, st := range p.pair {
+						if st != nil {
+							_ = st.Reset()
+						}
+					}
+				}
+			}
 		case st := <-streams:
 			id := st.Headers().Get(portforward.PortForwardRequestIDHeader)
 			p := pairs[id]
-			if st.Headers().Get(portforward.StreamType) == portforward.StreamTypeError {
-				p[1] = st
-			} else {
-				p[0] = st
-			}
-			if p[0] == nil || p[1] == nil {
+			if p == nil {
+				if len(pairs) >= maxUnpaired {
+					_ = st.Reset()
+					continue
+				}
+				p = &pending{since: time.Now()}
 				pairs[id] = p
+			}
+			if st.Headers().Get(portforward.StreamType) == portforward.StreamTypeError {
+				p.pair[1] = st
+			} else {
+				p.pair[0] = st
+			}
+			if p.pair[0] == nil || p.pair[1] == nil {
 				continue
 			}
 			delete(pairs, id)
-			go h.forwardPair(ctx, podID, p[0], p[1])
+			go h.forwardPair(ctx, podID, p.pair[0], p.pair[1])
 		}
 	}
 }
+
+// A port-forward stream waits this long for its partner, and this many may
+// wait on one connection.
+const (
+	pairTimeout = 30 * time.Second
+	maxUnpaired = 64
+)
 
 // forwardPair connects one data stream to its port in the pod; a failure
 // is written to the error stream, where the client shows it.

@@ -4,7 +4,12 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"net/netip"
+	"path/filepath"
+	"regexp"
 	"slices"
+	"strings"
+	"unicode"
 
 	"github.com/containerd/errdefs"
 	"google.golang.org/protobuf/proto"
@@ -34,6 +39,11 @@ func (s *Server) checkPodConfig(cfg *runtimeapi.PodSandboxConfig, handler string
 			md.GetName(), md.GetNamespace(), md.GetUid(), errdefs.ErrInvalidArgument)
 	case handler != "" && !slices.Contains(s.cfg.RuntimeHandlers, handler):
 		return fmt.Errorf("runtime handler %q is not configured (have %q): %w", handler, s.cfg.RuntimeHandlers, errdefs.ErrInvalidArgument)
+	case cfg.GetLogDirectory() != "" && !filepath.IsAbs(cfg.GetLogDirectory()):
+		return fmt.Errorf("log directory %q is not absolute: %w", cfg.GetLogDirectory(), errdefs.ErrInvalidArgument)
+	}
+	if err := checkPodNames(md, cfg.GetDnsConfig()); err != nil {
+		return err
 	}
 	ns := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions()
 	if ns.GetPid() == runtimeapi.NamespaceMode_TARGET {
@@ -52,6 +62,38 @@ func (s *Server) checkPodConfig(cfg *runtimeapi.PodSandboxConfig, handler string
 	for _, pm := range cfg.GetPortMappings() {
 		if pm.GetContainerPort() <= 0 || pm.GetContainerPort() > 65535 || pm.GetHostPort() < 0 || pm.GetHostPort() > 65535 {
 			return fmt.Errorf("port mapping %d -> %d is out of range: %w", pm.GetHostPort(), pm.GetContainerPort(), errdefs.ErrInvalidArgument)
+		}
+	}
+	return nil
+}
+
+// podName is what a pod's name, namespace and uid may be: kubelet's DNS
+// names (RFC 1123), in either case as critest and other CRI clients use
+// them. They end up in CNI_ARGS (where ';' and '=' separate arguments), in
+// paths and in logs.
+var podName = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$`)
+
+// checkPodNames holds the pod's names and DNS settings to what kubelet
+// itself allows.
+func checkPodNames(md *runtimeapi.PodSandboxMetadata, dns *runtimeapi.DNSConfig) error {
+	for _, f := range []struct {
+		what, v string
+		max     int
+	}{{"name", md.GetName(), 253}, {"namespace", md.GetNamespace(), 63}, {"uid", md.GetUid(), 256}} {
+		if len(f.v) > f.max || !podName.MatchString(f.v) {
+			return fmt.Errorf("pod %s %q: want at most %d letters, digits, '.', '_' or '-', starting and ending with a letter or digit: %w",
+				f.what, f.v, f.max, errdefs.ErrInvalidArgument)
+		}
+	}
+	for _, ip := range dns.GetServers() {
+		if _, err := netip.ParseAddr(ip); err != nil {
+			return fmt.Errorf("pod DNS server %q is not an IP address: %w", ip, errdefs.ErrInvalidArgument)
+		}
+	}
+	// One resolv.conf line each: no line break or space may get in.
+	for _, v := range append(slices.Clone(dns.GetSearches()), dns.GetOptions()...) {
+		if v == "" || len(v) > 253 || strings.ContainsFunc(v, func(r rune) bool { return unicode.IsSpace(r) || !unicode.IsPrint(r) }) {
+			return fmt.Errorf("pod DNS search or option %q: empty, over 253 bytes, or with a space or control character: %w", v, errdefs.ErrInvalidArgument)
 		}
 	}
 	return nil

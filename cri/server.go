@@ -86,9 +86,13 @@ type Sandboxes interface {
 type Containers interface {
 	// Paths are the pod's files and netns a container spec refers to.
 	Paths(s sandbox.Spec) sandbox.PodPaths
-	// ContainerRootfs is where container id's rootfs is mounted;
+	// ContainerRootfs is where container id's rootfs is mounted, in the
+	// directory MakeContainerDir makes (rootGID: the host GID of the root of
+	// its user namespace, or -1) and RemoveContainerDir removes;
 	// ContainerDirs lists the IDs that have one.
 	ContainerRootfs(id string) string
+	MakeContainerDir(id string, rootGID int) error
+	RemoveContainerDir(id string) error
 	ContainerDirs() ([]string, error)
 	CreateContainer(ctx context.Context, podID, id string, spec *specs.Spec, o shim.ContainerOptions) error
 	StartContainer(ctx context.Context, podID, id string) (shim.Started, error)
@@ -126,8 +130,11 @@ type Config struct {
 	// UserNamespaces: pods may ask for a user namespace of their own.
 	UserNamespaces bool
 	// StreamAddress is where exec, attach and port-forward sessions are
-	// served ("127.0.0.1:0": loopback, any free port).
-	StreamAddress string
+	// served ("127.0.0.1:0": loopback, any free port); StreamTLSCert and
+	// StreamTLSKey, when set, serve them over TLS, which an address off
+	// loopback requires.
+	StreamAddress               string
+	StreamTLSCert, StreamTLSKey string
 	// DefaultCgroupParent is where the cgroups of a pod that names no
 	// parent go (cgroupfs), its containers' as well as its own.
 	DefaultCgroupParent string
@@ -196,7 +203,7 @@ func New(cfg Config, images ImageStore, network Network, st *store.Store, sb San
 		s.Close()
 		return nil, err
 	}
-	if err := s.startStreaming(cfg.StreamAddress); err != nil {
+	if err := s.startStreaming(cfg.StreamAddress, cfg.StreamTLSCert, cfg.StreamTLSKey); err != nil {
 		s.Close()
 		return nil, err
 	}

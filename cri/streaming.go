@@ -2,6 +2,7 @@ package cri
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"time"
 
 	"github.com/containerd/errdefs"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -24,18 +26,36 @@ import (
 // websocket, through k8s.io/cri-streaming, as kubelet and kubectl speak
 // them) on addr; the Exec, Attach and PortForward RPCs hand out one-time
 // URLs to it.
-func (s *Server) startStreaming(addr string) error {
+func (s *Server) startStreaming(addr, certFile, keyFile string) error {
 	if addr == "" {
 		addr = "127.0.0.1:0"
+	}
+	var tlsCfg *tls.Config
+	if certFile != "" || keyFile != "" {
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return fmt.Errorf("streaming server TLS: %w", err)
+		}
+		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("streaming server: %w", err)
 	}
+	// A session's URL is its only credential: off loopback, it must not
+	// cross the network in clear.
+	if ip, ok := l.Addr().(*net.TCPAddr); ok && !ip.IP.IsLoopback() && tlsCfg == nil {
+		l.Close()
+		return fmt.Errorf("streaming server on %s: an address off loopback needs stream_tls_cert and stream_tls_key: %w", addr, errdefs.ErrInvalidArgument)
+	}
 	cfg := streaming.DefaultConfig
 	cfg.Addr = l.Addr().String()
 	// Known before the first URL is handed out, even with port 0.
 	cfg.BaseURL = &url.URL{Scheme: "http", Host: cfg.Addr}
+	if tlsCfg != nil {
+		cfg.BaseURL.Scheme = "https"
+		l = tls.NewListener(l, tlsCfg)
+	}
 	srv, err := streaming.NewServer(cfg, streamRuntime{s})
 	if err != nil {
 		l.Close()
@@ -44,6 +64,10 @@ func (s *Server) startStreaming(addr string) error {
 	s.stream = srv
 	s.streamHTTP = &http.Server{
 		Handler: v5Handler{s: s, next: srv},
+		// A client must send its request promptly, and an idle keep-alive
+		// connection goes; a session, once upgraded, is no longer bound.
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       time.Minute,
 		// A session's context ends when its client's connection does: the
 		// streaming library hijacks the connection, after which net/http
 		// no longer notices a client that went away.

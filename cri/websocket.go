@@ -77,14 +77,16 @@ type v5Handler struct {
 }
 
 func (h v5Handler) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	// Every URL is good once, whichever protocol uses it: the library keeps
+	// tokens of its own, so one it serves is taken here too.
+	p, ok := h.s.sessions.take(path.Base(req.URL.Path))
+	if !ok {
+		http.Error(w, "unknown, used or expired streaming session", http.StatusNotFound)
+		return
+	}
 	v5, tunnel := wsstream.IsWebSocketRequestWithStreamCloseProtocol(req), wsstream.IsWebSocketRequestWithTunnelingProtocol(req)
 	if !v5 && !tunnel {
 		h.next.ServeHTTP(w, req)
-		return
-	}
-	p, ok := h.s.sessions.take(path.Base(req.URL.Path))
-	if !ok {
-		http.Error(w, "unknown or expired streaming session", http.StatusNotFound)
 		return
 	}
 	if p.portForward != nil {

@@ -2,8 +2,13 @@ package image
 
 import (
 	"context"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
 	"sync"
 	"time"
+
+	"github.com/containerd/errdefs"
 )
 
 // pullGroup lets concurrent pulls of one image share a single download. The
@@ -37,7 +42,7 @@ func (g *pullGroup) do(ctx context.Context, key string, fn func(context.Context)
 		f = &flight{cancel: cancel, done: make(chan struct{})}
 		g.flights[key] = f
 		go func() {
-			f.img, f.err = fn(fctx)
+			f.img, f.err = recovered(fctx, fn)
 			g.mu.Lock()
 			if g.flights[key] == f {
 				delete(g.flights, key)
@@ -82,4 +87,17 @@ func ctxErr(ctx context.Context) error {
 		return context.DeadlineExceeded
 	}
 	return ctx.Err()
+}
+
+// recovered runs fn, turning a panic into an error: the pull runs on a
+// goroutine of its own, beyond the reach of the gRPC interceptor's recover,
+// and a panic there would end ketchd and every call in flight.
+func recovered(ctx context.Context, fn func(context.Context) (Image, error)) (img Image, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			slog.Error("pull panicked", "panic", p, "stack", string(debug.Stack()))
+			err = fmt.Errorf("pull panicked: %v: %w", p, errdefs.ErrInternal)
+		}
+	}()
+	return fn(ctx)
 }

@@ -83,14 +83,17 @@ func (s *Store) pull(ctx context.Context, name string, auth *Auth) (_ Image, ret
 		}
 	}()
 
+	ctx, watched := s.watchProgress(ctx)
+	defer watched()
 	resolver := docker.NewResolver(docker.ResolverOptions{
 		Hosts: config.ConfigureHosts(ctx, config.HostOptions{
 			HostDir:     config.HostDirFromRoot(s.opts.HostsDir),
 			Credentials: credentials(auth),
 			UpdateClient: func(c *http.Client) error {
 				if auth != nil && auth.RegistryToken != "" {
-					c.Transport = bearer{token: auth.RegistryToken, host: serverHost(auth.ServerAddress), next: c.Transport}
+					c.Transport = bearer{token: auth.RegistryToken, host: tokenHost(auth.ServerAddress, name), next: c.Transport}
 				}
+				c.Transport = progressOf(ctx).transport(c.Transport)
 				return nil
 			},
 		}),
@@ -123,7 +126,7 @@ func (s *Store) pull(ctx context.Context, name string, auth *Auth) (_ Image, ret
 	if err != nil {
 		return Image{}, err
 	}
-	handler := unpacker.Unpack(images.Handlers(remotes.FetchHandler(s.content, fetcher), children, source))
+	handler := unpacker.Unpack(images.Handlers(limitMetadata, remotes.FetchHandler(s.content, fetcher), children, source))
 	dispatchErr := images.Dispatch(ctx, handler, nil, desc)
 	res, waitErr := unpacker.Wait()
 	if err := errors.Join(dispatchErr, waitErr); err != nil {
@@ -225,15 +228,29 @@ func credentials(auth *Auth) func(host string) (string, string, error) {
 }
 
 // bearer sends a registry token the caller already holds (from a kubelet
-// credential provider) with every request to its host, where the token
-// service would otherwise be asked for one.
+// credential provider) with every request to its registry's host, where the
+// token service would otherwise be asked for one; never to another host: a
+// mirror, or a blob store a registry redirects to.
 type bearer struct {
-	token, host string // host "" means any host
+	token, host string
 	next        http.RoundTripper
 }
 
+// tokenHost is the host a registry token is for: the request's server
+// address, else the registry of the image reference.
+func tokenHost(serverAddress, name string) string {
+	if h := serverHost(serverAddress); h != "" {
+		return h
+	}
+	named, err := reference.ParseNormalizedNamed(name)
+	if err != nil {
+		return ""
+	}
+	return serverHost(reference.Domain(named))
+}
+
 func (b bearer) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.Header.Get("Authorization") == "" && (b.host == "" || b.host == req.URL.Host) {
+	if req.Header.Get("Authorization") == "" && b.host != "" && b.host == req.URL.Host {
 		req = req.Clone(req.Context())
 		req.Header.Set("Authorization", "Bearer "+b.token)
 	}
@@ -251,7 +268,7 @@ func serverHost(addr string) string {
 	}
 	addr = strings.TrimPrefix(strings.TrimPrefix(addr, "https://"), "http://")
 	host, _, _ := strings.Cut(addr, "/")
-	if host == "index.docker.io" {
+	if host == "index.docker.io" || host == "docker.io" {
 		return "registry-1.docker.io"
 	}
 	return host
@@ -259,6 +276,9 @@ func serverHost(addr string) string {
 
 // classify gives a pull failure the sentinel the CRI reports it with.
 func classify(ctx context.Context, err error) error {
+	if cause := context.Cause(ctx); errors.Is(cause, errStalled) {
+		return fmt.Errorf("%w (%v)", cause, err)
+	}
 	if ctxErr := ctx.Err(); ctxErr != nil {
 		return fmt.Errorf("%w (%v)", ctxErr, err)
 	}

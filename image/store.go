@@ -66,7 +66,10 @@ type Options struct {
 	HostsDir string
 	// MaxConcurrentDownloads bounds the layer downloads of one pull.
 	MaxConcurrentDownloads int
-	Platform               platforms.MatchComparer
+	// ProgressTimeout ends a pull that received no byte for this long (a
+	// registry that stalls or trickles); 0 never does.
+	ProgressTimeout time.Duration
+	Platform        platforms.MatchComparer
 }
 
 // Store pulls, lists and removes images. It is safe for concurrent use.

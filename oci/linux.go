@@ -79,9 +79,27 @@ func linuxSection(in Input) (*specs.Linux, error) {
 	if !sc.GetPrivileged() {
 		l.MaskedPaths = slices.Clone(sc.GetMaskedPaths())
 		l.ReadonlyPaths = slices.Clone(sc.GetReadonlyPaths())
+		// Empty lists mean Unmasked only where kubelet allows that: in a
+		// user namespace of the pod's own. Elsewhere (crictl, a client that
+		// sends none) /proc/sys and /proc/sysrq-trigger would be the node's
+		// to write.
+		if len(l.MaskedPaths) == 0 && len(l.ReadonlyPaths) == 0 && uids == nil {
+			l.MaskedPaths, l.ReadonlyPaths = slices.Clone(DefaultMaskedPaths), slices.Clone(DefaultReadonlyPaths)
+		}
 	}
 	return l, nil
 }
+
+// DefaultMaskedPaths and DefaultReadonlyPaths are the lists kubelet sends
+// for procMount Default.
+var (
+	DefaultMaskedPaths = []string{
+		"/proc/asound", "/proc/acpi", "/proc/interrupts", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+		"/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
+		"/sys/devices/virtual/powercap",
+	}
+	DefaultReadonlyPaths = []string{"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"}
+)
 
 // namespaces follows the container's namespace options. The network
 // namespace is the pod's pin rather than /proc/<pid>/ns/net (containerd's
@@ -157,6 +175,9 @@ func modeNamespace(in Input, t specs.LinuxNamespaceType, mode runtimeapi.Namespa
 }
 
 func sandboxNamespace(in Input, t specs.LinuxNamespaceType, name string) (specs.LinuxNamespace, error) {
+	if pin := in.SandboxNS[name]; pin != "" {
+		return specs.LinuxNamespace{Type: t, Path: pin}, nil
+	}
 	if in.SandboxPID <= 0 {
 		return specs.LinuxNamespace{}, fmt.Errorf("%s namespace of the pod without its PID: %w", name, errdefs.ErrInvalidArgument)
 	}

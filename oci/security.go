@@ -106,12 +106,15 @@ func localhostSeccomp(ref, root string) (*specs.LinuxSeccomp, error) {
 	return &profile, nil
 }
 
+// apparmorEnabled is whether the node runs AppArmor (a variable for tests).
+var apparmorEnabled = apparmor.IsEnabled
+
 // apparmorProfile returns the AppArmor profile the process runs under; ""
-// is none. Without AppArmor on the node containerd refuses every profile
-// but unconfined; ketch refuses only a named (localhost) one, which would
-// otherwise silently not confine, and lets RuntimeDefault mean none, as it
-// also does where AppArmor is on: ketch loads no default profile of its
-// own yet.
+// is none. As containerd and CRI-O do, a container that names no profile or
+// RuntimeDefault runs under the runtime's own, DefaultAppArmorProfile,
+// unless it is privileged; without AppArmor on the node only a named
+// (localhost) profile is refused, as it would otherwise silently not
+// confine.
 func apparmorProfile(sc *runtimeapi.LinuxContainerSecurityContext) (string, error) {
 	sp := sc.GetApparmor()
 	if sp == nil {
@@ -121,14 +124,20 @@ func apparmorProfile(sc *runtimeapi.LinuxContainerSecurityContext) (string, erro
 			return "", err
 		}
 	}
-	if sp.GetProfileType() != runtimeapi.SecurityProfile_Localhost {
+	switch sp.GetProfileType() {
+	case runtimeapi.SecurityProfile_Unconfined:
 		return "", nil
+	case runtimeapi.SecurityProfile_RuntimeDefault:
+		if sc.GetPrivileged() || !apparmorEnabled() {
+			return "", nil
+		}
+		return DefaultAppArmorProfile, nil
 	}
 	name := strings.TrimPrefix(sp.GetLocalhostRef(), profileLocalhost)
 	switch {
 	case name == "":
 		return "", fmt.Errorf("apparmor: localhost profile without a name: %w", errdefs.ErrInvalidArgument)
-	case !apparmor.IsEnabled():
+	case !apparmorEnabled():
 		return "", fmt.Errorf("apparmor profile %q: AppArmor is not enabled on this node: %w", name, errdefs.ErrFailedPrecondition)
 	}
 	return name, nil

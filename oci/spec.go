@@ -45,8 +45,10 @@ type Input struct {
 	Rootfs string
 	// SandboxPID is the host PID of the pod's PID 1, whose IPC, UTS and PID
 	// namespaces the container joins, and its user namespace if the pod
-	// has one of its own.
+	// has one of its own: through SandboxNS's pins, where the pod has them
+	// ("ipc", "uts", "pid", "user"), else through /proc/<SandboxPID>.
 	SandboxPID int
+	SandboxNS  map[string]string
 	// NetNSPath is the pod's pinned network namespace; "" when the pod uses
 	// the node's network.
 	NetNSPath string

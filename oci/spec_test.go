@@ -722,8 +722,14 @@ func TestMaskedPaths(t *testing.T) {
 		edit                   func(*Input)
 		wantMasked, wantRdonly []string
 	}{
-		{desc: "none given is none, as in containerd", edit: func(in *Input) { sc(in) }},
-		{desc: "empty is none (kubelet's procMount Unmasked)", edit: func(in *Input) { sc(in).MaskedPaths = []string{} }},
+		{
+			desc: "none given, without a user namespace, is the defaults", edit: func(in *Input) { sc(in) },
+			wantMasked: DefaultMaskedPaths, wantRdonly: DefaultReadonlyPaths,
+		},
+		{desc: "none given in a user namespace is none (kubelet's procMount Unmasked)", edit: func(in *Input) {
+			podUserns(in)
+			sc(in).MaskedPaths = []string{}
+		}},
 		{
 			desc:       "given ones are used",
 			edit:       func(in *Input) { sc(in).MaskedPaths, sc(in).ReadonlyPaths = []string{"/bin/ls"}, []string{"/tmp"} },
@@ -759,6 +765,10 @@ func TestNamespaces(t *testing.T) {
 		wantErr func(error) bool
 	}{
 		{desc: "no options: all the pod's", edit: func(in *Input) {}, want: []specs.LinuxNamespace{mnt, net, uts, ipc, pid}},
+		{desc: "through the pod's pins where it has them", edit: func(in *Input) {
+			in.SandboxNS = map[string]string{"ipc": "/run/ketch/pods/p1/ipcns", "pid": "/run/ketch/pods/p1/pidns"}
+		}, want: []specs.LinuxNamespace{mnt, net, uts,
+			{Type: specs.IPCNamespace, Path: "/run/ketch/pods/p1/ipcns"}, {Type: specs.PIDNamespace, Path: "/run/ketch/pods/p1/pidns"}}},
 		{desc: "pid CONTAINER", edit: func(in *Input) { nsOpts(in).Pid = runtimeapi.NamespaceMode_CONTAINER },
 			want: []specs.LinuxNamespace{mnt, net, uts, ipc, {Type: specs.PIDNamespace}}},
 		{desc: "pid NODE", edit: func(in *Input) { nsOpts(in).Pid = runtimeapi.NamespaceMode_NODE }, want: []specs.LinuxNamespace{mnt, net, uts, ipc}},

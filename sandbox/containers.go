@@ -2,15 +2,18 @@ package sandbox
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"path/filepath"
 	"strconv"
 	"syscall"
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/moby/sys/mountinfo"
 	"github.com/opencontainers/runtime-spec/specs-go"
 
 	"ketch.dev/ketch/oci/shim"
@@ -22,6 +25,10 @@ import (
 type PodPaths struct {
 	NetNS                            string // "" with the node's network
 	Hosts, ResolvConf, Hostname, Shm string
+	// Namespaces are the pins of the pod's other namespaces, by kind
+	// ("ipc", "uts", "pid", "user"), where there are pins: a pod an older
+	// ketchd started has none.
+	Namespaces map[string]string
 }
 
 // Paths returns pod s's PodPaths.
@@ -31,19 +38,65 @@ func (m *Manager) Paths(s Spec) PodPaths {
 	if s.HostIPC {
 		shm = hostShm
 	}
+	pins := map[string]string{}
+	for kind, pin := range map[string]string{"ipc": "ipcns", "uts": "utsns", "pid": "pidns", "user": "userns"} {
+		if p := filepath.Join(dir, pin); fileExists(p) {
+			pins[kind] = p
+		}
+	}
 	return PodPaths{
 		NetNS:      m.NetNSPath(s),
 		Hosts:      filepath.Join(dir, "hosts"),
 		ResolvConf: filepath.Join(dir, "resolv.conf"),
 		Hostname:   filepath.Join(dir, "hostname"),
 		Shm:        shm,
+		Namespaces: pins,
 	}
 }
 
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
 // ContainerRootfs is where container id's rootfs is mounted: outside the
-// pod's directory, so removing a pod can never reach into a rootfs.
+// pod's directory, so removing a pod can never reach into a rootfs, and in
+// a directory of its own that MakeContainerDir makes.
 func (m *Manager) ContainerRootfs(id string) string {
-	return filepath.Join(m.containersDir(), id)
+	dir := filepath.Join(m.containersDir(), id)
+	// ketchd before 0.1.0 mounted a rootfs on that directory itself.
+	if mounted, _ := mountinfo.Mounted(dir); mounted {
+		return dir
+	}
+	return filepath.Join(dir, "rootfs")
+}
+
+// MakeContainerDir makes the directory container id's rootfs is mounted
+// in, which only root may enter: a rootfs holds its image's setuid
+// binaries. With a rootGID (the host GID of the root of the container's
+// user namespace; -1 without one) that group may pass through as well, as
+// runc resolves the rootfs from inside the user namespace.
+func (m *Manager) MakeContainerDir(id string, rootGID int) error {
+	dir := filepath.Join(m.containersDir(), id)
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return fmt.Errorf("container directory: %w", err)
+	}
+	if rootGID < 0 {
+		return nil
+	}
+	if err := reachableByPods(m.containersDir()); err != nil {
+		return err
+	}
+	return groupPassable(dir, rootGID)
+}
+
+// RemoveContainerDir removes what MakeContainerDir made, once the rootfs
+// is unmounted and gone. Removing it twice succeeds.
+func (m *Manager) RemoveContainerDir(id string) error {
+	if err := os.Remove(filepath.Join(m.containersDir(), id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("container directory: %w", err)
+	}
+	return nil
 }
 
 func (m *Manager) containersDir() string { return filepath.Join(m.o.StateDir, "containers") }
@@ -91,13 +144,19 @@ func (m *Manager) SignalContainer(ctx context.Context, podID, id string, sig sys
 // whose shim died before its exit was recorded ends with ErrShimGone.
 func (m *Manager) WaitContainer(ctx context.Context, podID, id string) (shim.Exit, error) {
 	c, err := m.client(ctx, podID)
-	if err == nil {
+	for err == nil {
 		var e shim.Exit
 		e, err = c.Wait(ctx, id)
-		if !c.Gone(err) {
+		switch {
+		case !c.Gone(err):
 			return e, err
+		case m.gone(ctx, podID, c, err):
+			// err ends the loop: what the dead shim left is read below.
+		default: // the shim lives; only the connection ended
+			if err = sleepCtx(ctx, redialPause); err == nil {
+				c, err = m.client(ctx, podID)
+			}
 		}
-		m.forget(podID)
 	}
 	if ctx.Err() != nil {
 		return shim.Exit{}, ctx.Err()
@@ -114,6 +173,17 @@ func (m *Manager) WaitContainer(ctx context.Context, podID, id string) (shim.Exi
 		return shim.Exit{}, fmt.Errorf("%w; and ending what is left of %s: %w", ErrShimGone, id, err)
 	}
 	return shim.Exit{}, ErrShimGone
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // ErrShimGone: the pod's shim died, taking the container's exit with it.

@@ -24,7 +24,7 @@ func installRootfs(dir, initBinary string) (string, error) {
 	if _, err := os.Stat(filepath.Join(rootfs, "ketch-init")); err == nil {
 		return rootfs, nil
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o711); err != nil {
 		return "", fmt.Errorf("sandbox rootfs: %w", err)
 	}
 	tmp, err := os.MkdirTemp(dir, ".rootfs-")

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -42,10 +41,9 @@ func (m *Manager) Run(ctx context.Context, s Spec) (_ Pod, retErr error) {
 	}
 	defer m.lock(s.ID)()
 	dir := m.podDir(s.ID)
-	if err := os.MkdirAll(filepath.Dir(dir), 0o711); err != nil {
-		return Pod{}, fmt.Errorf("run pod %s: %w", s.ID, err)
-	}
-	if err := os.Mkdir(dir, 0o711); err != nil {
+	// Only root enters a pod's directory (it holds the pod's /dev/shm), and
+	// the root group of the pod's user namespace, which mounts its files.
+	if err := os.Mkdir(dir, 0o700); err != nil {
 		if errors.Is(err, os.ErrExist) {
 			err = fmt.Errorf("pod directory %s exists: %w", dir, errdefs.ErrAlreadyExists)
 		}
@@ -63,6 +61,11 @@ func (m *Manager) Run(ctx context.Context, s Spec) (_ Pod, retErr error) {
 		}
 	}()
 
+	if s.UserNS != nil {
+		if err := groupPassable(dir, int(s.UserNS.GIDs[0].HostID)); err != nil {
+			return Pod{}, fmt.Errorf("run pod %s: %w", s.ID, err)
+		}
+	}
 	if err := m.reservePorts(s); err != nil {
 		return Pod{}, fmt.Errorf("run pod %s: %w", s.ID, err)
 	}
@@ -93,8 +96,10 @@ func (m *Manager) Run(ctx context.Context, s Spec) (_ Pod, retErr error) {
 	}
 	g.Go(func() error {
 		var err error
-		pod.PID, err = m.startInit(ctx, s, files, shm, pod.NetNSPath)
-		return err
+		if pod.PID, err = m.startInit(ctx, s, files, shm, pod.NetNSPath); err != nil {
+			return err
+		}
+		return m.pinNamespaces(s.ID, pod.PID)
 	})
 	if err := g.Wait(); err != nil {
 		return Pod{}, fmt.Errorf("run pod %s: %w", s.ID, err)
@@ -113,7 +118,7 @@ func (m *Manager) namespaces(s Spec) (string, error) {
 		}
 		return netns.Create(m.netnsDir(), s.ID)
 	}
-	if err := m.searchableRootfs(); err != nil {
+	if err := reachableByPods(m.rootfs); err != nil {
 		return "", err
 	}
 	var netnsPath string
@@ -131,42 +136,58 @@ func (m *Manager) namespaces(s Spec) (string, error) {
 	return netnsPath, err
 }
 
-// searchableRootfs lets pods with a user namespace reach the rootfs they
-// run from. runc mounts a rootfs by its path from inside the pod's user
-// namespace, where the node's root is nobody and no capability overrides
-// a directory's mode: every directory above the sandbox rootfs and the
-// containers' rootfs mount points must let others search it. Only that
-// bit is added, where missing, as containers/storage does for CRI-O.
-func (m *Manager) searchableRootfs() error {
-	containers := m.containersDir()
-	if err := os.MkdirAll(containers, 0o711); err != nil {
-		return err
+// pinnedNamespaces are the namespaces of a pod's PID 1 its containers join
+// through pins in the pod's directory, not through /proc/<pid>: should the
+// PID 1 die and its PID be reused before ketchd sees it, a new container
+// would join someone else's namespaces. A pinned PID namespace whose PID 1
+// died takes no new process, so such a container fails instead.
+var pinnedNamespaces = []string{"ipc", "uts", "pid"}
+
+func (m *Manager) nsPins(id string) []string {
+	var pins []string
+	for _, ns := range pinnedNamespaces {
+		pins = append(pins, filepath.Join(m.podDir(id), ns+"ns"))
 	}
-	for _, p := range []string{m.rootfs, containers} {
-		if err := searchable(p); err != nil {
-			return fmt.Errorf("rootfs for a user namespace: %w", err)
+	return pins
+}
+
+// pinNamespaces pins the namespaces of the pod's PID 1, just started: its
+// shim is its parent, so the PID cannot be another process's yet.
+func (m *Manager) pinNamespaces(id string, pid int) error {
+	for i, pin := range m.nsPins(id) {
+		if err := userns.Pin(fmt.Sprintf("/proc/%d/ns/%s", pid, pinnedNamespaces[i]), pin); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
-func searchable(path string) error {
+// reachableByPods fails unless every directory down to path lets others
+// search it: runc resolves a rootfs from inside a pod's user namespace,
+// where the node's root is nobody and no capability overrides a mode.
+// ketch makes its own directories so; it changes no other.
+func reachableByPods(path string) error {
 	for p := path; ; p = filepath.Dir(p) {
 		fi, err := os.Stat(p)
 		if err != nil {
 			return err
 		}
-		if mode := fi.Mode(); mode&0o001 == 0 {
-			mode = mode&(fs.ModePerm|fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky) | 0o001
-			if err := os.Chmod(p, mode); err != nil {
-				return err
-			}
-			slog.Warn("directory made searchable by others, for pods with a user namespace", "dir", p, "mode", fmt.Sprintf("%#o", mode.Perm()))
+		if fi.Mode().Perm()&0o001 == 0 {
+			return fmt.Errorf("%s (mode %#o) does not let others search it: pods with a user namespace cannot reach their rootfs below it: %w",
+				p, fi.Mode().Perm(), errdefs.ErrFailedPrecondition)
 		}
 		if p == "/" || p == "." {
 			return nil
 		}
 	}
+}
+
+// groupPassable lets group gid, and no one else but root, pass through dir.
+func groupPassable(dir string, gid int) error {
+	if err := os.Chown(dir, 0, gid); err != nil {
+		return err
+	}
+	return os.Chmod(dir, 0o710)
 }
 
 // startInit launches the pod's shim and has it start ketch-init.
@@ -307,8 +328,10 @@ func (m *Manager) remove(ctx context.Context, s Spec) error {
 	if err := netns.Remove(m.netnsPath(s.ID)); err != nil {
 		return err
 	}
-	if err := netns.Remove(m.usernsPath(s.ID)); err != nil {
-		return err
+	for _, pin := range append([]string{m.usernsPath(s.ID)}, m.nsPins(s.ID)...) {
+		if err := netns.Remove(pin); err != nil {
+			return err
+		}
 	}
 	if err := unmountShm(dir); err != nil {
 		return err
@@ -330,10 +353,16 @@ func (m *Manager) Ready(ctx context.Context, id string) (bool, error) {
 		return false, err
 	}
 	st, err := c.State(ctx, id)
+	if c.Gone(err) && !m.gone(ctx, id, c, err) {
+		// The shim lives; only the connection ended: ask once more.
+		if c, err = m.client(ctx, id); err == nil {
+			st, err = c.State(ctx, id)
+		}
+	}
 	switch {
 	case errdefs.IsNotFound(err):
 		return false, nil
-	case c.Gone(err):
+	case c != nil && c.Gone(err):
 		m.forget(id)
 		return false, nil
 	case err != nil:
@@ -345,21 +374,26 @@ func (m *Manager) Ready(ctx context.Context, id string) (bool, error) {
 // Wait blocks until the pod's ketch-init has exited or its shim is gone,
 // and returns nil then; it returns ctx's error if ctx ends first.
 func (m *Manager) Wait(ctx context.Context, id string) error {
-	c, err := m.client(ctx, id)
-	if errdefs.IsNotFound(err) {
-		return nil
+	for {
+		c, err := m.client(ctx, id)
+		if errdefs.IsNotFound(err) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		_, err = c.Wait(ctx, id)
+		switch {
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case !c.Gone(err), m.gone(ctx, id, c, err):
+			return nil
+		}
+		// The shim lives; only the connection ended: wait again.
+		if err := sleepCtx(ctx, redialPause); err != nil {
+			return err
+		}
 	}
-	if err != nil {
-		return err
-	}
-	_, err = c.Wait(ctx, id)
-	switch {
-	case ctx.Err() != nil:
-		return ctx.Err()
-	case c.Gone(err):
-		m.forget(id)
-	}
-	return nil
 }
 
 func checkSpec(s Spec) error {

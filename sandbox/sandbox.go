@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/runtime-spec/specs-go"
@@ -141,6 +142,17 @@ func New(o Options) (*Manager, error) {
 	if o.ShmSize <= 0 {
 		return nil, fmt.Errorf("sandbox: shm size %d: %w", o.ShmSize, errdefs.ErrInvalidArgument)
 	}
+	// ketch's own directories: others may pass through, not list them,
+	// since pods with a user namespace reach their rootfs below them as
+	// "others"; each directory below is closed unless a pod needs it.
+	for _, d := range []string{o.RootDir, filepath.Join(o.RootDir, "sandbox"), o.StateDir, filepath.Join(o.StateDir, "pods"), filepath.Join(o.StateDir, "containers")} {
+		if err := os.MkdirAll(d, 0o711); err != nil {
+			return nil, fmt.Errorf("sandbox: %w", err)
+		}
+		if err := os.Chmod(d, 0o711); err != nil {
+			return nil, fmt.Errorf("sandbox: %w", err)
+		}
+	}
 	rootfs, err := installRootfs(filepath.Join(o.RootDir, "sandbox"), o.InitBinary)
 	if err != nil {
 		return nil, err
@@ -254,3 +266,26 @@ func (m *Manager) forget(id string) {
 		c.Close()
 	}
 }
+
+// gone tells whether pod id's shim died, once a call on c failed with err.
+// A connection that ended does not prove it: ttrpc also closes one that
+// carried a message over its size limit. So the socket is asked again, and
+// only a shim that no longer answers it is gone; a live one serves the
+// next call on a new connection.
+func (m *Manager) gone(ctx context.Context, id string, c *shim.Client, err error) bool {
+	if !c.Gone(err) {
+		return false
+	}
+	m.mu.Lock()
+	if m.shims[id] == c {
+		delete(m.shims, id)
+	}
+	m.mu.Unlock()
+	c.Close()
+	_, derr := m.client(ctx, id)
+	return errdefs.IsNotFound(derr)
+}
+
+// redialPause spaces the retries of a call whose connection a live shim
+// closed, so a shim that keeps doing so costs little.
+const redialPause = 50 * time.Millisecond

@@ -3,6 +3,7 @@ package sandbox
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/containerd/errdefs"
@@ -132,27 +133,35 @@ func TestCollectRootfs(t *testing.T) {
 	}
 }
 
-// searchable adds the search bit for others to every directory above and
-// at path that lacks it, and changes nothing else.
-func TestSearchable(t *testing.T) {
+// TestReachableByPods: a directory on the way that others may not search
+// is named in a FailedPrecondition, and no mode is changed.
+func TestReachableByPods(t *testing.T) {
 	base := t.TempDir()
+	if err := os.Chmod(base, 0o711); err != nil {
+		t.Fatal(err)
+	}
 	closed := filepath.Join(base, "closed")
-	sticky := filepath.Join(closed, "sticky")
-	leaf := filepath.Join(sticky, "leaf")
+	leaf := filepath.Join(closed, "leaf")
 	if err := os.MkdirAll(leaf, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for p, mode := range map[string]os.FileMode{closed: 0o700, sticky: 0o770 | os.ModeSticky, leaf: 0o750} {
-		if err := os.Chmod(p, mode); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := searchable(leaf); err != nil {
+	if err := os.Chmod(closed, 0o750); err != nil {
 		t.Fatal(err)
 	}
-	for p, want := range map[string]os.FileMode{closed: 0o701, sticky: 0o771 | os.ModeSticky, leaf: 0o751} {
-		if fi, err := os.Stat(p); err != nil || fi.Mode()&(os.ModePerm|os.ModeSticky) != want {
-			t.Errorf("%s: mode %v, %v; want %v", p, fi.Mode(), err, want)
-		}
+	if err := reachableByPods(leaf); !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), closed) {
+		t.Errorf("below a closed directory: %v", err)
+	}
+	if fi, _ := os.Stat(closed); fi.Mode().Perm() != 0o750 {
+		t.Errorf("mode changed to %v", fi.Mode())
+	}
+	if err := os.Chmod(closed, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	// t.TempDir's parents are the test binary's: 0700 under /tmp.
+	if err := os.Chmod(filepath.Dir(base), 0o711); err != nil {
+		t.Fatal(err)
+	}
+	if err := reachableByPods(leaf); err != nil {
+		t.Errorf("all open: %v", err)
 	}
 }

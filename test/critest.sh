@@ -23,6 +23,9 @@ done
 
 # Short: a pod's shim socket, <state>/pods/<64-hex id>/shim.sock, must fit in 108 bytes.
 work=$(mktemp -d /tmp/kc.XXXXXX)
+# As /var/lib and /run are on a node: pods with a user namespace reach their rootfs as
+# "others", which ketchd checks of the directories above its own (mktemp makes 0700).
+chmod 0711 "$work"
 pid=""
 bridge=ketchcri0
 # critest's pods name no cgroup parent: they get this run's own, removed at the end.

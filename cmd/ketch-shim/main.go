@@ -10,6 +10,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -19,7 +20,6 @@ import (
 	// nsexec runs as a C constructor of "ketch-shim init", before the Go
 	// runtime starts threads, to enter the container's namespaces.
 	_ "github.com/opencontainers/runc/libcontainer/nsenter"
-	"golang.org/x/sys/unix"
 
 	"ketch.dev/ketch/oci/shim"
 )
@@ -64,24 +64,19 @@ func run(id, dir, logPath string, debug bool, ready *os.File) error {
 	if id == "" || dir == "" {
 		return fmt.Errorf("--id and --dir are required")
 	}
+	var out io.Writer = os.Stderr
 	if logPath != "" {
-		f, err := os.OpenFile(logPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+		l, err := shim.OpenLog(logPath)
 		if err != nil {
 			return err
 		}
-		// On fds 1 and 2, so that panics and the init's output land there too.
-		for _, fd := range []int{1, 2} {
-			if err := unix.Dup3(int(f.Fd()), fd, 0); err != nil {
-				return err
-			}
-		}
-		f.Close()
+		out = l
 	}
 	level := slog.LevelInfo
 	if debug {
 		level = slog.LevelDebug
 	}
-	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("pod", id))
+	slog.SetDefault(slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: level})).With("pod", id))
 	// A write to a closed stdout or stderr (ketchd's pipe, after ketchd
 	// died) must not kill the pod's shim. Notify rather than Ignore: an
 	// ignored signal would be inherited by every container process.

@@ -16,6 +16,8 @@ import (
 type Config struct {
 	// Socket is the CRI endpoint kubelet and crictl dial.
 	Socket string `toml:"socket"`
+	// SocketGID is the group that may use the socket besides root.
+	SocketGID int `toml:"socket_gid"`
 	// Root holds persistent state: images, snapshots, metadata.
 	Root string `toml:"root"`
 	// State holds volatile state: sockets, per-pod directories.
@@ -32,6 +34,10 @@ type Config struct {
 	// StreamAddress is where exec, attach and port-forward sessions are
 	// served: loopback by default, as kubelet proxies them.
 	StreamAddress string `toml:"stream_address"`
+	// StreamTLSCert and StreamTLSKey serve the sessions over TLS; an
+	// address off loopback needs them.
+	StreamTLSCert string `toml:"stream_tls_cert"`
+	StreamTLSKey  string `toml:"stream_tls_key"`
 
 	Image    ImageConfig    `toml:"image"`
 	Network  NetworkConfig  `toml:"network"`
@@ -46,7 +52,8 @@ type WorkflowConfig struct {
 	// KillGrace is what ketch-init gives a command's leftovers between
 	// TERM and KILL.
 	KillGrace Duration `toml:"kill_grace"`
-	// ResultCap is the bytes of stdout kept as a container's result.
+	// ResultCap is the bytes of stdout kept as a container's result, at
+	// most maxResultCap.
 	ResultCap int `toml:"result_cap"`
 	// SidecarGrace is what sidecars get between their stop signal and KILL
 	// once the pod's main container (ketch.dev/main) has exited.
@@ -55,6 +62,10 @@ type WorkflowConfig struct {
 
 // Duration is a time.Duration written as "2s" in the config file.
 type Duration struct{ time.Duration }
+
+// maxResultCap bounds workflow.result_cap: a result comes from the shim in
+// one ttrpc message, and ttrpc refuses one over 4 MiB.
+const maxResultCap = 1 << 20
 
 func (d *Duration) UnmarshalText(b []byte) error {
 	v, err := time.ParseDuration(string(b))
@@ -81,6 +92,9 @@ type ImageConfig struct {
 	RegistryConfigPath string `toml:"registry_config_path"`
 	// MaxConcurrentDownloads bounds the parallel layer downloads of a pull.
 	MaxConcurrentDownloads int `toml:"max_concurrent_downloads"`
+	// PullProgressTimeout ends a pull that received nothing for this long;
+	// "0s" never does.
+	PullProgressTimeout Duration `toml:"pull_progress_timeout"`
 }
 
 type NetworkConfig struct {
@@ -97,6 +111,7 @@ func defaultConfig() Config {
 		Image: ImageConfig{
 			RegistryConfigPath:     "/etc/ketch/certs.d",
 			MaxConcurrentDownloads: 3,
+			PullProgressTimeout:    Duration{5 * time.Minute},
 		},
 		RuntimeHandlers: []string{"ketch"},
 		StreamAddress:   "127.0.0.1:0",
@@ -142,13 +157,19 @@ func loadConfig(path string, explicit bool) (Config, error) {
 	switch w := cfg.Workflow; {
 	case w.Init != "annotated" && w.Init != "always":
 		return cfg, fmt.Errorf("config %s: workflow.init %q is neither annotated nor always", path, w.Init)
-	case w.ResultCap < 1 || w.ResultCap > 64<<20:
-		return cfg, fmt.Errorf("config %s: workflow.result_cap %d is not between 1 byte and 64 MiB", path, w.ResultCap)
+	case w.ResultCap < 1 || w.ResultCap > maxResultCap:
+		return cfg, fmt.Errorf("config %s: workflow.result_cap %d is not between 1 byte and 1 MiB", path, w.ResultCap)
 	case w.KillGrace.Duration <= 0 || w.SidecarGrace.Duration <= 0:
 		return cfg, fmt.Errorf("config %s: workflow.kill_grace and workflow.sidecar_grace must be positive", path)
 	}
+	if cfg.SocketGID < 0 {
+		return cfg, fmt.Errorf("config %s: socket_gid %d is negative", path, cfg.SocketGID)
+	}
 	if cfg.Sandbox.ShmSize < 1<<20 {
 		return cfg, fmt.Errorf("config %s: sandbox.shm_size must be at least 1 MiB", path)
+	}
+	if cfg.Image.PullProgressTimeout.Duration < 0 {
+		return cfg, fmt.Errorf("config %s: image.pull_progress_timeout is negative", path)
 	}
 	if cfg.Image.MaxConcurrentDownloads < 1 {
 		return cfg, fmt.Errorf("config %s: image.max_concurrent_downloads must be at least 1", path)

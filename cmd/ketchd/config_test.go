@@ -28,6 +28,7 @@ func TestLoadConfigRejects(t *testing.T) {
 		{"tiny shm", "[sandbox]\nshm_size = 4096", "shm_size"},
 		{"no result cap", "[workflow]\nresult_cap = 0", "result_cap"},
 		{"absurd result cap", "[workflow]\nresult_cap = 1000000000000", "result_cap"},
+		{"result cap over 1 MiB", "[workflow]\nresult_cap = 1048577", "result_cap"},
 		{"unknown init mode", "[workflow]\ninit = \"sometimes\"", "workflow.init"},
 		{"bad duration", "[workflow]\nkill_grace = \"soon\"", "soon"},
 	} {

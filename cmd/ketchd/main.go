@@ -22,6 +22,7 @@ import (
 	"ketch.dev/ketch/cri"
 	"ketch.dev/ketch/cri/store"
 	"ketch.dev/ketch/image"
+	"ketch.dev/ketch/oci"
 	"ketch.dev/ketch/oci/shim"
 	"ketch.dev/ketch/sandbox"
 	"ketch.dev/ketch/sandbox/cni"
@@ -76,10 +77,15 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
+	// Where AppArmor runs, containers get ketch's default profile.
+	if err := oci.LoadAppArmorProfile(); err != nil {
+		return err
+	}
 	images, err := image.Open(ctx, image.Options{
 		Root:                   filepath.Join(cfg.Root, "image"),
 		HostsDir:               cfg.Image.RegistryConfigPath,
 		MaxConcurrentDownloads: cfg.Image.MaxConcurrentDownloads,
+		ProgressTimeout:        cfg.Image.PullProgressTimeout.Duration,
 	})
 	if err != nil {
 		return err
@@ -119,7 +125,7 @@ func run() error {
 
 	srv, err := cri.New(cri.Config{Version: version, CgroupDriver: driver, RuntimeHandlers: cfg.RuntimeHandlers,
 		ShimCgroupDriver: shimDriver, ImageRoot: filepath.Join(cfg.Root, "image"), RootDir: cfg.Root, StateDir: cfg.State,
-		StreamAddress: cfg.StreamAddress, DefaultCgroupParent: cfg.Sandbox.CgroupParent,
+		StreamAddress: cfg.StreamAddress, StreamTLSCert: cfg.StreamTLSCert, StreamTLSKey: cfg.StreamTLSKey, DefaultCgroupParent: cfg.Sandbox.CgroupParent,
 		// Pods may have a user namespace of their own (hostUsers: false);
 		// their rootfs needs idmapped overlayfs lower layers (Linux 5.19+).
 		UserNamespaces: true,
@@ -138,7 +144,7 @@ func run() error {
 	g := grpc.NewServer(grpc.UnaryInterceptor(cri.UnaryInterceptor), grpc.StreamInterceptor(cri.StreamInterceptor))
 	srv.Register(g)
 
-	l, err := listen(cfg.Socket)
+	l, err := listen(cfg.Socket, cfg.SocketGID)
 	if err != nil {
 		return err
 	}
@@ -195,9 +201,11 @@ func cgroupDriver(name string) runtimeapi.CgroupDriver {
 	return runtimeapi.CgroupDriver_CGROUPFS
 }
 
-// listen opens the CRI socket with mode 0660. A socket file left by a ketchd
-// that died is replaced; one a live ketchd answers on is not.
-func listen(path string) (net.Listener, error) {
+// listen opens the CRI socket with mode 0660, owned by root and group gid
+// (root's with 0). A socket file left by a ketchd that died is replaced;
+// one a live ketchd answers on is not, and anything else at the path (a
+// file, a symlink) is refused rather than removed.
+func listen(path string, gid int) (net.Listener, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o711); err != nil {
 		return nil, fmt.Errorf("create socket dir: %w", err)
 	}
@@ -205,8 +213,16 @@ func listen(path string) (net.Listener, error) {
 		c.Close()
 		return nil, fmt.Errorf("another process is serving %s", path)
 	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("remove stale socket: %w", err)
+	switch fi, err := os.Lstat(path); {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		return nil, err
+	case fi.Mode().Type() != os.ModeSocket:
+		return nil, fmt.Errorf("%s is a %v, not a socket: not removing it", path, fi.Mode().Type())
+	default:
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("remove stale socket: %w", err)
+		}
 	}
 	// The umask keeps the socket from being reachable by others between
 	// listen and chmod.
@@ -215,6 +231,10 @@ func listen(path string) (net.Listener, error) {
 	syscall.Umask(old)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	if err := os.Chown(path, 0, gid); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("chown socket: %w", err)
 	}
 	if err := os.Chmod(path, 0o660); err != nil {
 		l.Close()

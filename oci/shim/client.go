@@ -89,7 +89,7 @@ func (c *Client) CreateContainer(ctx context.Context, id string, spec *specs.Spe
 		return fmt.Errorf("create container %s: %w", id, err)
 	}
 	_, err = c.shim.CreateContainer(ctx, &api.CreateContainerRequest{
-		Id: id, Spec: data, LogPath: o.LogPath, Stdin: o.Stdin, StdinOnce: o.StdinOnce, ResultCap: int64(o.ResultCap), Init: o.Init,
+		Id: id, Spec: data, LogPath: o.LogPath, LogDir: o.LogDir, Stdin: o.Stdin, StdinOnce: o.StdinOnce, ResultCap: int64(o.ResultCap), Init: o.Init,
 	})
 	return fromTTRPC(err)
 }

@@ -140,7 +140,7 @@ func (s *Service) start(c *container) (time.Time, error) {
 		}
 		c.pid, err = proc.Pid()
 		return c.pid, err
-	}, func(e Exit) { go s.exitedApp(c, e) })
+	}, func(e Exit) { go s.exitedApp(c, cio, e) })
 	cio.closeChildEnds()
 	if err == nil {
 		err = cio.startTTY()
@@ -220,12 +220,12 @@ func processFromSpec(p *specs.Process) *libcontainer.Process {
 // exitedApp records an app container's exit once its output has reached
 // the log (bounded: see drainTimeout) and says whether it was an OOM kill.
 // It runs on its own goroutine, so that the drain never holds the reaper.
-func (s *Service) exitedApp(c *container, e Exit) {
-	if cio := c.stdio(); cio != nil {
-		cio.drain(drainTimeout)
-		if cio.result != nil {
-			e.Result, e.Truncated = cio.result.buf, cio.result.truncated
-		}
+// cio is handed over rather than read from c: a program that exits at once
+// can be reaped before start has recorded its stdio in c.
+func (s *Service) exitedApp(c *container, cio *containerIO, e Exit) {
+	cio.drain(drainTimeout)
+	if cio.result != nil {
+		e.Result, e.Truncated = cio.result.buf, cio.result.truncated
 	}
 	if st, err := c.lc.State(); err == nil {
 		e.OOMKilled = oomKilled(st.CgroupPaths)

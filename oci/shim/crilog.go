@@ -7,7 +7,10 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
+
+	"github.com/containerd/errdefs"
 )
 
 // maxLogLine is where a long line is cut into partial (P) entries, as
@@ -21,19 +24,19 @@ const maxLogLine = 16 << 10
 // with P instead of F for every piece of a line but its last. The shim
 // writes it, not ketchd, so a ketchd restart loses no line.
 type criLog struct {
-	path string
+	dir, path string // see openLogFile
 
 	mu  sync.Mutex
 	f   *os.File // nil when discarding; guarded by mu
 	buf []byte   // the entry being written, reused; guarded by mu
 }
 
-func openCRILog(path string) (*criLog, error) {
-	l := &criLog{path: path}
+func openCRILog(dir, path string) (*criLog, error) {
+	l := &criLog{dir: dir, path: path}
 	if path == "" {
 		return l, nil
 	}
-	f, err := openLogFile(path)
+	f, err := openLogFile(dir, path)
 	if err != nil {
 		return nil, err
 	}
@@ -41,13 +44,42 @@ func openCRILog(path string) (*criLog, error) {
 	return l, nil
 }
 
-func openLogFile(path string) (*os.File, error) {
+// openLogFile opens the CRI log at path to append to it. The shim runs as
+// root, and the log directory is kubelet's, which log collectors often
+// mount into their pods: resolved inside dir (the pod's log directory),
+// neither the path a request gave nor a symlink planted in the directory
+// leads out of it, and the file itself is never a symlink, also when it is
+// opened again at every rotation. Without dir (a container an older ketchd
+// created) only the last rule holds.
+func openLogFile(dir, path string) (*os.File, error) {
+	const flags = os.O_WRONLY | os.O_APPEND | os.O_CREATE | syscall.O_NOFOLLOW
+	if dir == "" {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return nil, fmt.Errorf("log directory of %s: %w", path, err)
+		}
+		f, err := os.OpenFile(path, flags, 0o640)
+		if err != nil {
+			return nil, fmt.Errorf("open log %s: %w", path, asNotFound(err))
+		}
+		return f, nil
+	}
+	rel, err := filepath.Rel(dir, path)
+	if err != nil || !filepath.IsLocal(rel) {
+		return nil, fmt.Errorf("log %s is not inside %s: %w", path, dir, errdefs.ErrInvalidArgument)
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, fmt.Errorf("log directory %s: %w", dir, asNotFound(err))
+	}
+	defer root.Close()
 	// kubelet makes the pod's log directory; a log path with a directory
 	// of its own in it (name/0.log) is the runtime's to make.
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("log directory of %s: %w", path, err)
+	if d := filepath.Dir(rel); d != "." {
+		if err := root.MkdirAll(d, 0o755); err != nil {
+			return nil, fmt.Errorf("log directory of %s: %w", path, err)
+		}
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	f, err := root.OpenFile(rel, flags, 0o640)
 	if err != nil {
 		return nil, fmt.Errorf("open log %s: %w", path, asNotFound(err))
 	}
@@ -60,7 +92,7 @@ func (l *criLog) reopen() error {
 	if l.path == "" {
 		return nil
 	}
-	f, err := openLogFile(l.path)
+	f, err := openLogFile(l.dir, l.path)
 	if err != nil {
 		return err
 	}

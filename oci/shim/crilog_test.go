@@ -21,8 +21,9 @@ func TestCRILogFormat(t *testing.T) {
 		{"nothing", "", nil},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
-			path := filepath.Join(t.TempDir(), "sub", "0.log")
-			l, err := openCRILog(path)
+			dir := t.TempDir()
+			path := filepath.Join(dir, "sub", "0.log")
+			l, err := openCRILog(dir, path)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -59,7 +60,7 @@ func TestCRILogFormat(t *testing.T) {
 func TestCRILogReopen(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "0.log")
-	l, err := openCRILog(path)
+	l, err := openCRILog(dir, path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,5 +77,52 @@ func TestCRILogReopen(t *testing.T) {
 	cur, _ := os.ReadFile(path)
 	if !strings.HasSuffix(string(old), " stdout F before\n") || !strings.HasSuffix(string(cur), " stderr F after\n") {
 		t.Errorf("rotated %q, current %q", old, cur)
+	}
+}
+
+// TestCRILogStaysInside: neither a path out of the log directory nor a
+// symlink planted in it (at the file or a directory on the way, at open or
+// at a rotation's reopen) gets the shim to write outside it.
+func TestCRILogStaysInside(t *testing.T) {
+	outside := t.TempDir()
+	victim := filepath.Join(outside, "victim")
+	if err := os.WriteFile(victim, []byte("untouched"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		desc  string
+		plant func(dir string) // what an attacker put in the log directory
+		path  string           // relative to the log directory
+	}{
+		{"dot-dot", func(string) {}, "../x.log"},
+		{"symlinked file", func(dir string) { os.Symlink(victim, filepath.Join(dir, "0.log")) }, "0.log"},
+		{"symlinked directory", func(dir string) { os.Symlink(outside, filepath.Join(dir, "ctr")) }, "ctr/victim"},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			dir := t.TempDir()
+			tc.plant(dir)
+			if l, err := openCRILog(dir, filepath.Join(dir, tc.path)); err == nil {
+				l.entry("stdout", false, []byte("escaped"))
+				l.close()
+				t.Error("opened")
+			}
+		})
+	}
+	t.Run("symlink planted before a reopen", func(t *testing.T) {
+		dir := t.TempDir()
+		path := filepath.Join(dir, "0.log")
+		l, err := openCRILog(dir, path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.close()
+		os.Rename(path, path+".1")
+		os.Symlink(victim, path)
+		if err := l.reopen(); err == nil {
+			t.Error("reopened through a symlink")
+		}
+	})
+	if b, _ := os.ReadFile(victim); string(b) != "untouched" {
+		t.Errorf("the file outside was written: %q", b)
 	}
 }

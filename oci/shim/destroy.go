@@ -65,7 +65,9 @@ func saveConfig(root, id string, cfg *configs.Config) error {
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(filepath.Join(root, id, configFile), b, 0o600)
+	// Whole or not at all: a crash mid-write must not leave a config that
+	// hides the cgroups a start cut short made.
+	return writeFileSync(filepath.Join(root, id), configFile, b)
 }
 
 // destroyUnstarted removes what a container that libcontainer never saved

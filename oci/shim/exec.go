@@ -15,9 +15,12 @@ import (
 	"github.com/opencontainers/runc/libcontainer"
 )
 
-// maxExecOutput caps what ExecSync keeps of each stream, as kubelet caps
-// probe output, so a chatty command cannot exhaust the shim.
-const maxExecOutput = 16 << 20
+// maxExecOutput caps what ExecSync keeps of each stream, so a chatty
+// command cannot exhaust the shim. Both streams go back to ketchd in one
+// ttrpc reply, and ttrpc refuses a message over 4 MiB (closing the
+// connection): two streams at this cap and the reply's other fields fit.
+// kubelet keeps far less of a probe's output.
+const maxExecOutput = 2<<20 - 64<<10
 
 // ExecResult is what a command run by ExecSync did.
 type ExecResult struct {

@@ -1,6 +1,7 @@
 package shim
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"os"
@@ -31,10 +32,41 @@ type containerIO struct {
 	attached map[*attachment]bool // clients' writers; guarded by mu
 }
 
-type attachment struct{ out, err io.Writer }
+// attachment is one attached client: output for it waits in a bounded
+// queue that its own goroutine writes out, so a client that stops reading
+// never holds up the container or the other clients; it is dropped once
+// its queue is full.
+type attachment struct {
+	out, err io.Writer
+	queue    chan attachChunk // closed when the client is dropped or detaches
+}
+
+type attachChunk struct {
+	stderr bool
+	b      []byte
+}
+
+// attachBacklog is how many pieces of output (each up to one read, 32 KiB)
+// may wait for a slow client.
+const attachBacklog = 64
+
+func (a *attachment) run() {
+	for c := range a.queue {
+		w := a.out
+		if c.stderr {
+			w = a.err
+		}
+		if _, err := w.Write(c.b); err != nil {
+			// Gone: drain until dropped, so broadcast never blocks.
+			for range a.queue {
+			}
+			return
+		}
+	}
+}
 
 func newContainerIO(o ContainerOptions, p *libcontainer.Process, tty bool) (_ *containerIO, retErr error) {
-	l, err := openCRILog(o.LogPath)
+	l, err := openCRILog(o.LogDir, o.LogPath)
 	if err != nil {
 		return nil, err
 	}
@@ -114,32 +146,36 @@ func (cio *containerIO) startTTY() error {
 	return nil
 }
 
-// broadcast writes a piece of output to every attached client. A client
-// that stopped reading is dropped rather than block the container.
+// broadcast queues a piece of output for every attached client. A client
+// whose queue is full (it stopped reading) is dropped rather than block the
+// container.
 func (cio *containerIO) broadcast(stream string, b []byte) {
 	cio.mu.Lock()
 	defer cio.mu.Unlock()
 	for a := range cio.attached {
-		w := a.out
-		if stream == "stderr" {
-			w = a.err
-		}
-		if _, err := w.Write(b); err != nil {
+		select {
+		case a.queue <- attachChunk{stderr: stream == "stderr", b: bytes.Clone(b)}:
+		default:
 			delete(cio.attached, a)
+			close(a.queue)
 		}
 	}
 }
 
 // attach adds a client's writers; the returned func removes them.
 func (cio *containerIO) attach(out, errOut io.Writer) func() {
-	a := &attachment{out: out, err: errOut}
+	a := &attachment{out: out, err: errOut, queue: make(chan attachChunk, attachBacklog)}
+	go a.run()
 	cio.mu.Lock()
 	cio.attached[a] = true
 	cio.mu.Unlock()
 	return func() {
 		cio.mu.Lock()
-		delete(cio.attached, a)
-		cio.mu.Unlock()
+		defer cio.mu.Unlock()
+		if cio.attached[a] {
+			delete(cio.attached, a)
+			close(a.queue)
+		}
 	}
 }
 

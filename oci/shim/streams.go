@@ -3,6 +3,7 @@ package shim
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -221,9 +222,22 @@ func (s *Service) attachSession(conn *net.UnixConn, req streamRequest, files []*
 			return err
 		}
 	}
+	// The shim alone uses these ends: made pollable, a stalled client's
+	// write and a stdin read end with the session.
+	for _, f := range []**os.File{&stdin, &out, &errOut} {
+		if *f != nil && !(f == &errOut && !req.Stderr) {
+			if *f, err = pollable(*f); err != nil {
+				return err
+			}
+		}
+	}
+	if !req.Stderr {
+		errOut = out
+	}
 	detach := cio.attach(out, errOut)
 	defer detach()
 	if stdin != nil {
+		defer stdin.Close() // ends feedStdin's copy with the session
 		go cio.feedStdin(stdin)
 	}
 	reply(conn, streamReply{Started: true})
@@ -259,4 +273,28 @@ func setWinsize(master *os.File, w, h uint16) {
 	if err := unix.IoctlSetWinsize(int(master.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Col: w, Row: h}); err != nil {
 		slog.Debug("resize terminal", "err", err)
 	}
+}
+
+// pollable returns f (closed) as a non-blocking file on Go's poller, so
+// that closing it ends a read or write blocked on it.
+func pollable(f *os.File) (*os.File, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	nfd := -1
+	cerr := rc.Control(func(fd uintptr) {
+		if nfd, err = unix.Dup(int(fd)); err == nil {
+			unix.CloseOnExec(nfd)
+			err = unix.SetNonblock(nfd, true)
+		}
+	})
+	f.Close()
+	if err = errors.Join(cerr, err); err != nil {
+		if nfd >= 0 {
+			unix.Close(nfd)
+		}
+		return nil, err
+	}
+	return os.NewFile(uintptr(nfd), f.Name()), nil
 }

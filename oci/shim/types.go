@@ -87,6 +87,7 @@ type Started struct {
 // ContainerOptions say how an app container's stdio is wired.
 type ContainerOptions struct {
 	LogPath   string // the CRI log file; "" discards the output
+	LogDir    string // the pod's log directory: LogPath never leads out of it
 	Stdin     bool   // keep stdin open for attach
 	StdinOnce bool   // close stdin when the first attach ends
 	ResultCap int    // keep up to this many bytes of stdout as the result; 0: none

@@ -163,8 +163,12 @@ func loUp() error {
 func prepareDir(dir string) error {
 	dirMu.Lock()
 	defer dirMu.Unlock()
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	// Closed: its entries are pod IDs, and no one but root joins them.
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("create netns dir: %w", err)
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return fmt.Errorf("netns dir: %w", err)
 	}
 	err := unix.Mount("", dir, "", unix.MS_SHARED|unix.MS_REC, "")
 	if !errors.Is(err, unix.EINVAL) {

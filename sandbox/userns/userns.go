@@ -123,21 +123,21 @@ func kill(pid int) error {
 	}
 }
 
-// Pin bind-mounts the namespace file src (netns.Remove unpins it) (a /proc/<pid>/ns/user) on path,
-// which it creates, so that the namespace outlives every process in it.
-// An existing file at path is ErrAlreadyExists.
+// Pin bind-mounts the namespace file src (a /proc/<pid>/ns/<kind>) on
+// path, which it creates, so that the namespace outlives every process in
+// it (netns.Remove unpins it). An existing file at path is ErrAlreadyExists.
 func Pin(src, path string) error {
 	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE|os.O_EXCL, 0o444)
 	if errors.Is(err, fs.ErrExist) {
-		return fmt.Errorf("user namespace pin %s: %w", path, errdefs.ErrAlreadyExists)
+		return fmt.Errorf("namespace pin %s: %w", path, errdefs.ErrAlreadyExists)
 	}
 	if err != nil {
-		return fmt.Errorf("user namespace pin: %w", err)
+		return fmt.Errorf("namespace pin: %w", err)
 	}
 	f.Close()
 	if err := unix.Mount(src, path, "", unix.MS_BIND, ""); err != nil {
 		_ = os.Remove(path)
-		return fmt.Errorf("pin user namespace %s at %s: %w", src, path, err)
+		return fmt.Errorf("pin namespace %s at %s: %w", src, path, err)
 	}
 	return nil
 }

@@ -104,7 +104,7 @@ func TestContainerLifecycle(t *testing.T) {
 		st.LogPath != filepath.Join(logs, "main.log") || st.Labels["ctr"] != "main" {
 		t.Errorf("created status = %v", st)
 	}
-	rootfs := filepath.Join(d.state, "containers", id)
+	rootfs := filepath.Join(d.state, "containers", id, "rootfs")
 	if mi, _ := os.ReadFile("/proc/self/mountinfo"); !strings.Contains(string(mi), " "+rootfs+" ") {
 		t.Error("the rootfs is not mounted after create")
 	}

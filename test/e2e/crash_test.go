@@ -602,7 +602,7 @@ func (c *crashTest) checkContainer(ctx context.Context, d *daemon, x *crashCtr, 
 	if !listedPods[ct.PodSandboxId] {
 		badf("its pod %s is not listed", ct.PodSandboxId)
 	}
-	if _, err := os.Stat(filepath.Join(d.state, "containers", ct.Id)); err != nil {
+	if _, err := os.Stat(filepath.Join(d.state, "containers", ct.Id, "rootfs")); err != nil {
 		badf("no rootfs: %v", err)
 	}
 	resp, err := d.rt.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: ct.Id, Verbose: true})

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -479,5 +480,52 @@ func TestListImagesFilter(t *testing.T) {
 	}
 	if n := len(d.list(t)); n != 2 {
 		t.Errorf("unfiltered list has %d images, want 2", n)
+	}
+}
+
+// TestPullStalls: a registry that stops sending fails the pull after the
+// progress timeout, though the caller would wait longer, and leaves nothing.
+func TestPullStalls(t *testing.T) {
+	d := startKetchd(t, daemonOpts{pullProgressTimeout: "2s"})
+	stalled := newProxy(t, func(p *proxy) { p.delay = time.Minute })
+	before := d.files(t)
+	start := time.Now()
+	_, err := d.img.PullImage(ctxT(t, 2*time.Minute), &runtimeapi.PullImageRequest{Image: spec(stalled.host + "/ketch-test/multilayer:5")})
+	if status.Code(err) != codes.DeadlineExceeded || time.Since(start) > 50*time.Second {
+		t.Fatalf("stalled pull = %v after %v, want DeadlineExceeded at the progress timeout", err, time.Since(start))
+	}
+	d.waitFiles(t, before)
+}
+
+// TestRegistryTokenScope: a registry token without a server address goes
+// to the image's registry only: not to the blob store that registry
+// redirects to, and not to a mirror the node's hosts.toml names.
+func TestRegistryTokenScope(t *testing.T) {
+	cdn := newProxy(t, nil)
+	reg := newProxy(t, func(p *proxy) { p.bearer, p.redirect = true, cdn.host })
+	mirror := newProxy(t, nil)
+	hosts := t.TempDir()
+	conf := fmt.Sprintf("server = %q\n[host.%q]\n  capabilities = [\"pull\", \"resolve\"]\n", "http://"+mirror.host, "http://"+mirror.host)
+	if err := os.MkdirAll(filepath.Join(hosts, "mirrored.test"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(hosts, "mirrored.test", "hosts.toml"), []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := startKetchd(t, daemonOpts{hostsDir: hosts})
+	token := &runtimeapi.AuthConfig{RegistryToken: "good-token"}
+	if _, err := d.pull(t, reg.host+"/e2e-test-images/busybox:1.29-2", token); err != nil {
+		t.Fatalf("pull with the registry's token: %v", err)
+	}
+	if _, err := d.pull(t, "mirrored.test/e2e-test-images/busybox:1.29-2", token); err != nil {
+		t.Fatalf("pull through a mirror: %v", err)
+	}
+	if len(reg.authorizations()) == 0 {
+		t.Error("the registry never got the token")
+	}
+	for name, p := range map[string]*proxy{"the blob store the registry redirects to": cdn, "a mirror": mirror} {
+		if a := p.authorizations(); len(a) > 0 {
+			t.Errorf("%s got Authorization headers %q", name, a)
+		}
 	}
 }

@@ -38,6 +38,8 @@ type daemon struct {
 type daemonOpts struct {
 	hostsDir     string // registry hosts.toml root; the harness's by default
 	maxDownloads int    // image.max_concurrent_downloads; the default when 0
+	// pullProgressTimeout is image.pull_progress_timeout; the default when "".
+	pullProgressTimeout string
 	// network installs the test pod network (podnet_test.go) as the CNI
 	// config; without it pods cannot be networked.
 	network bool
@@ -49,6 +51,14 @@ type daemonOpts struct {
 func startKetchd(tb testing.TB, o daemonOpts) *daemon {
 	tb.Helper()
 	dir := tb.TempDir()
+	// As /var/lib and /run are on a node: others may pass (pods with a user
+	// namespace reach their rootfs as others), which ketchd checks and
+	// leaves to whoever made the directories above its own.
+	for _, d := range []string{dir, filepath.Dir(dir)} {
+		if err := os.Chmod(d, 0o711); err != nil {
+			tb.Fatal(err)
+		}
+	}
 	if o.maxDownloads == 0 {
 		o.maxDownloads = 3
 	}
@@ -67,6 +77,10 @@ func startKetchd(tb testing.TB, o daemonOpts) *daemon {
 		state:  state,
 		log:    &bytes.Buffer{},
 	}
+	progress := ""
+	if o.pullProgressTimeout != "" {
+		progress = fmt.Sprintf("pull_progress_timeout = %q", o.pullProgressTimeout)
+	}
 	netd := filepath.Join(dir, "net.d")
 	if o.network {
 		writePodNetwork(tb, netd, filepath.Join(dir, "ipam"))
@@ -78,12 +92,13 @@ log_level = "debug"
 [image]
 registry_config_path = %q
 max_concurrent_downloads = %d
+%s
 [network]
 cni_conf_dir = %q
 %s
 [sandbox]
 cgroup_parent = %q
-`, d.socket, d.root, state, o.hostsDir, o.maxDownloads, netd, o.extra, cgroupParent)
+`, d.socket, d.root, state, o.hostsDir, o.maxDownloads, progress, netd, o.extra, cgroupParent)
 	d.dir = dir
 	d.cfgPath = filepath.Join(dir, "config.toml")
 	if err := os.WriteFile(d.cfgPath, []byte(cfg), 0o600); err != nil {

@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -28,10 +29,12 @@ type proxy struct {
 	corrupt   bool          // flip a byte in every layer blob
 	delay     time.Duration // before every blob body
 	bearer    bool          // demand "Bearer good-token", issued by /token
+	redirect  string        // host to redirect blob GETs to, as registries do to a CDN
 	mu        sync.Mutex    // guards the counters below
 	blobGets  map[string]int
 	inFlight  int
 	maxFlight int
+	auths     []string // every Authorization header received
 }
 
 func newProxy(tb testing.TB, configure func(*proxy)) *proxy {
@@ -45,6 +48,16 @@ func newProxy(tb testing.TB, configure func(*proxy)) *proxy {
 	p.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/token" {
 			p.token(w, r)
+			return
+		}
+		if a := r.Header.Get("Authorization"); a != "" {
+			p.mu.Lock()
+			p.auths = append(p.auths, a)
+			p.mu.Unlock()
+		}
+		if p.redirect != "" && r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/") &&
+			r.Header.Get("Authorization") == "Bearer good-token" {
+			http.Redirect(w, r, "http://"+p.redirect+r.URL.Path, http.StatusTemporaryRedirect)
 			return
 		}
 		if p.bearer && r.Header.Get("Authorization") != "Bearer good-token" {
@@ -133,4 +146,11 @@ func (p *proxy) counts() (gets map[string]int, maxInFlight int) {
 		gets[k] = v
 	}
 	return gets, p.maxFlight
+}
+
+// authorizations is every Authorization header the proxy received.
+func (p *proxy) authorizations() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.auths)
 }

@@ -348,18 +348,21 @@ func TestStreamingBadInput(t *testing.T) {
 		})
 	}
 
-	t.Run("a URL is good once", func(t *testing.T) {
-		resp, err := d.rt.Exec(ctxT(t, 5*time.Second), &runtimeapi.ExecRequest{ContainerId: id, Cmd: []string{"true"}, Stdout: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i, ws := range []bool{false, false} {
-			err := executor(t, resp.Url, ws).StreamWithContext(ctxT(t, 10*time.Second), remotecommand.StreamOptions{Stdout: io.Discard})
-			if (i == 0) != (err == nil) {
-				t.Errorf("use %d of the URL: %v", i+1, err)
+	// Whichever protocol uses a URL first, neither may use it again.
+	for _, uses := range [][]bool{{false, false}, {true, false}, {false, true}, {true, true}} {
+		t.Run(fmt.Sprintf("a URL is good once: websocket %v then %v", uses[0], uses[1]), func(t *testing.T) {
+			resp, err := d.rt.Exec(ctxT(t, 5*time.Second), &runtimeapi.ExecRequest{ContainerId: id, Cmd: []string{"true"}, Stdout: true})
+			if err != nil {
+				t.Fatal(err)
 			}
-		}
-	})
+			for i, ws := range uses {
+				err := executor(t, resp.Url, ws).StreamWithContext(ctxT(t, 10*time.Second), remotecommand.StreamOptions{Stdout: io.Discard})
+				if (i == 0) != (err == nil) {
+					t.Errorf("use %d of the URL: %v", i+1, err)
+				}
+			}
+		})
+	}
 
 	t.Run("a client that vanishes ends its command", func(t *testing.T) {
 		resp, err := d.rt.Exec(ctxT(t, 5*time.Second), &runtimeapi.ExecRequest{ContainerId: id, Cmd: []string{"sleep", "4321"}, Stdout: true})

@@ -63,7 +63,7 @@ func TestUserNamespacePod(t *testing.T) {
 		t.Errorf("exit %d, log:\n%s", st.ExitCode, log)
 	}
 	var fi syscall.Stat_t
-	if err := syscall.Stat(filepath.Join(d.state, "containers", id, "tmp/x"), &fi); err != nil || fi.Uid != 100000 || fi.Gid != 100000 {
+	if err := syscall.Stat(filepath.Join(d.state, "containers", id, "rootfs/tmp/x"), &fi); err != nil || fi.Uid != 100000 || fi.Gid != 100000 {
 		t.Errorf("the file the container's root wrote is %d:%d on the node (%v), want 100000:100000", fi.Uid, fi.Gid, err)
 	}
 

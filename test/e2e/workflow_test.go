@@ -76,10 +76,17 @@ func TestInitForwardsTERM(t *testing.T) {
 func TestInitReapsAndEndsOrphans(t *testing.T) {
 	d := workflowDaemon(t)
 	pod, podCfg, _ := d.podWithLogs(t, "orphans")
-	cfg := containerConfig("orphans", "sh", "-c", "for i in $(seq 50); do (sleep 30 &); done; sleep 1; exit 7")
+	cfg := containerConfig("orphans", "sh", "-c", "for i in $(seq 50); do (sleep 30 &); done; touch /tmp/forked; sleep 2; exit 7")
 	cfg.Annotations = map[string]string{"ketch.dev/init": "true"}
 	id := d.createContainer(t, pod, podCfg, cfg)
 	d.startContainer(t, id)
+	// Once every orphan is forked, and a moment for the subshells that
+	// forked them to exit and be reaped.
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if _, code := d.exec(t, id, "test", "-e", "/tmp/forked"); code == 0 {
+			break
+		}
+	}
 	time.Sleep(500 * time.Millisecond)
 	zombies := 0
 	for _, pid := range processesOf(id) {
@@ -147,8 +154,8 @@ func TestResultCapture(t *testing.T) {
 		}
 		if st.Message != tc.message || !bytes.Equal(info.Result, tc.want) || info.ResultTruncated != tc.truncated {
 			if bad[tc.desc]++; bad[tc.desc] == 1 {
-				t.Errorf("%s: message %.30q (%d bytes), result %d bytes (truncated %v); want %.30q (%d), %d bytes (truncated %v)",
-					tc.desc, st.Message, len(st.Message), len(info.Result), info.ResultTruncated, tc.message, len(tc.message), len(tc.want), tc.truncated)
+				t.Errorf("%s: exit %d %s, message %.30q (%d bytes), result %d bytes (truncated %v); want %.30q (%d), %d bytes (truncated %v)",
+					tc.desc, st.ExitCode, st.Reason, st.Message, len(st.Message), len(info.Result), info.ResultTruncated, tc.message, len(tc.message), len(tc.want), tc.truncated)
 			}
 		}
 		if _, err := d.rt.RemoveContainer(ctxT(t, 10*time.Second), &runtimeapi.RemoveContainerRequest{ContainerId: id}); err != nil {

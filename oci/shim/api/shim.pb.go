@@ -417,7 +417,9 @@ type CreateContainerRequest struct {
 	ResultCap int64 `protobuf:"varint,6,opt,name=result_cap,json=resultCap,proto3" json:"result_cap,omitempty"`
 	// The program is ketch-init in init mode: the container has started
 	// once it has started the container's own program.
-	Init          bool `protobuf:"varint,7,opt,name=init,proto3" json:"init,omitempty"`
+	Init bool `protobuf:"varint,7,opt,name=init,proto3" json:"init,omitempty"`
+	// The pod's log directory, which log_path must stay inside.
+	LogDir        string `protobuf:"bytes,8,opt,name=log_dir,json=logDir,proto3" json:"log_dir,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -499,6 +501,13 @@ func (x *CreateContainerRequest) GetInit() bool {
 		return x.Init
 	}
 	return false
+}
+
+func (x *CreateContainerRequest) GetLogDir() string {
+	if x != nil {
+		return x.LogDir
+	}
+	return ""
 }
 
 type CreateContainerResponse struct {
@@ -1675,7 +1684,7 @@ const file_shim_proto_rawDesc = "" +
 	"\ahost_id\x18\x02 \x01(\rR\x06hostId\x12\x12\n" +
 	"\x04size\x18\x03 \x01(\rR\x04size\"(\n" +
 	"\x14StartSandboxResponse\x12\x10\n" +
-	"\x03pid\x18\x01 \x01(\rR\x03pid\"\xbf\x01\n" +
+	"\x03pid\x18\x01 \x01(\rR\x03pid\"\xd8\x01\n" +
 	"\x16CreateContainerRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04spec\x18\x02 \x01(\fR\x04spec\x12\x19\n" +
@@ -1685,7 +1694,8 @@ const file_shim_proto_rawDesc = "" +
 	"stdin_once\x18\x05 \x01(\bR\tstdinOnce\x12\x1d\n" +
 	"\n" +
 	"result_cap\x18\x06 \x01(\x03R\tresultCap\x12\x12\n" +
-	"\x04init\x18\a \x01(\bR\x04init\"+\n" +
+	"\x04init\x18\a \x01(\bR\x04init\x12\x17\n" +
+	"\alog_dir\x18\b \x01(\tR\x06logDir\"+\n" +
 	"\x17CreateContainerResponse\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\"'\n" +
 	"\x15StartContainerRequest\x12\x0e\n" +
