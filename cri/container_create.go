@@ -32,6 +32,8 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 		return nil, fmt.Errorf("create container: config with a metadata name is required: %w", errdefs.ErrInvalidArgument)
 	case cfg.GetImage().GetImage() == "":
 		return nil, fmt.Errorf("create container %s: image is empty: %w", cfg.GetMetadata().GetName(), errdefs.ErrInvalidArgument)
+	case runtimeapi.Signal_name[int32(cfg.GetStopSignal())] == "":
+		return nil, fmt.Errorf("create container %s: stop signal %d: %w", cfg.GetMetadata().GetName(), cfg.GetStopSignal(), errdefs.ErrInvalidArgument)
 	case cfg.GetLogPath() != "" && !filepath.IsLocal(cfg.GetLogPath()):
 		// The shim also resolves it inside the pod's log directory.
 		return nil, fmt.Errorf("create container %s: log path %q must be relative and inside the pod's log directory: %w",
@@ -83,7 +85,7 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 		Image:       cfg.GetImage().GetImage(),
 		ImageRef:    imageRef(img.ID, img.RepoDigests),
 		ImageID:     img.ID,
-		StopSignal:  img.Config.Config.StopSignal,
+		StopSignal:  stopSignalOf(cfg, img.Config.Config.StopSignal),
 		Labels:      cfg.GetLabels(),
 		Annotations: cfg.GetAnnotations(),
 		Config:      raw,

@@ -62,6 +62,7 @@ func containerStatus(c store.Container) (*runtimeapi.ContainerStatus, *runtimeap
 		Annotations: c.Annotations,
 		Mounts:      cfg.GetMounts(),
 		LogPath:     c.LogPath,
+		StopSignal:  criSignal(c.StopSignal),
 	}
 	if r := cfg.GetLinux().GetResources(); r != nil {
 		st.Resources = &runtimeapi.ContainerResources{Linux: r}

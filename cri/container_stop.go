@@ -76,7 +76,12 @@ func (s *Server) stopContainer(ctx context.Context, c store.Container, grace tim
 	return nil
 }
 
-// stopSignal parses an image's StopSignal ("SIGQUIT", "QUIT" or "3").
+// sigRTMin is SIGRTMIN as container programs see it: glibc keeps the
+// kernel's first two real-time signals for itself.
+const sigRTMin = 34
+
+// stopSignal parses a stop signal as an image's config or
+// criSignalName gives it ("SIGQUIT", "QUIT", "3", "SIGRTMIN+1").
 func stopSignal(name string) (syscall.Signal, error) {
 	if name == "" {
 		return syscall.SIGTERM, nil
@@ -88,10 +93,71 @@ func stopSignal(name string) (syscall.Signal, error) {
 	if !strings.HasPrefix(name, "SIG") {
 		name = "SIG" + name
 	}
+	if rt, ok := strings.CutPrefix(name, "SIGRTMIN"); ok {
+		n := 0
+		if plus, ok := strings.CutPrefix(rt, "+"); ok {
+			n, _ = strconv.Atoi(plus)
+		}
+		if rt == "" || n > 0 && sigRTMin+n <= 64 {
+			return syscall.Signal(sigRTMin + n), nil
+		}
+	}
 	if sig := unix.SignalNum(name); sig != 0 {
 		return sig, nil
 	}
 	return 0, fmt.Errorf("stop signal %q: %w", name, errdefs.ErrInvalidArgument)
+}
+
+// criSignalName is the name of a ContainerConfig's stop_signal (KEP-4960),
+// "" for the runtime's default (the image's, else SIGTERM).
+func criSignalName(sig runtimeapi.Signal) (string, error) {
+	name, ok := runtimeapi.Signal_name[int32(sig)]
+	if !ok {
+		return "", fmt.Errorf("stop signal %d: %w", sig, errdefs.ErrInvalidArgument)
+	}
+	if sig == runtimeapi.Signal_SIGNAL_RUNTIME_DEFAULT {
+		return "", nil
+	}
+	name = strings.TrimPrefix(name, "SIGNAL_")
+	if n, ok := strings.CutPrefix(name, "SIGRTMINPLUS"); ok {
+		return "SIGRTMIN+" + n, nil
+	}
+	if n, ok := strings.CutPrefix(name, "SIGRTMAXMINUS"); ok {
+		m, _ := strconv.Atoi(n)
+		return strconv.Itoa(64 - m), nil
+	}
+	if name == "SIGRTMAX" {
+		return "64", nil
+	}
+	return name, nil
+}
+
+// stopSignalOf is the stop signal of a container: its config's (KEP-4960),
+// else its image's.
+func stopSignalOf(cfg *runtimeapi.ContainerConfig, image string) string {
+	if name, _ := criSignalName(cfg.GetStopSignal()); name != "" {
+		return name
+	}
+	return image
+}
+
+// criSignal is the ContainerStatus form of the stop signal a container gets.
+func criSignal(name string) runtimeapi.Signal {
+	sig, err := stopSignal(name)
+	if err != nil {
+		return runtimeapi.Signal_SIGNAL_RUNTIME_DEFAULT
+	}
+	switch {
+	case sig == sigRTMin:
+		return runtimeapi.Signal_SIGNAL_SIGRTMIN
+	case sig > sigRTMin && sig <= sigRTMin+15:
+		return runtimeapi.Signal(runtimeapi.Signal_value[fmt.Sprintf("SIGNAL_SIGRTMINPLUS%d", sig-sigRTMin)])
+	case sig == 64:
+		return runtimeapi.Signal_SIGNAL_SIGRTMAX
+	case sig > sigRTMin:
+		return runtimeapi.Signal(runtimeapi.Signal_value[fmt.Sprintf("SIGNAL_SIGRTMAXMINUS%d", 64-sig)])
+	}
+	return runtimeapi.Signal(runtimeapi.Signal_value["SIGNAL_"+unix.SignalName(sig)])
 }
 
 // RemoveContainer kills the container if it runs and removes it, its

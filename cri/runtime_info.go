@@ -39,7 +39,11 @@ func (s *Server) Status(ctx context.Context, req *runtimeapi.StatusRequest) (*ru
 			{Type: runtimeapi.RuntimeReady, Status: true},
 			network,
 		}},
-		Features: &runtimeapi.RuntimeFeatures{SupplementalGroupsPolicy: true},
+		Features: &runtimeapi.RuntimeFeatures{
+			SupplementalGroupsPolicy:  true,
+			MountOptions:              true, // Mount.mount_options: nosuid, nodev, noexec, ...
+			UserNamespacesHostNetwork: s.cfg.UserNamespaces,
+		},
 	}
 	// Every handler is the same runtime; kubelet and critest look features
 	// up by handler name, the default one being "".
@@ -47,7 +51,7 @@ func (s *Server) Status(ctx context.Context, req *runtimeapi.StatusRequest) (*ru
 		resp.RuntimeHandlers = append(resp.RuntimeHandlers, &runtimeapi.RuntimeHandler{
 			Name: name,
 			Features: &runtimeapi.RuntimeHandlerFeatures{
-				RecursiveReadOnlyMounts: true,
+				RecursiveReadOnlyMounts: s.cfg.RecursiveReadOnlyMounts,
 				UserNamespaces:          s.cfg.UserNamespaces,
 			},
 		})

@@ -39,7 +39,7 @@ func TestStatus(t *testing.T) {
 		},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
-			srv, _, network := newTestServer(t, Config{})
+			srv, _, network := newTestServer(t, Config{RecursiveReadOnlyMounts: true, UserNamespaces: true})
 			network.EXPECT().Ready().Return(tc.networkErr)
 			resp, err := srv.Status(t.Context(), &runtimeapi.StatusRequest{})
 			if err != nil {
@@ -60,8 +60,8 @@ func TestStatus(t *testing.T) {
 				t.Errorf("NetworkReady = {%v %q %q}, want {%v %q %q}",
 					net.Status, net.Reason, net.Message, tc.wantNetwork, tc.wantReason, tc.wantMessage)
 			}
-			if !resp.GetFeatures().GetSupplementalGroupsPolicy() {
-				t.Error("SupplementalGroupsPolicy not advertised")
+			if f := resp.GetFeatures(); !f.GetSupplementalGroupsPolicy() || !f.GetMountOptions() || !f.GetUserNamespacesHostNetwork() {
+				t.Errorf("runtime features %v, want supplemental groups policy, mount options and user namespaces with host network", f)
 			}
 			if h := resp.GetRuntimeHandlers(); len(h) != 1 || h[0].Name != "" || !h[0].GetFeatures().GetRecursiveReadOnlyMounts() {
 				t.Errorf("runtime handlers = %v, want the default one with recursive read-only mounts", h)
@@ -116,5 +116,18 @@ func TestUpdateRuntimeConfig(t *testing.T) {
 				t.Errorf("got %v, want %v", err, tc.code)
 			}
 		})
+	}
+}
+
+// TestStatusKernelFeatures: what the kernel lacks is not advertised.
+func TestStatusKernelFeatures(t *testing.T) {
+	srv, _, network := newTestServer(t, Config{})
+	network.EXPECT().Ready().Return(nil)
+	resp, err := srv.Status(t.Context(), &runtimeapi.StatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := resp.GetRuntimeHandlers()[0].GetFeatures(); h.GetRecursiveReadOnlyMounts() || h.GetUserNamespaces() || resp.GetFeatures().GetUserNamespacesHostNetwork() {
+		t.Errorf("features %v / %v advertised on a kernel without them", h, resp.GetFeatures())
 	}
 }

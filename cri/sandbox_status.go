@@ -36,7 +36,14 @@ func (s *Server) PodSandboxStatus(ctx context.Context, req *runtimeapi.PodSandbo
 	}
 	resp := &runtimeapi.PodSandboxStatusResponse{Status: st}
 	if req.GetVerbose() {
-		info, err := json.Marshal(verboseSandbox{PID: sb.PID, NetNSPath: sb.NetNSPath, State: string(sb.State), Config: cfg})
+		v := verboseSandbox{PID: sb.PID, NetNSPath: sb.NetNSPath, State: string(sb.State), Config: cfg}
+		if sb.Resources != nil {
+			v.Resources = &runtimeapi.LinuxContainerResources{}
+			if err := proto.Unmarshal(sb.Resources, v.Resources); err != nil {
+				return nil, fmt.Errorf("pod sandbox status %s: stored resources: %w: %w", sb.ID, errdefs.ErrDataLoss, err)
+			}
+		}
+		info, err := json.Marshal(v)
 		if err != nil {
 			return nil, fmt.Errorf("pod sandbox status %s: encode info: %w", sb.ID, err)
 		}
@@ -89,6 +96,8 @@ type verboseSandbox struct {
 	NetNSPath string                       `json:"netNamespacePath"`
 	State     string                       `json:"state"`
 	Config    *runtimeapi.PodSandboxConfig `json:"config"`
+	// Resources are what UpdatePodSandboxResources last set.
+	Resources *runtimeapi.LinuxContainerResources `json:"resources,omitempty"`
 }
 
 // namespaceOptions are the pod's namespace modes, defaults filled in.

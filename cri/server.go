@@ -127,8 +127,10 @@ type Config struct {
 	// RootDir and StateDir are ketchd's persistent and volatile state, as
 	// verbose Status reports them.
 	RootDir, StateDir string
-	// UserNamespaces: pods may ask for a user namespace of their own.
-	UserNamespaces bool
+	// UserNamespaces: pods may ask for a user namespace of their own (on
+	// the node's network too); RecursiveReadOnlyMounts: mounts may be
+	// read-only all the way down. The kernel's say (oci.ProbeFeatures).
+	UserNamespaces, RecursiveReadOnlyMounts bool
 	// StreamAddress is where exec, attach and port-forward sessions are
 	// served ("127.0.0.1:0": loopback, any free port); StreamTLSCert and
 	// StreamTLSKey, when set, serve them over TLS, which an address off

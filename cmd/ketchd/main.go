@@ -123,12 +123,12 @@ func run() error {
 	}
 	defer pods.Close()
 
+	features := oci.ProbeFeatures()
+	slog.Info("kernel features", "userNamespaces", features.UserNamespaces, "recursiveReadOnlyMounts", features.RecursiveReadOnlyMounts)
 	srv, err := cri.New(cri.Config{Version: version, CgroupDriver: driver, RuntimeHandlers: cfg.RuntimeHandlers,
 		ShimCgroupDriver: shimDriver, ImageRoot: filepath.Join(cfg.Root, "image"), RootDir: cfg.Root, StateDir: cfg.State,
 		StreamAddress: cfg.StreamAddress, StreamTLSCert: cfg.StreamTLSCert, StreamTLSKey: cfg.StreamTLSKey, DefaultCgroupParent: cfg.Sandbox.CgroupParent,
-		// Pods may have a user namespace of their own (hostUsers: false);
-		// their rootfs needs idmapped overlayfs lower layers (Linux 5.19+).
-		UserNamespaces: true,
+		UserNamespaces: features.UserNamespaces, RecursiveReadOnlyMounts: features.RecursiveReadOnlyMounts,
 		Workflow: cri.WorkflowConfig{
 			InitAlways:   cfg.Workflow.Init == "always",
 			InitBinary:   pods.InitBinary(),

@@ -47,6 +47,9 @@ type Sandbox struct {
 	// Config is the marshalled CRI PodSandboxConfig, so whatever is not
 	// copied into a field above can still be recovered.
 	Config []byte `json:"config"`
+	// Resources is the marshalled LinuxContainerResources the last
+	// UpdatePodSandboxResources asked for; nil before one.
+	Resources []byte `json:"resources,omitempty"`
 }
 
 func (sb Sandbox) ident() (string, string) { return sb.ID, sb.Key }

@@ -68,6 +68,8 @@ type clusterOpts struct {
 	ketchd string
 	// argo adds Argo Workflows' controller (cluster.sh ARGO=1).
 	argo bool
+	// gates are the feature gates of every component ("A=true,B=true").
+	gates string
 }
 
 // startCluster brings a cluster up and takes it down (and everything it
@@ -100,6 +102,7 @@ func startCluster(t *testing.T, o clusterOpts) *cluster {
 		fmt.Sprintf("API_PORT=%d", testAPIPort),
 		fmt.Sprintf("KUBELET_PORT=%d", testKubeletPort),
 		"KUBELET_EXTRA="+o.kubelet,
+		"FEATURE_GATES="+o.gates,
 	)
 	if o.argo {
 		up.Env = append(up.Env, "ARGO=1")

@@ -629,16 +629,16 @@ func (c *cluster) nodeReady(t *testing.T) {
 	})
 }
 
-// restartKubelet stops the kubelet and starts it again with extra
-// KubeletConfiguration lines (the suite's when empty).
-func (c *cluster) restartKubelet(t *testing.T, extra string) {
+// restartKubelet stops the kubelet and starts it again with feature gates
+// (the cluster's when empty).
+func (c *cluster) restartKubelet(t *testing.T, gates string) {
 	t.Helper()
 	if out, err := exec.Command(clusterSh, "kubelet", c.dir, "stop").CombinedOutput(); err != nil {
 		t.Fatalf("kubelet stop: %v\n%s", err, out)
 	}
 	start := exec.Command(clusterSh, "kubelet", c.dir, "start")
-	if extra != "" {
-		start.Env = append(os.Environ(), "KUBELET_EXTRA="+extra)
+	if gates != "" {
+		start.Env = append(os.Environ(), "FEATURE_GATES="+gates)
 	}
 	if out, err := start.CombinedOutput(); err != nil {
 		t.Fatalf("kubelet start: %v\n%s", err, out)
@@ -670,7 +670,7 @@ func ketchdRestart(t *testing.T, c *cluster, kill bool) {
 // kubeletEventedPLEG: kubelet with the EventedPLEG gate subscribes to
 // ketch's GetContainerEvents and learns of a container's exit through it.
 func kubeletEventedPLEG(t *testing.T, c *cluster) {
-	c.restartKubelet(t, kubeletConfig+"\nfeatureGates: {EventedPLEG: true}")
+	c.restartKubelet(t, kubeletGates+",EventedPLEG=true")
 	defer c.restartKubelet(t, "")
 	ns := c.namespace(t)
 	c.applyPods(t, ns, `

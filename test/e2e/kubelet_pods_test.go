@@ -7,6 +7,7 @@ package e2e
 
 import (
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
 // kubeletVolumes: every common volume type mounts with its content, and a
@@ -340,6 +342,12 @@ spec:
 	if s := ctrStatus(p, "main"); s.RestartCount != 0 || s.ContainerID != ctrStatus(before, "main").ContainerID {
 		t.Errorf("the resize restarted the container: %+v", s)
 	}
+	// The pod's cgroup, kubelet's, which holds its containers' cgroups.
+	quota, _ := filepath.Glob(fmt.Sprintf("/sys/fs/cgroup/cpu/kubepods*/pod%s/cpu.cfs_quota_us", p.UID))
+	quota2, _ := filepath.Glob(fmt.Sprintf("/sys/fs/cgroup/cpu/kubepods*/*/pod%s/cpu.cfs_quota_us", p.UID))
+	if files := append(quota, quota2...); len(files) != 1 || strings.TrimSpace(readFile(t, files[0])) != "40000" {
+		t.Errorf("the pod cgroup's CPU quota after the resize: %v", files)
+	}
 }
 
 // kubeletHugepages: a hugepage limit reaches the container's cgroup where
@@ -567,4 +575,86 @@ spec:
 	waitFor(t, 60*time.Second, "the pod of a missing handler failing with its name", func() bool {
 		return strings.Contains(strings.Join(c.events(t, ns, "classless"), "\n"), "missing-handler")
 	})
+}
+
+// kubeletStopSignal: a container's lifecycle.stopSignal (KEP-4960) is what
+// stops it, not the image's TERM, and the pod status reports it.
+func kubeletStopSignal(t *testing.T, c *cluster) {
+	ns := c.namespace(t)
+	host := t.TempDir()
+	c.applyPods(t, ns, fmt.Sprintf(`
+apiVersion: v1
+kind: Pod
+metadata: {name: signalled}
+spec:
+  os: {name: linux}
+  terminationGracePeriodSeconds: 30
+  volumes: [{name: host, hostPath: {path: %s, type: Directory}}]
+  containers:
+  - name: main
+    image: {{busybox}}
+    command: [sh, -c, 'trap "echo got USR1 > /host/sig; exit 0" USR1; trap "echo got TERM > /host/sig; exit 0" TERM; while true; do sleep 0.1; done']
+    volumeMounts: [{name: host, mountPath: /host}]
+    lifecycle: {stopSignal: SIGUSR1}
+`, host))
+	p := c.waitPod(t, ns, "signalled", "running", 60*time.Second, podReady)
+	if s := ctrStatus(p, "main"); s.StopSignal == nil || *s.StopSignal != corev1.SIGUSR1 {
+		t.Errorf("status stopSignal %v, want SIGUSR1", s.StopSignal)
+	}
+	c.mustKubectl(t, "", "delete", "pod", "-n", ns, "signalled", "--wait=true")
+	if got := readFile(t, filepath.Join(host, "sig")); got != "got USR1\n" {
+		t.Errorf("the program got %q", got)
+	}
+}
+
+// kubeletPodResize: an in-place resize of pod-level resources reaches
+// ketch (UpdatePodSandboxResources) and completes, no container restarted.
+func kubeletPodResize(t *testing.T, c *cluster) {
+	ns := c.namespace(t)
+	c.applyPods(t, ns, `
+apiVersion: v1
+kind: Pod
+metadata: {name: podlevel}
+spec:
+  terminationGracePeriodSeconds: 1
+  resources:
+    requests: {cpu: 200m, memory: 64Mi}
+    limits: {cpu: 200m, memory: 64Mi}
+  containers: [{name: main, image: "{{busybox}}", command: [sleep, "3600"]}]
+`)
+	before := c.waitPod(t, ns, "podlevel", "running", 60*time.Second, podReady)
+	c.mustKubectl(t, "", "patch", "pod", "-n", ns, "podlevel", "--subresource", "resize", "--patch",
+		`{"spec":{"resources":{"requests":{"cpu":"400m","memory":"96Mi"},"limits":{"cpu":"400m","memory":"96Mi"}}}}`)
+	sb := c.runtimeSandboxes(t, ns, "podlevel")
+	if len(sb) != 1 {
+		t.Fatalf("sandboxes %v", sb)
+	}
+	waitFor(t, 60*time.Second, "ketch holding the pod's new resources", func() bool {
+		resp, err := c.d.rt.PodSandboxStatus(ctxT(t, 10*time.Second), &runtimeapi.PodSandboxStatusRequest{PodSandboxId: sb[0].Id, Verbose: true})
+		if err != nil {
+			return false
+		}
+		var info struct {
+			Resources *runtimeapi.LinuxContainerResources `json:"resources"`
+		}
+		_ = json.Unmarshal([]byte(resp.Info["info"]), &info)
+		return info.Resources.GetCpuQuota() == 40000 && info.Resources.GetMemoryLimitInBytes() == 96<<20
+	})
+	p := c.waitPod(t, ns, "podlevel", "resize done", 60*time.Second, func(p *corev1.Pod) bool {
+		for _, cond := range p.Status.Conditions {
+			if cond.Type == corev1.PodResizeInProgress || cond.Type == corev1.PodResizePending {
+				return false
+			}
+		}
+		return true
+	})
+	if s := ctrStatus(p, "main"); s.RestartCount != 0 || s.ContainerID != ctrStatus(before, "main").ContainerID {
+		t.Errorf("the resize restarted the container: %+v", s)
+	}
+	// The pod's cgroup, kubelet's, which holds its containers' cgroups.
+	quota, _ := filepath.Glob(fmt.Sprintf("/sys/fs/cgroup/cpu/kubepods*/pod%s/cpu.cfs_quota_us", p.UID))
+	quota2, _ := filepath.Glob(fmt.Sprintf("/sys/fs/cgroup/cpu/kubepods*/*/pod%s/cpu.cfs_quota_us", p.UID))
+	if files := append(quota, quota2...); len(files) != 1 || strings.TrimSpace(readFile(t, files[0])) != "40000" {
+		t.Errorf("the pod cgroup's CPU quota after the resize: %v", files)
+	}
 }

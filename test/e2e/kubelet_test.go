@@ -35,11 +35,15 @@ containerLogMonitorInterval: 3s
 imageMinimumGCAge: 10s
 imageMaximumGCAge: 1m`
 
+// kubeletGates are the feature gates of the suite's cluster: those of the
+// CRI features ketch serves that kubelet keeps behind one.
+const kubeletGates = "ContainerStopSignals=true"
+
 // TestKubelet runs the cases side by side on one cluster, then those that
 // restart the kubelet or ketchd one after another, then checks that deleting
 // every pod leaves nothing of them on the host.
 func TestKubelet(t *testing.T) {
-	c := startCluster(t, clusterOpts{kubelet: kubeletConfig})
+	c := startCluster(t, clusterOpts{kubelet: kubeletConfig, gates: kubeletGates})
 	cases := []struct {
 		name string
 		run  func(*testing.T, *cluster)
@@ -75,6 +79,8 @@ func TestKubelet(t *testing.T) {
 		{"Privileged", kubeletPrivileged},
 		{"RuntimeClass", kubeletRuntimeClass},
 		{"Stats", kubeletStats},
+		{"StopSignal", kubeletStopSignal},
+		{"PodResize", kubeletPodResize},
 	}
 	t.Run("parallel", func(t *testing.T) {
 		for _, tc := range cases {

@@ -8,8 +8,8 @@
 #   cluster.sh down DIR   stop what DIR's cluster started (by recorded PID), delete
 #                         its pods from the runtime, remove its /etc/hosts line,
 #                         unmount what kubelet mounted under DIR, remove DIR
-#   cluster.sh kubelet DIR start|stop   stop or start only the kubelet (KUBELET_EXTRA,
-#                         when set, replaces up's for this start; KUBELET_STANDALONE=1
+#   cluster.sh kubelet DIR start|stop   stop or start only the kubelet (KUBELET_EXTRA and
+#                         FEATURE_GATES, when set, replace up's for this start; KUBELET_STANDALONE=1
 #                         starts it without the API server, running static pods only)
 #
 # Environment (up):
@@ -17,6 +17,7 @@
 #   NODE_NAME         the node's name, resolved to 127.0.0.1 through /etc/hosts (ketch-node)
 #   KUBE_BIN          kubelet, kube-apiserver, ... (test/kube/build.sh's output)
 #   KUBELET_EXTRA     YAML lines appended to the KubeletConfiguration
+#   FEATURE_GATES     Kubernetes feature gates (Name=true,Other=false) of every component
 #   POD_LOG_DIR       where kubelet keeps container logs (/var/log/pods)
 #   ARGO=1            also Argo Workflows' controller (test/kube/argo.sh builds it): its
 #                     CRDs, namespace argo, and executor permissions for namespace default
@@ -47,6 +48,7 @@ load() {
 	API_PORT=${API_PORT:-6443}
 	KUBELET_PORT=${KUBELET_PORT:-10250}
 	KUBELET_EXTRA=${KUBELET_EXTRA:-}
+	FEATURE_GATES=${FEATURE_GATES:-}
 	ARGO=${ARGO:-}
 	ARGO_VERSION=${ARGO_VERSION:-v3.7.3}
 	PKI=$DIR/pki
@@ -54,7 +56,7 @@ load() {
 
 save_env() {
 	local v
-	for v in RUNTIME_ENDPOINT NODE_NAME POD_LOG_DIR ETCD_PORT API_PORT KUBELET_PORT KUBELET_EXTRA KUBE_BIN CGROUPS_BEFORE LOGDIRS_BEFORE ARGO ARGO_VERSION; do
+	for v in RUNTIME_ENDPOINT NODE_NAME POD_LOG_DIR ETCD_PORT API_PORT KUBELET_PORT KUBELET_EXTRA FEATURE_GATES KUBE_BIN CGROUPS_BEFORE LOGDIRS_BEFORE ARGO ARGO_VERSION; do
 		printf '%s=%q\n' "$v" "${!v}"
 	done >"$DIR/env"
 }
@@ -178,10 +180,22 @@ etcd_up() {
 	wait_for etcd 30 curl -sf "http://127.0.0.1:$ETCD_PORT/health"
 }
 
-# Debian's etcd 3.4 misses what WatchList needs: watches silently misbehave
-# without turning it off (node-facts.md).
-apiserver_gates() {
-	if etcd --version 2>/dev/null | grep -q 'etcd Version: 3\.4\.'; then echo --feature-gates=WatchList=false; fi
+# FEATURE_GATES, and for the API server what Debian's etcd 3.4 lacks: WatchList
+# (watches silently misbehave without turning it off, node-facts.md).
+gates() {
+	local g=$FEATURE_GATES
+	if [[ $1 == apiserver ]] && etcd --version 2>/dev/null | grep -q 'etcd Version: 3\.4\.'; then
+		g=${g:+$g,}WatchList=false
+	fi
+	[[ -z $g ]] || echo "--feature-gates=$g"
+}
+
+# kubelet_gates: FEATURE_GATES as a KubeletConfiguration map.
+kubelet_gates() {
+	[[ -n $FEATURE_GATES ]] || return 0
+	local kv out=""
+	for kv in ${FEATURE_GATES//,/ }; do out+="${out:+, }${kv%%=*}: ${kv#*=}"; done
+	echo "featureGates: {$out}"
 }
 
 apiserver_up() {
@@ -197,7 +211,7 @@ apiserver_up() {
 		--service-account-issuer https://kubernetes.default.svc.cluster.local \
 		--service-account-key-file "$PKI/sa.pub" --service-account-signing-key-file "$PKI/sa.key" \
 		--authorization-mode Node,RBAC --enable-admission-plugins NodeRestriction --allow-privileged=true \
-		--profiling=false $(apiserver_gates)
+		--profiling=false $(gates apiserver)
 	wait_for kube-apiserver 60 kctl get --raw /readyz
 }
 
@@ -209,11 +223,11 @@ controllers_up() {
 		--service-account-private-key-file "$PKI/sa.key" --root-ca-file "$PKI/ca.crt" \
 		--cluster-signing-cert-file "$PKI/ca.crt" --cluster-signing-key-file "$PKI/ca.key" \
 		--use-service-account-credentials --allocate-node-cidrs --cluster-cidr 10.244.0.0/16 \
-		--service-cluster-ip-range 10.96.0.0/16 --leader-elect=false --profiling=false
+		--service-cluster-ip-range 10.96.0.0/16 --leader-elect=false --profiling=false $(gates)
 	start kube-scheduler "$KUBE_BIN/kube-scheduler" \
 		--kubeconfig "$DIR/scheduler.kubeconfig" \
 		--authentication-kubeconfig "$DIR/scheduler.kubeconfig" --authorization-kubeconfig "$DIR/scheduler.kubeconfig" \
-		--secure-port 0 --leader-elect=false --profiling=false
+		--secure-port 0 --leader-elect=false --profiling=false $(gates)
 }
 
 kubelet_config() {
@@ -251,6 +265,7 @@ fileCheckFrequency: 2s
 nodeStatusUpdateFrequency: 5s
 evictionHard: {}
 evictionPressureTransitionPeriod: 10s
+$(kubelet_gates)
 $KUBELET_EXTRA
 EOF
 }
@@ -424,10 +439,11 @@ case "${1:-}" in
 up) up "${2:?usage: cluster.sh up DIR}" ;;
 down) down "${2:?usage: cluster.sh down DIR}" ;;
 kubelet)
-	# KUBELET_EXTRA given here replaces up's for this start.
-	extra=${KUBELET_EXTRA-$'\x01'}
+	# KUBELET_EXTRA or FEATURE_GATES given here replace up's for this start.
+	extra=${KUBELET_EXTRA-$'\x01'} fg=${FEATURE_GATES-$'\x01'}
 	load "${2:?usage: cluster.sh kubelet DIR start|stop}"
 	[[ $extra == $'\x01' ]] || KUBELET_EXTRA=$extra
+	[[ $fg == $'\x01' ]] || FEATURE_GATES=$fg
 	case "${3:-}" in
 	start) kubelet_start ;;
 	stop) stop kubelet ;;
