@@ -32,7 +32,15 @@ func (s *Server) ContainerStats(ctx context.Context, req *runtimeapi.ContainerSt
 // ListContainerStats reports the stats of the running containers the
 // filter selects; one that stops while the list is made is left out.
 func (s *Server) ListContainerStats(ctx context.Context, req *runtimeapi.ListContainerStatsRequest) (*runtimeapi.ListContainerStatsResponse, error) {
-	f := req.GetFilter()
+	items, err := s.listContainerStats(ctx, req.GetFilter())
+	if err != nil {
+		return nil, err
+	}
+	resp := &runtimeapi.ListContainerStatsResponse{Stats: items}
+	return resp, checkListSize(resp, "ListContainerStats", "StreamContainerStats", len(items))
+}
+
+func (s *Server) listContainerStats(ctx context.Context, f *runtimeapi.ContainerStatsFilter) ([]*runtimeapi.ContainerStats, error) {
 	running := store.ContainerRunning
 	ctrs, err := s.store.ListContainers(store.ContainerFilter{
 		ID: f.GetId(), SandboxID: f.GetPodSandboxId(), LabelSelector: f.GetLabelSelector(), State: &running,
@@ -40,7 +48,7 @@ func (s *Server) ListContainerStats(ctx context.Context, req *runtimeapi.ListCon
 	if err != nil {
 		return nil, fmt.Errorf("list container stats: %w", err)
 	}
-	resp := &runtimeapi.ListContainerStatsResponse{}
+	var items []*runtimeapi.ContainerStats
 	for _, c := range ctrs {
 		st, err := s.containerStats(ctx, c)
 		if err != nil {
@@ -50,9 +58,9 @@ func (s *Server) ListContainerStats(ctx context.Context, req *runtimeapi.ListCon
 			slog.Debug("no stats for container", "container", c.ID, "err", err)
 			continue
 		}
-		resp.Stats = append(resp.Stats, st)
+		items = append(items, st)
 	}
-	return resp, nil
+	return items, nil
 }
 
 func (s *Server) containerStats(ctx context.Context, c store.Container) (*runtimeapi.ContainerStats, error) {

@@ -119,12 +119,20 @@ var fromCRIContainerState = map[runtimeapi.ContainerState]store.ContainerState{
 // ListContainers lists the containers the filter selects. A state filter
 // of UNKNOWN selects nothing: ketch records no container in that state.
 func (s *Server) ListContainers(ctx context.Context, req *runtimeapi.ListContainersRequest) (*runtimeapi.ListContainersResponse, error) {
-	f := req.GetFilter()
+	items, err := s.listContainers(req.GetFilter())
+	if err != nil {
+		return nil, err
+	}
+	resp := &runtimeapi.ListContainersResponse{Containers: items}
+	return resp, checkListSize(resp, "ListContainers", "StreamContainers", len(items))
+}
+
+func (s *Server) listContainers(f *runtimeapi.ContainerFilter) ([]*runtimeapi.Container, error) {
 	filter := store.ContainerFilter{ID: f.GetId(), SandboxID: f.GetPodSandboxId(), LabelSelector: f.GetLabelSelector()}
 	if sv := f.GetState(); sv != nil {
 		st, ok := fromCRIContainerState[sv.GetState()]
 		if !ok {
-			return &runtimeapi.ListContainersResponse{}, nil
+			return nil, nil
 		}
 		filter.State = &st
 	}
@@ -132,12 +140,12 @@ func (s *Server) ListContainers(ctx context.Context, req *runtimeapi.ListContain
 	if err != nil {
 		return nil, fmt.Errorf("list containers: %w", err)
 	}
-	resp := &runtimeapi.ListContainersResponse{}
+	var items []*runtimeapi.Container
 	for _, c := range ctrs {
 		if c.State == store.ContainerCreating {
 			continue
 		}
-		resp.Containers = append(resp.Containers, &runtimeapi.Container{
+		items = append(items, &runtimeapi.Container{
 			Id:           c.ID,
 			PodSandboxId: c.SandboxID,
 			Metadata:     &runtimeapi.ContainerMetadata{Name: c.Name, Attempt: c.Attempt},
@@ -150,7 +158,7 @@ func (s *Server) ListContainers(ctx context.Context, req *runtimeapi.ListContain
 			Annotations:  c.Annotations,
 		})
 	}
-	return resp, nil
+	return items, nil
 }
 
 // ReopenContainerLog reopens a running container's log after kubelet

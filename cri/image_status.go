@@ -48,8 +48,17 @@ type verboseImage struct {
 
 // ListImages lists every image, or the one a filter names.
 func (s *Server) ListImages(ctx context.Context, req *runtimeapi.ListImagesRequest) (*runtimeapi.ListImagesResponse, error) {
+	items, err := s.listImages(ctx, req.GetFilter())
+	if err != nil {
+		return nil, err
+	}
+	resp := &runtimeapi.ListImagesResponse{Images: items}
+	return resp, checkListSize(resp, "ListImages", "StreamImages", len(items))
+}
+
+func (s *Server) listImages(ctx context.Context, f *runtimeapi.ImageFilter) ([]*runtimeapi.Image, error) {
 	var imgs []image.Image
-	if ref := req.GetFilter().GetImage().GetImage(); ref != "" {
+	if ref := f.GetImage().GetImage(); ref != "" {
 		img, err := s.images.Get(ctx, ref)
 		switch {
 		case errdefs.IsNotFound(err):
@@ -64,11 +73,11 @@ func (s *Server) ListImages(ctx context.Context, req *runtimeapi.ListImagesReque
 			return nil, err
 		}
 	}
-	resp := &runtimeapi.ListImagesResponse{Images: make([]*runtimeapi.Image, 0, len(imgs))}
+	items := make([]*runtimeapi.Image, 0, len(imgs))
 	for _, img := range imgs {
-		resp.Images = append(resp.Images, toCRIImage(img))
+		items = append(items, toCRIImage(img))
 	}
-	return resp, nil
+	return items, nil
 }
 
 func toCRIImage(img image.Image) *runtimeapi.Image {

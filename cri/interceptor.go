@@ -38,12 +38,22 @@ func UnaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, 
 
 // StreamInterceptor does for streaming calls what UnaryInterceptor does.
 func StreamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
+	start := time.Now()
 	defer func() {
 		if p := recover(); p != nil {
 			slog.Error("panic in CRI stream", "method", info.FullMethod, "panic", p, "stack", string(debug.Stack()))
 			err = status.Errorf(codes.Internal, "%s: internal error: %v", info.FullMethod, p)
 		}
 		err = toStatus(err)
+		level, attrs := slog.LevelDebug, []any{"method", info.FullMethod, "duration", time.Since(start)}
+		if err != nil {
+			attrs = append(attrs, "code", status.Code(err).String(), "err", err)
+			// A client ending a GetContainerEvents stream is no fault.
+			if status.Code(err) != codes.Canceled {
+				level = slog.LevelWarn
+			}
+		}
+		slog.Log(context.Background(), level, "cri call", attrs...)
 	}()
 	return handler(srv, ss)
 }

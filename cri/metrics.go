@@ -64,12 +64,21 @@ func (s *Server) ListMetricDescriptors(ctx context.Context, req *runtimeapi.List
 // running containers' cgroup metrics. A pod or container that stops while
 // the list is made is left out.
 func (s *Server) ListPodSandboxMetrics(ctx context.Context, req *runtimeapi.ListPodSandboxMetricsRequest) (*runtimeapi.ListPodSandboxMetricsResponse, error) {
+	items, err := s.listPodSandboxMetrics(ctx)
+	if err != nil {
+		return nil, err
+	}
+	resp := &runtimeapi.ListPodSandboxMetricsResponse{PodMetrics: items}
+	return resp, checkListSize(resp, "ListPodSandboxMetrics", "StreamPodSandboxMetrics", len(items))
+}
+
+func (s *Server) listPodSandboxMetrics(ctx context.Context) ([]*runtimeapi.PodSandboxMetrics, error) {
 	ready := store.SandboxReady
 	pods, err := s.store.ListSandboxes(store.SandboxFilter{State: &ready})
 	if err != nil {
 		return nil, fmt.Errorf("list pod sandbox metrics: %w", err)
 	}
-	resp := &runtimeapi.ListPodSandboxMetricsResponse{}
+	var items []*runtimeapi.PodSandboxMetrics
 	for _, sb := range pods {
 		pm, err := s.podMetrics(ctx, sb)
 		if err != nil {
@@ -79,9 +88,9 @@ func (s *Server) ListPodSandboxMetrics(ctx context.Context, req *runtimeapi.List
 			slog.Debug("no metrics for pod", "pod", sb.ID, "err", err)
 			continue
 		}
-		resp.PodMetrics = append(resp.PodMetrics, pm)
+		items = append(items, pm)
 	}
-	return resp, nil
+	return items, nil
 }
 
 func (s *Server) podMetrics(ctx context.Context, sb store.Sandbox) (*runtimeapi.PodSandboxMetrics, error) {

@@ -28,14 +28,21 @@ func (s *Server) PodSandboxStats(ctx context.Context, req *runtimeapi.PodSandbox
 // ListPodSandboxStats reports the stats of the ready pods the filter
 // selects; a pod that stops while the list is made is left out.
 func (s *Server) ListPodSandboxStats(ctx context.Context, req *runtimeapi.ListPodSandboxStatsRequest) (*runtimeapi.ListPodSandboxStatsResponse, error) {
+	items, err := s.listPodSandboxStats(ctx, req.GetFilter())
+	if err != nil {
+		return nil, err
+	}
+	resp := &runtimeapi.ListPodSandboxStatsResponse{Stats: items}
+	return resp, checkListSize(resp, "ListPodSandboxStats", "StreamPodSandboxStats", len(items))
+}
+
+func (s *Server) listPodSandboxStats(ctx context.Context, f *runtimeapi.PodSandboxStatsFilter) ([]*runtimeapi.PodSandboxStats, error) {
 	ready := store.SandboxReady
-	pods, err := s.store.ListSandboxes(store.SandboxFilter{
-		ID: req.GetFilter().GetId(), LabelSelector: req.GetFilter().GetLabelSelector(), State: &ready,
-	})
+	pods, err := s.store.ListSandboxes(store.SandboxFilter{ID: f.GetId(), LabelSelector: f.GetLabelSelector(), State: &ready})
 	if err != nil {
 		return nil, fmt.Errorf("list pod sandbox stats: %w", err)
 	}
-	resp := &runtimeapi.ListPodSandboxStatsResponse{}
+	var items []*runtimeapi.PodSandboxStats
 	for _, sb := range pods {
 		st, err := s.podStats(ctx, sb)
 		if err != nil {
@@ -45,9 +52,9 @@ func (s *Server) ListPodSandboxStats(ctx context.Context, req *runtimeapi.ListPo
 			slog.Debug("no stats for pod", "pod", sb.ID, "err", err)
 			continue
 		}
-		resp.Stats = append(resp.Stats, st)
+		items = append(items, st)
 	}
-	return resp, nil
+	return items, nil
 }
 
 func (s *Server) podStats(ctx context.Context, sb store.Sandbox) (*runtimeapi.PodSandboxStats, error) {

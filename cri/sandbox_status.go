@@ -118,7 +118,15 @@ func criSandboxState(st store.SandboxState) runtimeapi.PodSandboxState {
 // the watchers keep each pod's readiness there. Pods still being created
 // are left out until RunPodSandbox has answered.
 func (s *Server) ListPodSandbox(ctx context.Context, req *runtimeapi.ListPodSandboxRequest) (*runtimeapi.ListPodSandboxResponse, error) {
-	f := req.GetFilter()
+	items, err := s.listPodSandbox(req.GetFilter())
+	if err != nil {
+		return nil, err
+	}
+	resp := &runtimeapi.ListPodSandboxResponse{Items: items}
+	return resp, checkListSize(resp, "ListPodSandbox", "StreamPodSandboxes", len(items))
+}
+
+func (s *Server) listPodSandbox(f *runtimeapi.PodSandboxFilter) ([]*runtimeapi.PodSandbox, error) {
 	filter := store.SandboxFilter{ID: f.GetId(), LabelSelector: f.GetLabelSelector()}
 	if st := f.GetState(); st != nil {
 		want := store.SandboxNotReady
@@ -131,12 +139,12 @@ func (s *Server) ListPodSandbox(ctx context.Context, req *runtimeapi.ListPodSand
 	if err != nil {
 		return nil, fmt.Errorf("list pod sandboxes: %w", err)
 	}
-	resp := &runtimeapi.ListPodSandboxResponse{}
+	var items []*runtimeapi.PodSandbox
 	for _, sb := range pods {
 		if sb.State == store.SandboxCreating {
 			continue
 		}
-		resp.Items = append(resp.Items, &runtimeapi.PodSandbox{
+		items = append(items, &runtimeapi.PodSandbox{
 			Id: sb.ID,
 			Metadata: &runtimeapi.PodSandboxMetadata{
 				Name: sb.Name, Namespace: sb.Namespace, Uid: sb.UID, Attempt: sb.Attempt,
@@ -148,5 +156,5 @@ func (s *Server) ListPodSandbox(ctx context.Context, req *runtimeapi.ListPodSand
 			RuntimeHandler: sb.RuntimeHandler,
 		})
 	}
-	return resp, nil
+	return items, nil
 }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"golang.org/x/sync/errgroup"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"ketch.dev/ketch/cri/store"
@@ -50,6 +51,10 @@ func (s *Server) StopPodSandbox(ctx context.Context, req *runtimeapi.StopPodSand
 	return &runtimeapi.StopPodSandboxResponse{}, nil
 }
 
+// removeParallel is how many of a pod's containers RemovePodSandbox
+// removes at once.
+const removeParallel = 8
+
 // RemovePodSandbox removes the pod and everything it holds, stopping it
 // first if needed. Removing an unknown pod succeeds, as kubelet expects.
 func (s *Server) RemovePodSandbox(ctx context.Context, req *runtimeapi.RemovePodSandboxRequest) (*runtimeapi.RemovePodSandboxResponse, error) {
@@ -77,10 +82,20 @@ func (s *Server) RemovePodSandbox(ctx context.Context, req *runtimeapi.RemovePod
 	if err != nil {
 		return nil, fmt.Errorf("remove pod sandbox %s: %w", sb.ID, err)
 	}
+	// Several at a time: a workflow pod may hold a thousand exited steps,
+	// and one by one they would outlast kubelet's 2-minute deadline.
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(removeParallel)
 	for _, c := range ctrs {
-		if err := s.removeContainer(ctx, c); err != nil {
-			return nil, fmt.Errorf("remove pod sandbox %s: container %s: %w", sb.ID, c.ID, err)
-		}
+		g.Go(func() error {
+			if err := s.removeContainer(gctx, c); err != nil {
+				return fmt.Errorf("remove pod sandbox %s: container %s: %w", sb.ID, c.ID, err)
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
 	}
 	if wasReady {
 		s.emit(sb.ID, sb.ID, runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT)

@@ -1,10 +1,16 @@
 package cri
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"net"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -224,4 +230,63 @@ func TestPodGates(t *testing.T) {
 	if len(g.gates) != 0 {
 		t.Errorf("%d gates left, want none", len(g.gates))
 	}
+}
+
+// docs/architecture.md says how many CRI RPCs ketch serves and names the
+// others: both derived here from the methods Server declares.
+func TestServedRPCsAsDocumented(t *testing.T) {
+	files, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	declared := map[string]bool{}
+	for _, name := range files {
+		if strings.HasSuffix(name, "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(token.NewFileSet(), name, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, decl := range f.Decls {
+			fn, ok := decl.(*ast.FuncDecl)
+			if !ok || fn.Recv == nil || len(fn.Recv.List) != 1 {
+				continue
+			}
+			if star, ok := fn.Recv.List[0].Type.(*ast.StarExpr); ok && fmt.Sprint(star.X) == "Server" {
+				declared[fn.Name.Name] = true
+			}
+		}
+	}
+	var served, unserved []string
+	for _, sd := range []grpc.ServiceDesc{runtimeapi.RuntimeService_ServiceDesc, runtimeapi.ImageService_ServiceDesc} {
+		var names []string
+		for _, m := range sd.Methods {
+			names = append(names, m.MethodName)
+		}
+		for _, s := range sd.Streams {
+			names = append(names, s.StreamName)
+		}
+		for _, n := range names {
+			if declared[n] {
+				served = append(served, n)
+			} else {
+				unserved = append(unserved, n)
+			}
+		}
+	}
+	doc, err := os.ReadFile("../docs/architecture.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	claim := fmt.Sprintf("%d of cri-api v0.37's %d RPCs are served", len(served), len(served)+len(unserved))
+	if !bytes.Contains(doc, []byte(claim)) {
+		t.Errorf("docs/architecture.md does not say %q", claim)
+	}
+	for _, n := range unserved {
+		if !bytes.Contains(doc, []byte(n)) {
+			t.Errorf("docs/architecture.md does not name %s, which is not served", n)
+		}
+	}
+	t.Logf("served %d, not served: %v", len(served), unserved)
 }

@@ -82,7 +82,9 @@ func (s *Store) Release(ctx context.Context, key, target string) error {
 	if err := s.snap.Remove(s.ns(ctx), key); err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("remove rootfs of %s: %w", key, err)
 	}
-	return s.collect(s.ns(ctx))
+	// The snapshot's files go with the next collection, shortly.
+	s.collectSoon()
+	return nil
 }
 
 // WritableUsage is the disk the container's writable layer takes, for
