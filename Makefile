@@ -10,7 +10,7 @@ export KETCH_TEST_CACHE
 # Packages with goroutines shared state: unit-tested with the race detector.
 RACE_PKGS := ./image/... ./cri/... ./reaper/...
 
-.PHONY: all build run stop install test lint unit e2e e2e-kubelet e2e-argo cluster cluster-down critest crashtest bench generate clean
+.PHONY: all build run stop install test lint unit e2e e2e-kubelet e2e-argo cluster cluster-down critest crashtest fuzz bench generate clean
 
 all: build
 
@@ -99,6 +99,19 @@ CRASH_CYCLES ?= 300
 crashtest: build
 	test/setup.sh
 	set -o pipefail; KETCH_CRASH_CYCLES=$(CRASH_CYCLES) KETCHD=$(CURDIR)/bin/ketchd $(GO) test -tags e2e -count=1 -timeout 60m -run '^TestCrash$$' -v ./test/e2e/... | grep -v -e '^ *time=' -e 'ketchd log:'
+
+# The CRI fuzzer, long: `make e2e` sends 1,000 requests, this FUZZ_REQUESTS at a live ketchd
+# (KETCH_FUZZ_SEED=<seed> replays a run), then the Go fuzz targets FUZZ_TIME each.
+FUZZ_REQUESTS ?= 10000
+FUZZ_TIME ?= 30s
+fuzz: build
+	test/setup.sh
+	set -o pipefail; KETCH_FUZZ_REQUESTS=$(FUZZ_REQUESTS) KETCHD=$(CURDIR)/bin/ketchd $(GO) test -tags e2e -count=1 -timeout 60m -run '^TestFuzzCRI$$' -v ./test/e2e/... | grep -v -e '^ *time=' -e 'ketchd log:'
+	$(GO) test ./cri -run '^$$' -fuzz '^FuzzCheckPodConfig$$' -fuzztime $(FUZZ_TIME)
+	$(GO) test ./cri -run '^$$' -fuzz '^FuzzPodSandboxConfigProto$$' -fuzztime $(FUZZ_TIME)
+	$(GO) test ./oci -run '^$$' -fuzz '^FuzzSpec$$' -fuzztime $(FUZZ_TIME)
+	$(GO) test ./image -run '^$$' -fuzz '^FuzzNormalize$$' -fuzztime $(FUZZ_TIME)
+	$(GO) test ./sandbox/cni -run '^$$' -fuzz '^FuzzRuntimeConf$$' -fuzztime $(FUZZ_TIME)
 
 # Then the Streaming specs again over websocket (v5 exec/attach, SPDY tunnelled port-forward).
 critest: build

@@ -2,6 +2,7 @@ package cri
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"runtime/debug"
 	"time"
@@ -60,9 +61,24 @@ func StreamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInf
 
 // toStatus maps the errdefs sentinel (or context error) in err's chain to
 // its gRPC code; an error with none becomes Unknown.
-func toStatus(err error) error {
+func toStatus(err error) (st error) {
+	defer func() {
+		// errgrpc encodes each error of the chain as a status detail and
+		// panics on one whose Unwrap gives nil (a registry's error did,
+		// found by the fuzzer): then the code and message alone.
+		if recover() != nil {
+			st = errgrpc.ToGRPC(codeOnly{err})
+		}
+	}()
 	return errgrpc.ToGRPC(err)
 }
+
+// codeOnly is an error that answers errors.Is and errors.As as the error
+// it holds does, without exposing its chain.
+type codeOnly struct{ error }
+
+func (c codeOnly) Is(target error) bool { return errors.Is(c.error, target) }
+func (c codeOnly) As(target any) bool   { return errors.As(c.error, target) }
 
 // requestAttrs pulls the IDs a CRI request names into log attributes.
 func requestAttrs(req any) []any {

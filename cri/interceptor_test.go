@@ -112,3 +112,19 @@ func TestStreamInterceptor(t *testing.T) {
 		})
 	}
 }
+
+// nilCause is an error whose Unwrap gives nil, as some libraries' do.
+type nilCause struct{}
+
+func (*nilCause) Error() string { return "broken" }
+func (*nilCause) Unwrap() error { return nil }
+
+// An error chain errgrpc cannot encode still becomes its code, not a
+// panic that ends ketchd.
+func TestToStatusOfUnencodableChain(t *testing.T) {
+	err := fmt.Errorf("pull: %w", errors.Join(errdefs.ErrNotFound, fmt.Errorf("resolve: %w", &nilCause{})))
+	st := toStatus(err)
+	if status.Code(st) != codes.NotFound || !strings.Contains(st.Error(), "resolve: broken") {
+		t.Errorf("toStatus = %v, want NotFound with the message", st)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"net/netip"
 	"path/filepath"
 	"regexp"
@@ -41,6 +42,9 @@ func (s *Server) checkPodConfig(cfg *runtimeapi.PodSandboxConfig, handler string
 		return fmt.Errorf("runtime handler %q is not configured (have %q): %w", handler, s.cfg.RuntimeHandlers, errdefs.ErrInvalidArgument)
 	case cfg.GetLogDirectory() != "" && !filepath.IsAbs(cfg.GetLogDirectory()):
 		return fmt.Errorf("log directory %q is not absolute: %w", cfg.GetLogDirectory(), errdefs.ErrInvalidArgument)
+	case oci.NULField(cfg) != "":
+		// No path, name or sysctl can carry one to the kernel.
+		return fmt.Errorf("pod config field %s holds a NUL byte: %w", oci.NULField(cfg), errdefs.ErrInvalidArgument)
 	}
 	if err := checkPodNames(md, cfg.GetDnsConfig()); err != nil {
 		return err
@@ -62,6 +66,12 @@ func (s *Server) checkPodConfig(cfg *runtimeapi.PodSandboxConfig, handler string
 	for _, pm := range cfg.GetPortMappings() {
 		if pm.GetContainerPort() <= 0 || pm.GetContainerPort() > 65535 || pm.GetHostPort() < 0 || pm.GetHostPort() > 65535 {
 			return fmt.Errorf("port mapping %d -> %d is out of range: %w", pm.GetHostPort(), pm.GetContainerPort(), errdefs.ErrInvalidArgument)
+		}
+		if _, ok := runtimeapi.Protocol_name[int32(pm.GetProtocol())]; !ok {
+			return fmt.Errorf("port mapping %d -> %d: protocol %d: %w", pm.GetHostPort(), pm.GetContainerPort(), pm.GetProtocol(), errdefs.ErrInvalidArgument)
+		}
+		if ip := pm.GetHostIp(); ip != "" && net.ParseIP(ip) == nil {
+			return fmt.Errorf("port mapping %d -> %d: host IP %q: %w", pm.GetHostPort(), pm.GetContainerPort(), ip, errdefs.ErrInvalidArgument)
 		}
 	}
 	return nil

@@ -173,7 +173,8 @@ func bindMount(m *runtimeapi.Mount) (specs.Mount, string, error) {
 	if err != nil {
 		return specs.Mount{}, "", fmt.Errorf("mount %s: %w", dst, err)
 	}
-	return specs.Mount{Destination: dst, Type: "bind", Source: src, Options: opts}, propagation, nil
+	// Clean: mounts are ordered and matched by their destinations.
+	return specs.Mount{Destination: filepath.Clean(dst), Type: "bind", Source: src, Options: opts}, propagation, nil
 }
 
 // hostSource is the mount's host path with symlinks resolved. A missing

@@ -5,6 +5,7 @@
 package oci
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,6 +15,8 @@ import (
 	"github.com/containerd/errdefs"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -124,6 +127,9 @@ func checkInput(in Input) error {
 		return fmt.Errorf("container id %q: %w", in.ID, errdefs.ErrInvalidArgument)
 	case !filepath.IsAbs(in.Rootfs):
 		return fmt.Errorf("rootfs %q is not an absolute path: %w", in.Rootfs, errdefs.ErrInvalidArgument)
+	case NULField(in.Config) != "":
+		// No path, argument or variable can carry one to the kernel.
+		return fmt.Errorf("container config field %s holds a NUL byte: %w", NULField(in.Config), errdefs.ErrInvalidArgument)
 	case len(in.Config.GetCDIDevices()) > 0:
 		// Starting without them would start a GPU job without its GPU.
 		return fmt.Errorf("CDI devices are not supported: %w", errdefs.ErrNotImplemented)
@@ -291,4 +297,46 @@ func annotations(in Input) map[string]string {
 	a[AnnotationSandboxNamespace] = in.Pod.GetMetadata().GetNamespace()
 	a[AnnotationSandboxUID] = in.Pod.GetMetadata().GetUid()
 	return a
+}
+
+// NULField names the first string or bytes field of a CRI message, at any
+// depth, that holds a NUL byte; "" when none does.
+func NULField(m proto.Message) string { return nulField(m.ProtoReflect()) }
+
+func nulField(m protoreflect.Message) (name string) {
+	check := func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		switch fd.Kind() {
+		case protoreflect.StringKind:
+			if strings.ContainsRune(v.String(), 0) {
+				name = string(fd.Name())
+			}
+		case protoreflect.BytesKind:
+			if bytes.IndexByte(v.Bytes(), 0) >= 0 {
+				name = string(fd.Name())
+			}
+		case protoreflect.MessageKind, protoreflect.GroupKind:
+			name = nulField(v.Message())
+		}
+		return name == ""
+	}
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		switch {
+		case fd.IsList():
+			for i := 0; i < v.List().Len() && name == ""; i++ {
+				check(fd, v.List().Get(i))
+			}
+		case fd.IsMap():
+			v.Map().Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
+				if strings.ContainsRune(k.String(), 0) || !check(fd.MapValue(), mv) {
+					name = string(fd.Name())
+					return false
+				}
+				return true
+			})
+		default:
+			check(fd, v)
+		}
+		return name == ""
+	})
+	return name
 }

@@ -78,9 +78,12 @@ func bindPort(proto, hostIP string, port int) (int, error) {
 			return -1, fmt.Errorf("host IP %q: %w", hostIP, errdefs.ErrInvalidArgument)
 		}
 	}
+	ip = ip.Unmap()
 	family := unix.AF_INET
-	var sa unix.Sockaddr = &unix.SockaddrInet4{Port: port, Addr: ip.As4()}
-	if ip.Is6() && !ip.Is4In6() {
+	var sa unix.Sockaddr
+	if ip.Is4() {
+		sa = &unix.SockaddrInet4{Port: port, Addr: ip.As4()}
+	} else {
 		family, sa = unix.AF_INET6, &unix.SockaddrInet6{Port: port, Addr: ip.As16()}
 	}
 	fd, err := unix.Socket(family, typ|unix.SOCK_CLOEXEC, 0)
