@@ -126,8 +126,13 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 		return nil, fmt.Errorf("create container %s: %w", id, err)
 	}
 	undo = append(undo, func(ctx context.Context) error { return s.images.Release(ctx, id, rootfs) })
+	undo = append(undo, func(ctx context.Context) error { return s.releaseImageVolumes(ctx, id) })
+	specCfg, err := s.mountImageVolumes(ctx, id, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("create container %s: %w", id, err)
+	}
 
-	spec, err := s.containerSpec(sb, podCfg, id, cfg, img.Config.Config, rootfs)
+	spec, err := s.containerSpec(sb, podCfg, id, specCfg, img.Config.Config, rootfs)
 	if err != nil {
 		return nil, fmt.Errorf("create container %s: %w", id, err)
 	}

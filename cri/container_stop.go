@@ -209,6 +209,9 @@ func (s *Server) removeContainer(ctx context.Context, c store.Container) error {
 // releaseRootfs unmounts container id's rootfs, removes its snapshot and
 // the directory it was mounted in.
 func (s *Server) releaseRootfs(ctx context.Context, id string) error {
+	if err := s.releaseImageVolumes(ctx, id); err != nil {
+		return err
+	}
 	if err := s.images.Release(ctx, id, s.containers.ContainerRootfs(id)); err != nil {
 		return err
 	}

@@ -8,16 +8,20 @@ import (
 )
 
 // ImageFsInfo reports the bytes and inodes the image store uses; kubelet's
-// image garbage collection acts on it.
+// image garbage collection acts on it. The writable layers live in the same
+// store, so the container file system (KEP-4191) is the same one: kubelet
+// sees no split, and without it its eviction manager gets no image stats
+// at all ("missing image stats").
 func (s *Server) ImageFsInfo(ctx context.Context, req *runtimeapi.ImageFsInfoRequest) (*runtimeapi.ImageFsInfoResponse, error) {
 	u, err := s.images.Usage(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return &runtimeapi.ImageFsInfoResponse{ImageFilesystems: []*runtimeapi.FilesystemUsage{{
+	fs := []*runtimeapi.FilesystemUsage{{
 		Timestamp:  time.Now().UnixNano(),
 		FsId:       &runtimeapi.FilesystemIdentifier{Mountpoint: u.Mountpoint},
 		UsedBytes:  &runtimeapi.UInt64Value{Value: u.Bytes},
 		InodesUsed: &runtimeapi.UInt64Value{Value: u.Inodes},
-	}}}, nil
+	}}
+	return &runtimeapi.ImageFsInfoResponse{ImageFilesystems: fs, ContainerFilesystems: fs}, nil
 }

@@ -31,6 +31,9 @@ func TestImageFsInfo(t *testing.T) {
 		t.Errorf("got mountpoint %q bytes %d inodes %d, want %+v",
 			fs.GetFsId().GetMountpoint(), fs.GetUsedBytes().GetValue(), fs.GetInodesUsed().GetValue(), imageUsage)
 	}
+	if cfs := resp.GetContainerFilesystems(); len(cfs) != 1 || cfs[0].GetFsId().GetMountpoint() != imageUsage.Mountpoint {
+		t.Errorf("container filesystems %v, want the image store's", cfs)
+	}
 	if fs.Timestamp < before || fs.Timestamp > time.Now().UnixNano() {
 		t.Errorf("timestamp %d is not the time of the call", fs.Timestamp)
 	}

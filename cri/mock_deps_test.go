@@ -155,6 +155,21 @@ func (mr *MockImageStoreMockRecorder) Usage(ctx any) *gomock.Call {
 	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "Usage", reflect.TypeOf((*MockImageStore)(nil).Usage), ctx)
 }
 
+// View mocks base method.
+func (m *MockImageStore) View(ctx context.Context, key, ref, target string) (image.Image, error) {
+	m.ctrl.T.Helper()
+	ret := m.ctrl.Call(m, "View", ctx, key, ref, target)
+	ret0, _ := ret[0].(image.Image)
+	ret1, _ := ret[1].(error)
+	return ret0, ret1
+}
+
+// View indicates an expected call of View.
+func (mr *MockImageStoreMockRecorder) View(ctx, key, ref, target any) *gomock.Call {
+	mr.mock.ctrl.T.Helper()
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "View", reflect.TypeOf((*MockImageStore)(nil).View), ctx, key, ref, target)
+}
+
 // WritableUsage mocks base method.
 func (m *MockImageStore) WritableUsage(ctx context.Context, key string) (uint64, uint64, error) {
 	m.ctrl.T.Helper()

@@ -44,6 +44,9 @@ type ImageStore interface {
 	// Prepare mounts a fresh writable snapshot of image ref at target, keyed
 	// by a container ID; Release unmounts and removes it (idempotent).
 	Prepare(ctx context.Context, key, ref, target string, opts ...image.PrepareOpt) (image.Image, error)
+	// View mounts image ref's file system read-only at target, keyed by
+	// key, for an image volume; Release ends it too.
+	View(ctx context.Context, key, ref, target string) (image.Image, error)
 	Release(ctx context.Context, key, target string) error
 	// WritableUsage is the disk a container's writable layer takes.
 	WritableUsage(ctx context.Context, key string) (bytes, inodes uint64, err error)

@@ -19,6 +19,7 @@ import (
 	"github.com/containerd/containerd/v2/core/remotes/docker"
 	"github.com/containerd/containerd/v2/core/remotes/docker/config"
 	remoteerrors "github.com/containerd/containerd/v2/core/remotes/errors"
+	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/core/unpack"
 	"github.com/containerd/errdefs"
 	"github.com/distribution/reference"
@@ -112,8 +113,13 @@ func (s *Store) pull(ctx context.Context, name string, auth *Auth) (_ Image, ret
 			SnapshotterKey: Snapshotter,
 			Snapshotter:    s.snap,
 			Applier:        apply.NewFileSystemApplier(s.content),
+			// Layers are applied as they arrive, each onto a snapshot of
+			// its own, and rebased onto their parents at commit (containerd
+			// 2.2's parallel unpack); one by one otherwise.
+			SnapshotterCapabilities: []string{snapshots.RebaseCap},
 		}),
 		unpack.WithLimiter(semaphore.NewWeighted(int64(s.opts.MaxConcurrentDownloads))),
+		unpack.WithUnpackLimiter(semaphore.NewWeighted(int64(s.opts.MaxConcurrentDownloads))),
 	)
 	if err != nil {
 		return Image{}, fmt.Errorf("unpacker: %w", err)

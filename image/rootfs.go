@@ -37,7 +37,20 @@ func WithIDMapping(uid, gid specs.LinuxIDMapping) PrepareOpt {
 // Prepare makes a fresh writable snapshot of the image ref names, keyed
 // by key (a container ID), and mounts it at target (created if needed).
 // It returns the image. A failure leaves no snapshot and no mount.
-func (s *Store) Prepare(ctx context.Context, key, ref, target string, opts ...PrepareOpt) (_ Image, retErr error) {
+func (s *Store) Prepare(ctx context.Context, key, ref, target string, opts ...PrepareOpt) (Image, error) {
+	return s.mountSnapshot(ctx, s.snap.Prepare, key, ref, target, opts)
+}
+
+// View mounts the file system of the image ref names read-only at target
+// (created if needed), as a snapshot keyed by key, for an image volume;
+// Release ends it. The image's layers stay while it exists, even if the
+// image is removed meanwhile.
+func (s *Store) View(ctx context.Context, key, ref, target string) (Image, error) {
+	return s.mountSnapshot(ctx, s.snap.View, key, ref, target, nil)
+}
+
+func (s *Store) mountSnapshot(ctx context.Context, create func(context.Context, string, string, ...snapshots.Opt) ([]mount.Mount, error),
+	key, ref, target string, opts []PrepareOpt) (_ Image, retErr error) {
 	img, err := s.Get(ctx, ref)
 	if err != nil {
 		return Image{}, fmt.Errorf("rootfs of %s: %w", key, err)
@@ -47,7 +60,7 @@ func (s *Store) Prepare(ctx context.Context, key, ref, target string, opts ...Pr
 		o(labels)
 	}
 	ctx = s.ns(ctx)
-	mounts, err := s.snap.Prepare(ctx, key, img.ChainID.String(), snapshots.WithLabels(labels))
+	mounts, err := create(ctx, key, img.ChainID.String(), snapshots.WithLabels(labels))
 	if errdefs.IsAlreadyExists(err) {
 		return Image{}, fmt.Errorf("rootfs of %s exists: %w", key, err)
 	}

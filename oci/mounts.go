@@ -173,6 +173,12 @@ func bindMount(m *runtimeapi.Mount) (specs.Mount, string, error) {
 	if err != nil {
 		return specs.Mount{}, "", fmt.Errorf("mount %s: %w", dst, err)
 	}
+	if m.GetImage().GetImage() != "" {
+		// An image volume (its snapshot mounted by cri at host_path) is
+		// read-only and, like any image content, runs no setuid binary
+		// or device node of its own.
+		opts = append(slices.DeleteFunc(opts, func(o string) bool { return o == "rw" }), "ro", "nosuid", "nodev")
+	}
 	// Clean: mounts are ordered and matched by their destinations.
 	return specs.Mount{Destination: filepath.Clean(dst), Type: "bind", Source: src, Options: opts}, propagation, nil
 }
@@ -184,7 +190,8 @@ func hostSource(m *runtimeapi.Mount) (string, error) {
 	src := m.GetHostPath()
 	switch {
 	case src == "" && m.GetImage().GetImage() != "":
-		return "", fmt.Errorf("image volumes are not supported: %w", errdefs.ErrNotImplemented)
+		// cri mounts an image volume and names it in host_path first.
+		return "", fmt.Errorf("image volume %s is not mounted: %w", m.GetImage().GetImage(), errdefs.ErrNotImplemented)
 	case !filepath.IsAbs(src):
 		return "", fmt.Errorf("host_path %q is not absolute: %w", src, errdefs.ErrInvalidArgument)
 	}

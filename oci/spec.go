@@ -80,7 +80,7 @@ type Input struct {
 // localhost seccomp profile, device or pod file that does not exist wrap
 // errdefs.ErrNotFound; a host mount whose propagation cannot give what a
 // mount asks, or an AppArmor profile on a node without AppArmor, wrap
-// errdefs.ErrFailedPrecondition; image volumes and CDI devices wrap
+// errdefs.ErrFailedPrecondition; an image volume cri has not mounted and CDI devices wrap
 // errdefs.ErrNotImplemented. A container of a pod with a user namespace of
 // its own joins it (UserNamespace). Spec creates a config mount's missing
 // host directory, as kubelet expects of a runtime.

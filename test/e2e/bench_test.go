@@ -24,19 +24,22 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
-// BenchmarkPullImage pulls a five-layer image (5 × 2 MiB) from the local
-// registry: cold (nothing in the store; the image is removed between runs)
-// and warm (already pulled: resolve and verify only).
+// BenchmarkPullImage pulls a five-layer image (5 × 2 MiB) and a
+// twenty-layer one (20 × 1 MiB) from the local registry: cold (nothing in
+// the store; the image is removed between runs) and warm (already pulled:
+// resolve and verify only).
 func BenchmarkPullImage(b *testing.B) {
 	d := startKetchd(b, daemonOpts{})
-	b.Run("cold", func(b *testing.B) {
-		for b.Loop() {
-			id := d.mustPull(b, multilayer)
-			b.StopTimer()
-			d.remove(b, id)
-			b.StartTimer()
-		}
-	})
+	for _, c := range []struct{ name, ref string }{{"cold", multilayer}, {"cold-20-layers", multilayer20}} {
+		b.Run(c.name, func(b *testing.B) {
+			for b.Loop() {
+				id := d.mustPull(b, c.ref)
+				b.StopTimer()
+				d.remove(b, id)
+				b.StartTimer()
+			}
+		})
+	}
 	b.Run("warm", func(b *testing.B) {
 		d.mustPull(b, multilayer)
 		for b.Loop() {

@@ -529,3 +529,30 @@ func TestRegistryTokenScope(t *testing.T) {
 		}
 	}
 }
+
+// TestWhiteouts: a layer's whiteout deletes a file of the layers below it
+// and an opaque directory hides theirs, also with the layers unpacked in
+// parallel (each applied apart from its parent, rebased at commit).
+func TestWhiteouts(t *testing.T) {
+	d := startKetchd(t, daemonOpts{network: true})
+	img := d.mustPull(t, registry+"/ketch-test/whiteout:1")
+	pod, podCfg, logs := d.podWithLogs(t, "whiteouts")
+	cfg := containerConfig("ls", "sh", "-c", "ls /data /opq")
+	cfg.Image = spec(img)
+	id := d.createContainer(t, pod, podCfg, cfg)
+	d.startContainer(t, id)
+	if st := d.waitExited(t, id, 30*time.Second); st.ExitCode != 0 {
+		t.Fatalf("ls exited %d", st.ExitCode)
+	}
+	out := readLog(t, filepath.Join(logs, "ls.log"))
+	for _, name := range []string{"kept", "new"} {
+		if !strings.Contains(out, name) {
+			t.Errorf("%s is missing: %q", name, out)
+		}
+	}
+	for _, name := range []string{"gone", "old", ".wh."} {
+		if strings.Contains(out, name) {
+			t.Errorf("%s is there: %q", name, out)
+		}
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -23,7 +24,7 @@ import (
 // daemon is one ketchd under test, with its own socket and state.
 type daemon struct {
 	cmd     *exec.Cmd
-	log     *bytes.Buffer
+	log     *syncBuffer // ketchd's stdout and stderr
 	dir     string
 	cfgPath string
 	root    string
@@ -33,6 +34,25 @@ type daemon struct {
 	img     runtimeapi.ImageServiceClient
 	conn    *grpc.ClientConn
 	stopped bool
+}
+
+// syncBuffer is a ketchd's output, written by exec's copying goroutine
+// while a test reads it.
+type syncBuffer struct {
+	mu sync.Mutex // guards b
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 type daemonOpts struct {
@@ -75,7 +95,7 @@ func startKetchd(tb testing.TB, o daemonOpts) *daemon {
 		root:   filepath.Join(dir, "root"),
 		socket: filepath.Join(dir, "ketch.sock"),
 		state:  state,
-		log:    &bytes.Buffer{},
+		log:    &syncBuffer{},
 	}
 	progress := ""
 	if o.pullProgressTimeout != "" {
@@ -111,7 +131,7 @@ cgroup_parent = %q
 // restart starts a new ketchd over the state of a stopped one.
 func restart(tb testing.TB, old *daemon) *daemon {
 	tb.Helper()
-	d := &daemon{dir: old.dir, cfgPath: old.cfgPath, root: old.root, socket: old.socket, state: old.state, log: &bytes.Buffer{}}
+	d := &daemon{dir: old.dir, cfgPath: old.cfgPath, root: old.root, socket: old.socket, state: old.state, log: &syncBuffer{}}
 	d.launch(tb)
 	return d
 }

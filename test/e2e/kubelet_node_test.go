@@ -697,6 +697,33 @@ spec:
 	}
 }
 
+// kubeletListStreaming: kubelet with the CRIListStreaming gate (KEP-5825)
+// lists pods and containers through ketch's Stream RPCs, and runs pods as
+// before.
+func kubeletListStreaming(t *testing.T, c *cluster) {
+	c.restartKubelet(t, kubeletGates+",CRIListStreaming=true")
+	defer c.restartKubelet(t, "")
+	ns := c.namespace(t)
+	c.applyPods(t, ns, `
+apiVersion: v1
+kind: Pod
+metadata: {name: streamed}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers: [{name: main, image: "{{busybox}}", command: [sleep, "3600"]}]
+`)
+	c.waitPod(t, ns, "streamed", "running", 60*time.Second, podReady)
+	log := c.d.log.String()
+	for _, rpc := range []string{"StreamPodSandboxes", "StreamContainers"} {
+		if !strings.Contains(log, "/runtime.v1.RuntimeService/"+rpc) {
+			t.Errorf("kubelet never called %s", rpc)
+		}
+	}
+	if b, _ := os.ReadFile(filepath.Join(c.dir, "log", "kubelet.log")); bytes.Contains(b, []byte("not implemented, falling back")) {
+		t.Error("kubelet fell back to the List RPCs")
+	}
+}
+
 // metricValue is the value of an unlabelled metric in Prometheus text, -1
 // when absent.
 func metricValue(text, name string) float64 {

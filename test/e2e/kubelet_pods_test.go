@@ -658,3 +658,31 @@ spec:
 		t.Errorf("the pod cgroup's CPU quota after the resize: %v", files)
 	}
 }
+
+// kubeletImageVolume: an image volume (KEP-4639, GA in 1.36) is pulled by
+// kubelet and mounted by ketch: the image's files, whole and by a subPath,
+// read-only.
+func kubeletImageVolume(t *testing.T, c *cluster) {
+	ns := c.namespace(t)
+	c.applyPods(t, ns, `
+apiVersion: v1
+kind: Pod
+metadata: {name: imagevol}
+spec:
+  terminationGracePeriodSeconds: 1
+  restartPolicy: Never
+  volumes: [{name: models, image: {reference: "{{multilayer}}", pullPolicy: IfNotPresent}}]
+  containers:
+  - name: main
+    image: {{busybox}}
+    command: [sh, -c, 'ls /models/data/layer-5.bin /sub/layer-1.bin && if touch /models/x; then echo WRITABLE; fi']
+    volumeMounts: [{name: models, mountPath: /models}, {name: models, mountPath: /sub, subPath: data}]
+`)
+	p := c.waitPod(t, ns, "imagevol", "ended", 90*time.Second, func(p *corev1.Pod) bool {
+		return p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed
+	})
+	logs := c.logs(t, ns, "imagevol", "main")
+	if p.Status.Phase != corev1.PodSucceeded || strings.Contains(logs, "WRITABLE") || !strings.Contains(logs, "/sub/layer-1.bin") {
+		t.Errorf("pod %s; its output:\n%s", p.Status.Phase, logs)
+	}
+}

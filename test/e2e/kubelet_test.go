@@ -24,6 +24,7 @@ var manifestImages = strings.NewReplacer(
 	"{{nginx}}", registry+"/e2e-test-images/nginx:1.14-2",
 	"{{grpc}}", registry+"/ketch-test/grpc-health:1",
 	"{{workflow}}", registry+"/ketch-test/workflow:1",
+	"{{multilayer}}", multilayer,
 )
 
 // kubeletConfig is the suite's KubeletConfiguration on top of the harness's:
@@ -81,6 +82,7 @@ func TestKubelet(t *testing.T) {
 		{"Stats", kubeletStats},
 		{"StopSignal", kubeletStopSignal},
 		{"PodResize", kubeletPodResize},
+		{"ImageVolume", kubeletImageVolume},
 	}
 	t.Run("parallel", func(t *testing.T) {
 		for _, tc := range cases {
@@ -94,6 +96,7 @@ func TestKubelet(t *testing.T) {
 	t.Run("KetchdRestart", func(t *testing.T) { ketchdRestart(t, c, false) })
 	t.Run("KetchdKilled", func(t *testing.T) { ketchdRestart(t, c, true) })
 	t.Run("EventedPLEG", func(t *testing.T) { kubeletEventedPLEG(t, c) })
+	t.Run("ListStreaming", func(t *testing.T) { kubeletListStreaming(t, c) })
 	t.Run("Standalone", func(t *testing.T) { kubeletStandalone(t, c) })
 	t.Run("NothingLeft", func(t *testing.T) { kubeletNothingLeft(t, c) })
 }

@@ -24,8 +24,9 @@ const (
 	authUser     = "ketch"
 	authPassword = "ketchpass"
 
-	busybox    = registry + "/e2e-test-images/busybox:1.29-2"
-	multilayer = registry + "/ketch-test/multilayer:5"
+	busybox      = registry + "/e2e-test-images/busybox:1.29-2"
+	multilayer   = registry + "/ketch-test/multilayer:5"
+	multilayer20 = registry + "/ketch-test/multilayer:20"
 )
 
 var (

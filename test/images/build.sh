@@ -242,17 +242,35 @@ for t in 1.35.0-glibc 1-uclibc 1 1-glibc 1-musl; do
 done
 
 # --- ketch's own e2e images ---------------------------------------------------------
-# multilayer:5: five layers of 2 MiB incompressible, deterministic data (pull benchmark).
-prev=scratch
-for i in 1 2 3 4 5; do
-	d=$T/rootfs-ml$i
-	mkdir -p "$d/data"
-	"$BIN/prng" "$i" 2097152 > "$d/data/layer-$i.bin"
-	layer "$prev" multilayer "$d"
-	prev=multilayer
-done
-cfg multilayer --config.env "$PATHENV"
+# multilayer TAG N BYTES SEED: N layers of BYTES incompressible, deterministic data each
+# (layer i from seed SEED+i), for the pull benchmarks and image volumes.
+multilayer() {
+	local prev=scratch i d
+	for i in $(seq 1 "$2"); do
+		d=$T/rootfs-$1-$i
+		mkdir -p "$d/data"
+		"$BIN/prng" "$(($4 + i))" "$3" > "$d/data/layer-$i.bin"
+		layer "$prev" "$1" "$d"
+		prev=$1
+	done
+	cfg "$1" --config.env "$PATHENV"
+}
+multilayer multilayer 5 2097152 0
 publish multilayer ketch-test/multilayer:5
+multilayer multilayer20 20 1048576 100
+publish multilayer20 ketch-test/multilayer:20
+# whiteout:1: busybox, a layer with /data/gone, /data/kept and /opq/old, then one that deletes
+# /data/gone (a whiteout) and replaces /opq (an opaque directory) with /opq/new: what a
+# parallel unpack, applying a layer apart from its parent, must still get right.
+d=$T/rootfs-wh1
+mkdir -p "$d/data" "$d/opq"
+echo gone > "$d/data/gone"; echo kept > "$d/data/kept"; echo old > "$d/opq/old"
+layer busybox whiteout "$d"
+d=$T/rootfs-wh2
+mkdir -p "$d/data" "$d/opq"
+: > "$d/data/.wh.gone"; : > "$d/opq/.wh..wh..opq"; echo new > "$d/opq/new"
+layer whiteout whiteout "$d"
+publish whiteout ketch-test/whiteout:1
 
 # workflow:1: the seed's workflow step. Its CMD is a shell that runs run.sh, which runs
 # main without exec; main traps TERM to clean up. With the shell as PID 1, TERM never
