@@ -2,10 +2,12 @@ package shim
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -76,14 +78,30 @@ func openLogFile(dir, path string) (*os.File, error) {
 	// of its own in it (name/0.log) is the runtime's to make.
 	if d := filepath.Dir(rel); d != "." {
 		if err := root.MkdirAll(d, 0o755); err != nil {
-			return nil, fmt.Errorf("log directory of %s: %w", path, err)
+			return nil, fmt.Errorf("log directory of %s: %w", path, logPathError(err))
 		}
 	}
 	f, err := root.OpenFile(rel, flags, 0o640)
 	if err != nil {
-		return nil, fmt.Errorf("open log %s: %w", path, asNotFound(err))
+		return nil, fmt.Errorf("open log %s: %w", path, logPathError(err))
 	}
 	return f, nil
+}
+
+// logPathError says what a log path that cannot be opened is: missing, or
+// not a file inside the log directory (a directory, a symlink, a path
+// that escapes, a name too long or holding a NUL).
+func logPathError(err error) error {
+	var pe *os.PathError
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return asNotFound(err)
+	case errors.Is(err, syscall.ELOOP), errors.Is(err, syscall.EISDIR), errors.Is(err, syscall.ENOTDIR),
+		errors.Is(err, syscall.EINVAL), errors.Is(err, syscall.ENAMETOOLONG),
+		errors.As(err, &pe) && strings.Contains(pe.Err.Error(), "escapes"):
+		return fmt.Errorf("%w: not a file inside the log directory: %w", errdefs.ErrInvalidArgument, err)
+	}
+	return err
 }
 
 // reopen opens the log path anew, after kubelet renamed the file away to
