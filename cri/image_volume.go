@@ -69,7 +69,8 @@ func (s *Server) mountImageVolumes(ctx context.Context, id string, cfg *runtimea
 
 // releaseImageVolumes releases whatever image volumes container id has.
 func (s *Server) releaseImageVolumes(ctx context.Context, id string) error {
-	dirs, err := os.ReadDir(filepath.Dir(s.imageVolumePath(id, 0)))
+	dir := s.imageVolumesDir(id)
+	dirs, err := os.ReadDir(dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	} else if err != nil {
@@ -83,11 +84,16 @@ func (s *Server) releaseImageVolumes(ctx context.Context, id string) error {
 		}
 		errs = append(errs, s.images.Release(ctx, imageVolumeKey(id, n), s.imageVolumePath(id, n)))
 	}
-	return errors.Join(append(errs, os.Remove(filepath.Dir(s.imageVolumePath(id, 0))))...)
+	return errors.Join(append(errs, os.Remove(dir))...)
+}
+
+// imageVolumesDir holds container id's image volumes, beside its rootfs.
+func (s *Server) imageVolumesDir(id string) string {
+	return filepath.Join(filepath.Dir(s.containers.ContainerRootfs(id)), "volumes")
 }
 
 func (s *Server) imageVolumePath(id string, n int) string {
-	return filepath.Join(filepath.Dir(s.containers.ContainerRootfs(id)), "volumes", strconv.Itoa(n))
+	return filepath.Join(s.imageVolumesDir(id), strconv.Itoa(n))
 }
 
 func imageVolumeKey(id string, n int) string { return id + "/volume-" + strconv.Itoa(n) }

@@ -342,12 +342,7 @@ spec:
 	if s := ctrStatus(p, "main"); s.RestartCount != 0 || s.ContainerID != ctrStatus(before, "main").ContainerID {
 		t.Errorf("the resize restarted the container: %+v", s)
 	}
-	// The pod's cgroup, kubelet's, which holds its containers' cgroups.
-	quota, _ := filepath.Glob(fmt.Sprintf("/sys/fs/cgroup/cpu/kubepods*/pod%s/cpu.cfs_quota_us", p.UID))
-	quota2, _ := filepath.Glob(fmt.Sprintf("/sys/fs/cgroup/cpu/kubepods*/*/pod%s/cpu.cfs_quota_us", p.UID))
-	if files := append(quota, quota2...); len(files) != 1 || strings.TrimSpace(readFile(t, files[0])) != "40000" {
-		t.Errorf("the pod cgroup's CPU quota after the resize: %v", files)
-	}
+	checkPodCPUQuota(t, p, "40000")
 }
 
 // kubeletHugepages: a hugepage limit reaches the container's cgroup where
@@ -651,12 +646,7 @@ spec:
 	if s := ctrStatus(p, "main"); s.RestartCount != 0 || s.ContainerID != ctrStatus(before, "main").ContainerID {
 		t.Errorf("the resize restarted the container: %+v", s)
 	}
-	// The pod's cgroup, kubelet's, which holds its containers' cgroups.
-	quota, _ := filepath.Glob(fmt.Sprintf("/sys/fs/cgroup/cpu/kubepods*/pod%s/cpu.cfs_quota_us", p.UID))
-	quota2, _ := filepath.Glob(fmt.Sprintf("/sys/fs/cgroup/cpu/kubepods*/*/pod%s/cpu.cfs_quota_us", p.UID))
-	if files := append(quota, quota2...); len(files) != 1 || strings.TrimSpace(readFile(t, files[0])) != "40000" {
-		t.Errorf("the pod cgroup's CPU quota after the resize: %v", files)
-	}
+	checkPodCPUQuota(t, p, "40000")
 }
 
 // kubeletImageVolume: an image volume (KEP-4639, GA in 1.36) is pulled by
@@ -684,5 +674,16 @@ spec:
 	logs := c.logs(t, ns, "imagevol", "main")
 	if p.Status.Phase != corev1.PodSucceeded || strings.Contains(logs, "WRITABLE") || !strings.Contains(logs, "/sub/layer-1.bin") {
 		t.Errorf("pod %s; its output:\n%s", p.Status.Phase, logs)
+	}
+}
+
+// checkPodCPUQuota: the CPU quota of pod p's cgroup, kubelet's, which
+// holds its containers' cgroups (under its QoS class's, if any), is want.
+func checkPodCPUQuota(t *testing.T, p *corev1.Pod, want string) {
+	t.Helper()
+	quota, _ := filepath.Glob(fmt.Sprintf("/sys/fs/cgroup/cpu/kubepods*/pod%s/cpu.cfs_quota_us", p.UID))
+	quota2, _ := filepath.Glob(fmt.Sprintf("/sys/fs/cgroup/cpu/kubepods*/*/pod%s/cpu.cfs_quota_us", p.UID))
+	if files := append(quota, quota2...); len(files) != 1 || strings.TrimSpace(readFile(t, files[0])) != want {
+		t.Errorf("the pod cgroup's CPU quota after the resize: %v", files)
 	}
 }
