@@ -129,23 +129,30 @@ spec:
   containers:
   - name: web
     image: {{nginx}}
-    livenessProbe: {httpGet: {path: /, port: 80}, periodSeconds: 1}
+    livenessProbe: {httpGet: {path: /, port: 80}, periodSeconds: 1, timeoutSeconds: 5}
     readinessProbe: {tcpSocket: {port: 80}, periodSeconds: 1}
   - name: gate
     image: {{busybox}}
-    command: [sh, -c, 'sleep 3; touch /tmp/started; exec sleep 3600']
-    startupProbe: {exec: {command: [test, -f, /tmp/started]}, periodSeconds: 1, failureThreshold: 30}
+    command: [sleep, '3600']
+    startupProbe: {exec: {command: [test, -f, /tmp/started]}, periodSeconds: 1, failureThreshold: 600}
     readinessProbe: {exec: {command: [test, -f, /tmp/ready]}, periodSeconds: 1}
   - name: dying
     image: {{busybox}}
     command: [sh, -c, 'touch /tmp/alive; exec sleep 3600']
     livenessProbe: {exec: {command: [test, -f, /tmp/alive]}, periodSeconds: 1, failureThreshold: 2}
 `)
-	p := c.waitPod(t, ns, "probed", "running", 60*time.Second, podRunning)
-	// The startup probe holds the container un-started for its 3 s.
+	// The startup probe holds gate un-started until the test makes it pass,
+	// however slowly the node reports the pod.
+	p := c.waitPod(t, ns, "probed", "gate running", 60*time.Second, func(p *corev1.Pod) bool {
+		s := ctrStatus(p, "gate")
+		return s != nil && s.State.Running != nil
+	})
+	time.Sleep(2 * time.Second) // two failed startup probes
+	p = c.waitPod(t, ns, "probed", "status", 10*time.Second, podRunning)
 	if s := ctrStatus(p, "gate"); s == nil || s.Started == nil || *s.Started {
 		t.Errorf("gate started before its startup probe passed: %+v", s)
 	}
+	c.exec(t, ns, "probed", "gate", "touch", "/tmp/started")
 	c.waitPod(t, ns, "probed", "gate started", 30*time.Second, func(p *corev1.Pod) bool {
 		s := ctrStatus(p, "gate")
 		return s != nil && s.Started != nil && *s.Started
