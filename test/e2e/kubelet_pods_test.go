@@ -143,12 +143,12 @@ spec:
 `)
 	// The startup probe holds gate un-started until the test makes it pass,
 	// however slowly the node reports the pod.
-	p := c.waitPod(t, ns, "probed", "gate running", 60*time.Second, func(p *corev1.Pod) bool {
+	c.waitPod(t, ns, "probed", "gate running", 60*time.Second, func(p *corev1.Pod) bool {
 		s := ctrStatus(p, "gate")
 		return s != nil && s.State.Running != nil
 	})
 	time.Sleep(2 * time.Second) // two failed startup probes
-	p = c.waitPod(t, ns, "probed", "status", 10*time.Second, podRunning)
+	p := c.waitPod(t, ns, "probed", "status", 10*time.Second, podRunning)
 	if s := ctrStatus(p, "gate"); s == nil || s.Started == nil || *s.Started {
 		t.Errorf("gate started before its startup probe passed: %+v", s)
 	}
