@@ -4,8 +4,11 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
+	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/opencontainers/cgroups"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"ketch.dev/ketch/cri/store"
@@ -80,8 +83,10 @@ func (s *Server) containerStats(ctx context.Context, c store.Container) (*runtim
 			Labels:      c.Labels,
 			Annotations: c.Annotations,
 		},
-		Cpu:    criCPU(st),
+		Cpu:    s.criCPU(c.ID, st),
 		Memory: criMemory(st),
+		Swap:   criSwap(st),
+		Io:     &runtimeapi.IoUsage{Timestamp: ts, Psi: criPSI(st.Cgroup.BlkioStats.PSI)},
 		WritableLayer: &runtimeapi.FilesystemUsage{
 			Timestamp:  ts,
 			FsId:       &runtimeapi.FilesystemIdentifier{Mountpoint: s.cfg.ImageRoot},
@@ -91,18 +96,98 @@ func (s *Server) containerStats(ctx context.Context, c store.Container) (*runtim
 	}, nil
 }
 
-// criCPU and criMemory are a cgroup's figures as the CRI reports them.
-func criCPU(st shim.Stats) *runtimeapi.CpuUsage {
-	return &runtimeapi.CpuUsage{Timestamp: st.At.UnixNano(), UsageCoreNanoSeconds: &runtimeapi.UInt64Value{Value: st.CPUUsageNanos}}
+// criCPU, criMemory and criSwap are a cgroup's figures as the CRI reports
+// them; id keys the CPU rate's previous sample.
+func (s *Server) criCPU(id string, st shim.Stats) *runtimeapi.CpuUsage {
+	return &runtimeapi.CpuUsage{
+		Timestamp:            st.At.UnixNano(),
+		UsageCoreNanoSeconds: &runtimeapi.UInt64Value{Value: st.CPUUsageNanos()},
+		UsageNanoCores:       s.cpuRates.rate(id, st.At, st.CPUUsageNanos()),
+		Psi:                  criPSI(st.Cgroup.CpuStats.PSI),
+	}
 }
 
 func criMemory(st shim.Stats) *runtimeapi.MemoryUsage {
-	return &runtimeapi.MemoryUsage{
+	m := &runtimeapi.MemoryUsage{
 		Timestamp:       st.At.UnixNano(),
-		WorkingSetBytes: &runtimeapi.UInt64Value{Value: st.MemoryWorkingSet},
-		UsageBytes:      &runtimeapi.UInt64Value{Value: st.MemoryUsage},
-		RssBytes:        &runtimeapi.UInt64Value{Value: st.MemoryRSS},
-		PageFaults:      &runtimeapi.UInt64Value{Value: st.PageFaults},
-		MajorPageFaults: &runtimeapi.UInt64Value{Value: st.MajorPageFaults},
+		WorkingSetBytes: &runtimeapi.UInt64Value{Value: st.MemoryWorkingSet()},
+		UsageBytes:      &runtimeapi.UInt64Value{Value: st.MemoryUsage()},
+		RssBytes:        &runtimeapi.UInt64Value{Value: st.MemoryRSS()},
+		PageFaults:      &runtimeapi.UInt64Value{Value: st.PageFaults()},
+		MajorPageFaults: &runtimeapi.UInt64Value{Value: st.MajorPageFaults()},
+		Psi:             criPSI(st.Cgroup.MemoryStats.PSI),
 	}
+	if st.MemoryLimit() > 0 { // what is available is unknown without a limit
+		m.AvailableBytes = &runtimeapi.UInt64Value{Value: st.MemoryAvailable()}
+	}
+	return m
+}
+
+func criSwap(st shim.Stats) *runtimeapi.SwapUsage {
+	sw := &runtimeapi.SwapUsage{Timestamp: st.At.UnixNano(), SwapUsageBytes: &runtimeapi.UInt64Value{Value: st.SwapUsage()}}
+	if l, ok := st.SwapLimit(); ok {
+		sw.SwapAvailableBytes = &runtimeapi.UInt64Value{Value: l - min(l, st.SwapUsage())}
+	}
+	return sw
+}
+
+// criPSI is a cgroup v2 resource's pressure; nil on v1, which has none.
+// The kernel counts the totals in microseconds, the CRI in nanoseconds.
+func criPSI(p *cgroups.PSIStats) *runtimeapi.PsiStats {
+	if p == nil {
+		return nil
+	}
+	data := func(d cgroups.PSIData) *runtimeapi.PsiData {
+		return &runtimeapi.PsiData{Total: d.Total * 1000, Avg10: d.Avg10, Avg60: d.Avg60, Avg300: d.Avg300}
+	}
+	return &runtimeapi.PsiStats{Full: data(p.Full), Some: data(p.Some)}
+}
+
+// cpuRates turns cumulative CPU times into the usage in cores kubelet wants
+// from the runtime for pods (it computes its own only for containers): the
+// rate since a sample at least minRateWindow older, so that two reads in a
+// row do not give noise.
+type cpuRates struct {
+	mu     sync.Mutex
+	byID   map[string]*cpuRate // guarded by mu
+	pruned time.Time           // guarded by mu
+}
+
+type cpuRate struct {
+	at    time.Time
+	nanos uint64
+	rate  *uint64 // since the sample before; nil until there is one
+}
+
+const minRateWindow = time.Second
+
+func (r *cpuRates) rate(id string, at time.Time, nanos uint64) *runtimeapi.UInt64Value {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.byID == nil {
+		r.byID = map[string]*cpuRate{}
+	}
+	// Samples of pods and containers long gone go, at most once a minute.
+	if at.Sub(r.pruned) > time.Minute {
+		for k, v := range r.byID {
+			if at.Sub(v.at) > 10*time.Minute {
+				delete(r.byID, k)
+			}
+		}
+		r.pruned = at
+	}
+	last := r.byID[id]
+	switch {
+	case last != nil && !at.After(last.at):
+		// A read older than the last one, that lost the race for mu.
+	case last == nil || nanos < last.nanos: // new, or a restarted cgroup
+		r.byID[id] = &cpuRate{at: at, nanos: nanos}
+	case at.Sub(last.at) >= minRateWindow:
+		v := uint64(float64(nanos-last.nanos) / at.Sub(last.at).Seconds())
+		r.byID[id] = &cpuRate{at: at, nanos: nanos, rate: &v}
+	}
+	if v := r.byID[id].rate; v != nil {
+		return &runtimeapi.UInt64Value{Value: *v}
+	}
+	return nil
 }

@@ -62,19 +62,42 @@ func (s *Server) podStats(ctx context.Context, sb store.Sandbox) (*runtimeapi.Po
 	if err != nil {
 		return nil, err
 	}
+	// kubelet, when it takes every figure from the runtime, finds a pod's
+	// containers here. They are read before the pod, so that the pod's
+	// counters, read last, are never below the sum of its containers'.
+	running := store.ContainerRunning
+	ctrs, err := s.store.ListContainers(store.ContainerFilter{SandboxID: sb.ID, State: &running})
+	if err != nil {
+		return nil, err
+	}
+	var cstats []*runtimeapi.ContainerStats
+	for _, c := range ctrs {
+		cs, err := s.containerStats(ctx, c)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, err
+			}
+			slog.Debug("no stats for container", "pod", sb.ID, "container", c.ID, "err", err)
+			continue
+		}
+		cstats = append(cstats, cs)
+	}
 	st, err := s.sandboxes.Stats(ctx, spec)
 	if err != nil {
 		return nil, err
 	}
-	return toCRIPodStats(sb, st), nil
+	ps := s.toCRIPodStats(sb, st)
+	ps.Linux.Containers = cstats
+	return ps, nil
 }
 
-func toCRIPodStats(sb store.Sandbox, st sandbox.Stats) *runtimeapi.PodSandboxStats {
+func (s *Server) toCRIPodStats(sb store.Sandbox, st sandbox.Stats) *runtimeapi.PodSandboxStats {
 	ts := st.At.UnixNano()
 	linux := &runtimeapi.LinuxPodSandboxStats{
-		Cpu:     criCPU(st.Stats),
+		Cpu:     s.criCPU(sb.ID, st.Stats),
 		Memory:  criMemory(st.Stats),
-		Process: &runtimeapi.ProcessUsage{Timestamp: ts, ProcessCount: &runtimeapi.UInt64Value{Value: st.Processes}},
+		Process: &runtimeapi.ProcessUsage{Timestamp: ts, ProcessCount: &runtimeapi.UInt64Value{Value: st.Processes()}},
+		Io:      &runtimeapi.IoUsage{Timestamp: ts, Psi: criPSI(st.Cgroup.BlkioStats.PSI)},
 	}
 	if len(st.Interfaces) > 0 {
 		linux.Network = &runtimeapi.NetworkUsage{Timestamp: ts}

@@ -18,6 +18,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"ketch.dev/ketch/cri/store"
+	"ketch.dev/ketch/oci/shim"
 	"ketch.dev/ketch/sandbox"
 	"ketch.dev/ketch/sandbox/cni"
 )
@@ -350,13 +351,25 @@ func TestPodSandboxStats(t *testing.T) {
 	d := newTestDeps(t, Config{})
 	blockWait(d.sandboxes)
 	id := runTestPod(t, d, testPodConfig("web"))
+	for _, c := range []store.Container{
+		{ID: "c1", SandboxID: id, Name: "app", Key: id + "/app_0", State: store.ContainerRunning},
+		{ID: "c2", SandboxID: id, Name: "done", Key: id + "/done_0", State: store.ContainerExited},
+	} {
+		if err := d.store.CreateContainer(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	at := time.Now()
 	d.sandboxes.EXPECT().Stats(gomock.Any(), gomock.Any()).Return(sandbox.Stats{
+		Stats:      shim.Stats{At: at, Cgroup: testCgroup()},
 		Interfaces: []sandbox.Interface{{Name: "eth0", RxBytes: 10, TxBytes: 20}},
 	}, nil).Do(func(_ context.Context, s sandbox.Spec) {
 		if s.ID != id {
 			t.Errorf("stats of %s, want %s", s.ID, id)
 		}
 	}).Times(2)
+	d.containers.EXPECT().ContainerStats(gomock.Any(), id, "c1").Return(shim.Stats{At: at, Cgroup: testCgroup()}, nil).Times(2)
+	d.images.EXPECT().WritableUsage(gomock.Any(), "c1").Return(uint64(4096), uint64(3), nil).Times(2)
 	resp, err := intercept(t, d.srv.PodSandboxStats, &runtimeapi.PodSandboxStatsRequest{PodSandboxId: id})
 	if err != nil {
 		t.Fatal(err)
@@ -364,9 +377,21 @@ func TestPodSandboxStats(t *testing.T) {
 	if n := resp.Stats.Linux.Network; n.DefaultInterface.Name != "eth0" || n.DefaultInterface.RxBytes.Value != 10 || resp.Stats.Attributes.Id != id {
 		t.Errorf("stats = %v", resp.Stats)
 	}
-	l, err := intercept(t, d.srv.ListPodSandboxStats, &runtimeapi.ListPodSandboxStatsRequest{})
-	if err != nil || len(l.Stats) != 1 {
-		t.Errorf("list stats = %v, %v", l, err)
+	// kubelet's PodAndContainerStatsFromCRI finds the running containers
+	// in the pod's stats, and the pod's memory left under its limit.
+	l := resp.Stats.Linux
+	if len(l.Containers) != 1 || l.Containers[0].Attributes.Id != "c1" || l.Containers[0].WritableLayer.UsedBytes.Value != 4096 {
+		t.Errorf("the pod's container stats = %v, want c1's alone", l.Containers)
+	}
+	if m := l.Memory; m.WorkingSetBytes.Value != 4096 || m.AvailableBytes.GetValue() != 80<<20-4096 {
+		t.Errorf("pod memory = %v, want 4096 working set and the rest of 80 MiB available", m)
+	}
+	if c := l.Containers[0]; c.Swap == nil || c.Swap.SwapUsageBytes.Value != 0 || c.Io == nil || c.Io.Psi != nil {
+		t.Errorf("container swap %v and IO %v: want none swapped and no pressure on cgroup v1", c.Swap, c.Io)
+	}
+	list, err := intercept(t, d.srv.ListPodSandboxStats, &runtimeapi.ListPodSandboxStatsRequest{})
+	if err != nil || len(list.Stats) != 1 {
+		t.Errorf("list stats = %v, %v", list, err)
 	}
 	if _, err := intercept(t, d.srv.PodSandboxStats, &runtimeapi.PodSandboxStatsRequest{PodSandboxId: "ffff"}); status.Code(err) != codes.NotFound {
 		t.Errorf("stats of an unknown pod: %v, want NotFound", err)

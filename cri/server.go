@@ -177,6 +177,8 @@ type Server struct {
 
 	events events
 
+	cpuRates cpuRates // the CPU usage rates of pods and containers
+
 	// creates lets a pod's container creates run together, and its stop
 	// or remove wait until those under way are done.
 	creates podGates

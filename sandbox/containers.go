@@ -221,7 +221,7 @@ func (m *Manager) ContainerStats(ctx context.Context, podID, id string) (shim.St
 	if err != nil {
 		return shim.Stats{}, err
 	}
-	return c.Stats(ctx, id)
+	return c.Stats(ctx, id, false)
 }
 
 // ReopenLog reopens running container id's log file.

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"path"
+	"strings"
 
 	"github.com/containerd/errdefs"
 	"github.com/vishvananda/netlink"
@@ -22,8 +24,9 @@ type Stats struct {
 
 // Interface is one network interface's counters.
 type Interface struct {
-	Name                                 string
-	RxBytes, RxErrors, TxBytes, TxErrors uint64
+	Name                                    string
+	RxBytes, RxPackets, RxErrors, RxDropped uint64
+	TxBytes, TxPackets, TxErrors, TxDropped uint64
 }
 
 // Stats reads pod s's usage. A pod whose shim is gone has none:
@@ -33,7 +36,7 @@ func (m *Manager) Stats(ctx context.Context, s Spec) (Stats, error) {
 	if err != nil {
 		return Stats{}, fmt.Errorf("stats of pod %s: %w", s.ID, err)
 	}
-	st, err := c.Stats(ctx, s.ID)
+	st, err := c.Stats(ctx, s.ID, ownCgroup(s))
 	if err != nil {
 		return Stats{}, fmt.Errorf("stats of pod %s: %w", s.ID, err)
 	}
@@ -52,6 +55,19 @@ func (m *Manager) Stats(ctx context.Context, s Spec) (Stats, error) {
 		return Stats{}, fmt.Errorf("network stats of pod %s: %w", s.ID, err)
 	}
 	return out, nil
+}
+
+// ownCgroup tells whether the pod's cgroup parent is the pod's own, which
+// holds all its containers and nothing else: kubelet makes one per pod and
+// names it for the pod's UID (".../pod<uid>" with cgroupfs,
+// "...-pod<uid with _>.slice" with systemd). A parent shared with other
+// pods, or none, leaves the pod its sandbox's cgroup to report.
+func ownCgroup(s Spec) bool {
+	if s.UID == "" {
+		return false
+	}
+	base := path.Base(s.CgroupParent)
+	return strings.HasSuffix(base, "pod"+s.UID) || strings.HasSuffix(base, "pod"+strings.ReplaceAll(s.UID, "-", "_")+".slice")
 }
 
 // interfaces lists the counters of the current thread's netns, lo left out.
@@ -73,8 +89,10 @@ func interfaces() ([]Interface, error) {
 		if a.Flags&net.FlagLoopback != 0 || a.Statistics == nil {
 			continue
 		}
-		out = append(out, Interface{Name: a.Name, RxBytes: a.Statistics.RxBytes, RxErrors: a.Statistics.RxErrors,
-			TxBytes: a.Statistics.TxBytes, TxErrors: a.Statistics.TxErrors})
+		n := a.Statistics
+		out = append(out, Interface{Name: a.Name,
+			RxBytes: n.RxBytes, RxPackets: n.RxPackets, RxErrors: n.RxErrors, RxDropped: n.RxDropped,
+			TxBytes: n.TxBytes, TxPackets: n.TxPackets, TxErrors: n.TxErrors, TxDropped: n.TxDropped})
 	}
 	return out, nil
 }

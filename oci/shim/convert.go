@@ -1,9 +1,12 @@
 package shim
 
 import (
+	"encoding/json"
+	"fmt"
 	"syscall"
 	"time"
 
+	"github.com/containerd/errdefs"
 	"github.com/opencontainers/runtime-spec/specs-go"
 
 	"ketch.dev/ketch/oci/shim/api"
@@ -105,28 +108,44 @@ func stateFromProto(r *api.StateResponse) State {
 	return s
 }
 
-func statsToProto(s Stats) *api.StatsResponse {
-	return &api.StatsResponse{
-		TimestampUnixNano:     s.At.UnixNano(),
-		CpuUsageNanos:         s.CPUUsageNanos,
-		MemoryUsageBytes:      s.MemoryUsage,
-		MemoryWorkingSetBytes: s.MemoryWorkingSet,
-		MemoryRssBytes:        s.MemoryRSS,
-		PageFaults:            s.PageFaults,
-		MajorPageFaults:       s.MajorPageFaults,
-		Processes:             s.Processes,
+func statsToProto(s Stats) (*api.StatsResponse, error) {
+	cg, err := json.Marshal(s.Cgroup)
+	if err != nil {
+		return nil, err
 	}
+	return &api.StatsResponse{
+		TimestampUnixNano: s.At.UnixNano(),
+		CgroupJson:        cg,
+		OomKills:          s.OOMKills,
+		FileDescriptors:   s.FileDescriptors,
+		Sockets:           s.Sockets,
+		Threads:           s.Threads,
+		OpenFilesLimit:    s.OpenFilesLimit,
+		CpuShares:         s.CPUShares,
+		CpuPeriod:         s.CPUPeriod,
+		CpuQuota:          s.CPUQuota,
+		MemoryReservation: s.MemoryReservation,
+	}, nil
 }
 
-func statsFromProto(r *api.StatsResponse) Stats {
-	return Stats{
-		At:               time.Unix(0, r.GetTimestampUnixNano()),
-		CPUUsageNanos:    r.GetCpuUsageNanos(),
-		MemoryUsage:      r.GetMemoryUsageBytes(),
-		MemoryWorkingSet: r.GetMemoryWorkingSetBytes(),
-		MemoryRSS:        r.GetMemoryRssBytes(),
-		PageFaults:       r.GetPageFaults(),
-		MajorPageFaults:  r.GetMajorPageFaults(),
-		Processes:        r.GetProcesses(),
+func statsFromProto(r *api.StatsResponse) (Stats, error) {
+	s := Stats{
+		At:                time.Unix(0, r.GetTimestampUnixNano()),
+		OOMKills:          r.GetOomKills(),
+		FileDescriptors:   r.GetFileDescriptors(),
+		Sockets:           r.GetSockets(),
+		Threads:           r.GetThreads(),
+		OpenFilesLimit:    r.GetOpenFilesLimit(),
+		CPUShares:         r.GetCpuShares(),
+		CPUPeriod:         r.GetCpuPeriod(),
+		CPUQuota:          r.GetCpuQuota(),
+		MemoryReservation: r.GetMemoryReservation(),
 	}
+	if len(r.GetCgroupJson()) == 0 {
+		return Stats{}, fmt.Errorf("the pod's shim predates this ketchd's stats; they come back when the pod is recreated: %w", errdefs.ErrNotImplemented)
+	}
+	if err := json.Unmarshal(r.GetCgroupJson(), &s.Cgroup); err != nil {
+		return Stats{}, fmt.Errorf("cgroup stats from the shim: %w", err)
+	}
+	return s, nil
 }

@@ -284,11 +284,11 @@ func (t *ttrpcService) Wait(ctx context.Context, r *api.WaitRequest) (*api.WaitR
 }
 
 func (t *ttrpcService) Stats(ctx context.Context, r *api.StatsRequest) (*api.StatsResponse, error) {
-	st, err := t.s.Stats(ctx, r.GetId())
+	st, err := t.s.Stats(ctx, r.GetId(), r.GetPod())
 	if err != nil {
 		return nil, err
 	}
-	return statsToProto(st), nil
+	return statsToProto(st)
 }
 
 func (t *ttrpcService) Shutdown(ctx context.Context, _ *api.ShutdownRequest) (*api.ShutdownResponse, error) {

@@ -1,53 +1,221 @@
 package shim
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/opencontainers/cgroups"
+	"github.com/opencontainers/cgroups/manager"
 )
 
-// Stats reads container id's cgroup usage.
-func (s *Service) Stats(_ context.Context, id string) (Stats, error) {
+// Stats reads container id's cgroup usage and settings, or with pod, those
+// of the cgroup above the sandbox's: the pod's own, which holds all its
+// containers when the pod named a cgroup parent of its own, as kubelet does.
+func (s *Service) Stats(_ context.Context, id string, pod bool) (Stats, error) {
 	c, err := s.get(id)
 	if err != nil {
 		return Stats{}, err
 	}
-	st, err := c.lc.Stats()
+	state, err := c.lc.State()
 	if err != nil {
 		return Stats{}, fmt.Errorf("stats of %s: %w", id, err)
 	}
-	return statsFromCgroup(st.CgroupStats, time.Now()), nil
+	paths := state.CgroupPaths
+	if pod {
+		up := make(map[string]string, len(paths))
+		for k, p := range paths {
+			up[k] = filepath.Dir(p)
+		}
+		paths = up
+	}
+	// The fs managers read either driver's cgroups; a reader needs no more.
+	m, err := manager.NewWithPaths(&cgroups.Cgroup{Resources: &cgroups.Resources{}}, paths)
+	if err != nil {
+		return Stats{}, fmt.Errorf("stats of %s: %w", id, err)
+	}
+	cg, err := m.GetStats()
+	if err != nil {
+		return Stats{}, fmt.Errorf("stats of %s: %w", id, err)
+	}
+	st := Stats{At: time.Now(), Cgroup: *cg, OOMKills: oomKills(paths), CPUQuota: -1}
+	if pod {
+		return st, nil
+	}
+	r := c.lc.Config().Cgroups.Resources
+	st.CPUShares, st.CPUPeriod, st.MemoryReservation = r.CpuShares, r.CpuPeriod, uint64(max(r.MemoryReservation, 0))
+	if r.CpuQuota > 0 {
+		st.CPUQuota = r.CpuQuota
+	}
+	if st.CPUShares == 0 {
+		st.CPUShares = 1024 // the kernel's default
+	}
+	if st.CPUPeriod == 0 {
+		st.CPUPeriod = 100000 // the kernel's default, in µs
+	}
+	if pids, err := c.lc.Processes(); err == nil {
+		st.FileDescriptors, st.Sockets, st.Threads = procCounts(pids)
+	}
+	st.OpenFilesLimit = openFilesLimit(c.pid)
+	return st, nil
 }
 
-// statsFromCgroup picks kubelet's figures out of either cgroup version's
-// memory.stat keys: v1 has total_* for the hierarchy, v2 plain names.
-func statsFromCgroup(cg *cgroups.Stats, at time.Time) Stats {
-	if cg == nil {
-		return Stats{At: at}
-	}
-	m := cg.MemoryStats
-	pick := func(v1, v2 string) uint64 {
-		if v, ok := m.Stats[v1]; ok {
+// oomKills is the kernel's count of OOM kills in the cgroup: oom_kill of
+// memory.events (v2) or memory.oom_control (v1).
+func oomKills(paths map[string]string) uint64 {
+	for key, file := range map[string]string{"": "memory.events", "memory": "memory.oom_control"} {
+		dir, ok := paths[key]
+		if !ok {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, file))
+		if err != nil {
+			continue
+		}
+		if v, ok := keyed(b, "oom_kill"); ok {
 			return v
 		}
-		return m.Stats[v2]
 	}
-	ws := m.Usage.Usage
-	if inactive := pick("total_inactive_file", "inactive_file"); inactive < ws {
-		ws -= inactive
-	} else {
-		ws = 0
+	return 0
+}
+
+// keyed is the value of the "key value" line of a cgroup or /proc file.
+func keyed(b []byte, key string) (uint64, bool) {
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) >= 2 && strings.TrimSuffix(f[0], ":") == key {
+			v, err := strconv.ParseUint(f[1], 10, 64)
+			return v, err == nil
+		}
 	}
-	return Stats{
-		At:               at,
-		CPUUsageNanos:    cg.CpuStats.CpuUsage.TotalUsage,
-		MemoryUsage:      m.Usage.Usage,
-		MemoryWorkingSet: ws,
-		MemoryRSS:        pick("total_rss", "anon"),
-		PageFaults:       pick("total_pgfault", "pgfault"),
-		MajorPageFaults:  pick("total_pgmajfault", "pgmajfault"),
-		Processes:        cg.PidsStats.Current,
+	return 0, false
+}
+
+// procCounts counts the open files, sockets and threads of pids, as
+// cAdvisor does; a process that exits meanwhile counts for nothing.
+func procCounts(pids []int) (fds, sockets, threads uint64) {
+	for _, pid := range pids {
+		dir := filepath.Join("/proc", strconv.Itoa(pid))
+		if b, err := os.ReadFile(filepath.Join(dir, "status")); err == nil {
+			n, _ := keyed(b, "Threads")
+			threads += n
+		}
+		ents, err := os.ReadDir(filepath.Join(dir, "fd"))
+		if err != nil {
+			continue
+		}
+		fds += uint64(len(ents))
+		for _, e := range ents {
+			if l, err := os.Readlink(filepath.Join(dir, "fd", e.Name())); err == nil && strings.HasPrefix(l, "socket:") {
+				sockets++
+			}
+		}
 	}
+	return fds, sockets, threads
+}
+
+// openFilesLimit is pid's soft RLIMIT_NOFILE, 0 if unknown or unlimited.
+func openFilesLimit(pid int) uint64 {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "limits"))
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(l, "Max open files"); ok {
+			if f := strings.Fields(rest); len(f) > 0 {
+				v, _ := strconv.ParseUint(f[0], 10, 64)
+				return v
+			}
+		}
+	}
+	return 0
+}
+
+// memStat picks a memory.stat key of either version: v1 has total_* for
+// the hierarchy, v2 plain names.
+func (s Stats) memStat(v1, v2 string) uint64 {
+	if v, ok := s.Cgroup.MemoryStats.Stats[v1]; ok {
+		return v
+	}
+	return s.Cgroup.MemoryStats.Stats[v2]
+}
+
+// CPUUsageNanos is the cumulative CPU time.
+func (s Stats) CPUUsageNanos() uint64 { return s.Cgroup.CpuStats.CpuUsage.TotalUsage }
+
+// MemoryUsage is all memory charged to the cgroup, page cache included.
+func (s Stats) MemoryUsage() uint64 { return s.Cgroup.MemoryStats.Usage.Usage }
+
+// MemoryWorkingSet is usage less inactive file pages: what kubelet evicts by.
+func (s Stats) MemoryWorkingSet() uint64 {
+	u, inactive := s.MemoryUsage(), s.memStat("total_inactive_file", "inactive_file")
+	if inactive >= u {
+		return 0
+	}
+	return u - inactive
+}
+
+// MemoryRSS is anonymous memory and swap cache.
+func (s Stats) MemoryRSS() uint64 { return s.memStat("total_rss", "anon") }
+
+// MemoryCache is page cache.
+func (s Stats) MemoryCache() uint64 { return s.memStat("total_cache", "file") }
+
+// MemoryMappedFile is memory-mapped file pages.
+func (s Stats) MemoryMappedFile() uint64 { return s.memStat("total_mapped_file", "file_mapped") }
+
+// PageFaults and MajorPageFaults are cumulative counts.
+func (s Stats) PageFaults() uint64      { return s.memStat("total_pgfault", "pgfault") }
+func (s Stats) MajorPageFaults() uint64 { return s.memStat("total_pgmajfault", "pgmajfault") }
+
+// MemoryLimit is the cgroup's memory limit, 0 when it has none.
+func (s Stats) MemoryLimit() uint64 { return limit(s.Cgroup.MemoryStats.Usage.Limit) }
+
+// MemoryAvailable is the limit less the working set, 0 without a limit.
+func (s Stats) MemoryAvailable() uint64 {
+	l, ws := s.MemoryLimit(), s.MemoryWorkingSet()
+	if l <= ws {
+		return 0
+	}
+	return l - ws
+}
+
+// SwapUsage is the swap the cgroup uses; 0 where the kernel does not
+// account swap (v1 without memsw).
+func (s Stats) SwapUsage() uint64 {
+	m := s.Cgroup.MemoryStats
+	if m.SwapUsage.Usage < m.Usage.Usage { // the library's v1 subtraction underflowed
+		return 0
+	}
+	return m.SwapOnlyUsage.Usage
+}
+
+// SwapLimit is the cgroup's swap limit, if it has one (0 is one: no swap
+// at all): what its memory and swap limit (both versions report them
+// summed) leaves above its memory limit.
+func (s Stats) SwapLimit() (uint64, bool) {
+	both, mem := limit(s.Cgroup.MemoryStats.SwapUsage.Limit), s.MemoryLimit()
+	if both == 0 || mem == 0 || both < mem {
+		return 0, false
+	}
+	return both - mem, true
+}
+
+// Processes is the number of tasks in the cgroup.
+func (s Stats) Processes() uint64 { return s.Cgroup.PidsStats.Current }
+
+// limit is a cgroup limit, 0 for the kernel's "none" (max, or v1's page
+// counter maximum).
+func limit(v uint64) uint64 {
+	if v == 0 || v >= 1<<62 {
+		return 0
+	}
+	return v
 }

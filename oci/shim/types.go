@@ -4,6 +4,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/opencontainers/cgroups"
 	"github.com/opencontainers/runtime-spec/specs-go"
 )
 
@@ -122,14 +123,17 @@ func exitFromWaitStatus(ws syscall.WaitStatus, at time.Time) Exit {
 	return Exit{Code: ws.ExitStatus(), At: at}
 }
 
-// Stats is a container's cgroup usage at one moment.
+// Stats is a cgroup's usage and settings at one moment: a container's, or
+// a pod's whole cgroup.
 type Stats struct {
-	At               time.Time
-	CPUUsageNanos    uint64 // cumulative
-	MemoryUsage      uint64
-	MemoryWorkingSet uint64 // usage less inactive file pages, what kubelet evicts by
-	MemoryRSS        uint64
-	PageFaults       uint64
-	MajorPageFaults  uint64
-	Processes        uint64
+	At       time.Time
+	Cgroup   cgroups.Stats // as the cgroup library reads either version
+	OOMKills uint64
+	// Of a container's processes, from /proc; zero for a pod.
+	FileDescriptors, Sockets, Threads uint64
+	OpenFilesLimit                    uint64 // PID 1's soft RLIMIT_NOFILE
+	// The cgroup's settings.
+	CPUShares, CPUPeriod uint64
+	CPUQuota             int64 // -1: none
+	MemoryReservation    uint64
 }

@@ -724,6 +724,137 @@ spec:
 	}
 }
 
+// kubeletStatsFromCRI: kubelet with the PodAndContainerStatsFromCRI gate
+// takes every figure of /stats/summary and /metrics/cadvisor from ketch,
+// none from cAdvisor: the pod's own cgroup, its containers, its network,
+// and cAdvisor's container metrics by cAdvisor's names and labels.
+func kubeletStatsFromCRI(t *testing.T, c *cluster) {
+	c.restartKubelet(t, kubeletGates+",PodAndContainerStatsFromCRI=true")
+	defer c.restartKubelet(t, "")
+	ns := c.namespace(t)
+	c.applyPods(t, ns, `
+apiVersion: v1
+kind: Pod
+metadata: {name: measured}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: {{busybox}}
+    command: [sh, -c, 'while true; do :; done']
+    resources: {limits: {cpu: 200m, memory: 80Mi}}
+`)
+	c.waitPod(t, ns, "measured", "running", 60*time.Second, podReady)
+
+	type usage struct {
+		CPU struct {
+			UsageNanoCores       *uint64 `json:"usageNanoCores"`
+			UsageCoreNanoSeconds uint64  `json:"usageCoreNanoSeconds"`
+		} `json:"cpu"`
+		Memory struct {
+			WorkingSetBytes uint64  `json:"workingSetBytes"`
+			AvailableBytes  *uint64 `json:"availableBytes"`
+		} `json:"memory"`
+	}
+	var pod struct {
+		usage
+		PodRef     struct{ Name, Namespace string } `json:"podRef"`
+		Containers []struct {
+			usage
+			Name string `json:"name"`
+		} `json:"containers"`
+		Network *struct {
+			Name    string `json:"name"`
+			RxBytes uint64 `json:"rxBytes"`
+		} `json:"network"`
+	}
+	waitFor(t, 90*time.Second, "the pod's and its container's usage in /stats/summary", func() bool {
+		var summary struct {
+			Pods []json.RawMessage `json:"pods"`
+		}
+		if err := json.Unmarshal([]byte(c.kubeletGet(t, "/stats/summary")), &summary); err != nil {
+			t.Fatal(err)
+		}
+		for _, raw := range summary.Pods {
+			if err := json.Unmarshal(raw, &pod); err != nil {
+				t.Fatal(err)
+			}
+			if pod.PodRef.Namespace == ns && pod.PodRef.Name == "measured" {
+				return len(pod.Containers) == 1 && pod.Containers[0].CPU.UsageNanoCores != nil && *pod.Containers[0].CPU.UsageNanoCores > 0 &&
+					pod.CPU.UsageNanoCores != nil && *pod.CPU.UsageNanoCores > 0
+			}
+		}
+		return false
+	})
+	ctr := pod.Containers[0]
+	if ctr.Name != "main" || ctr.Memory.WorkingSetBytes == 0 || ctr.Memory.AvailableBytes == nil || *ctr.Memory.AvailableBytes > 80<<20 {
+		t.Errorf("container stats %+v: want main's working set and what is left of its 80 MiB", ctr)
+	}
+	// The pod's cgroup holds its container: the pod uses at least as much.
+	if pod.CPU.UsageCoreNanoSeconds < ctr.CPU.UsageCoreNanoSeconds || pod.Memory.WorkingSetBytes < ctr.Memory.WorkingSetBytes {
+		t.Errorf("pod usage %+v below its container's %+v: not the pod's own cgroup", pod.usage, ctr.usage)
+	}
+	// 200m of CPU, measured over a few seconds: well under a whole core.
+	if n := *pod.CPU.UsageNanoCores; n > 600e6 {
+		t.Errorf("pod uses %d nanocores under a 200m limit", n)
+	}
+	if pod.Network == nil || pod.Network.Name != "eth0" {
+		t.Errorf("pod network %+v, want eth0's counters", pod.Network)
+	}
+
+	// /metrics/cadvisor: every metric ketch describes, for this container
+	// (and its pod's network, as cAdvisor's "POD"), by kubelet's hand.
+	descs, err := c.d.rt.ListMetricDescriptors(ctxT(t, 10*time.Second), &runtimeapi.ListMetricDescriptorsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := c.kubeletGet(t, "/metrics/cadvisor")
+	series := map[string][]string{} // metric name → this pod's series
+	for _, l := range strings.Split(text, "\n") {
+		name, rest, ok := strings.Cut(l, "{")
+		if ok && !strings.HasPrefix(l, "#") && strings.Contains(rest, `namespace="`+ns+`"`) {
+			series[name] = append(series[name], rest)
+		}
+	}
+	_, err = os.Stat("/sys/fs/cgroup/cgroup.controllers")
+	cgroupV2 := err == nil
+	for _, d := range descs.Descriptors {
+		if strings.HasPrefix(d.Name, "container_pressure_") && !cgroupV2 {
+			continue // pressure is cgroup v2's
+		}
+		who := `container="main"`
+		if strings.HasPrefix(d.Name, "container_network_") {
+			who = `container="POD"`
+		}
+		found := false
+		for _, s := range series[d.Name] {
+			found = found || strings.Contains(s, who) && strings.Contains(s, `pod="measured"`)
+		}
+		if !found {
+			t.Errorf("/metrics/cadvisor has no %s for %s: %q", d.Name, who, series[d.Name])
+		}
+	}
+	if len(descs.Descriptors) < 49 {
+		t.Errorf("ketch describes %d metrics, fewer than containerd's 49", len(descs.Descriptors))
+	}
+	for name, want := range map[string]float64{
+		"container_spec_memory_limit_bytes": 80 << 20, "container_spec_cpu_quota": 20000, "container_spec_cpu_period": 100000,
+	} {
+		s := series[name]
+		if len(s) != 1 {
+			t.Errorf("%s: %q, want one series", name, s)
+			continue
+		}
+		f := strings.Fields(s[0][strings.LastIndex(s[0], "}")+1:])
+		if v, err := strconv.ParseFloat(f[0], 64); err != nil || v != want {
+			t.Errorf("%s = %s, want %v", name, f[0], want)
+		}
+	}
+	if b, _ := os.ReadFile(filepath.Join(c.dir, "log", "kubelet.log")); bytes.Contains(b, []byte("Failed to get pod metrics")) || bytes.Contains(b, []byte("Error getting CRI prometheus metric")) {
+		t.Error("kubelet failed to read ketch's metrics; see kubelet.log")
+	}
+}
+
 // metricValue is the value of an unlabelled metric in Prometheus text, -1
 // when absent.
 func metricValue(text, name string) float64 {

@@ -97,6 +97,7 @@ func TestKubelet(t *testing.T) {
 	t.Run("KetchdKilled", func(t *testing.T) { ketchdRestart(t, c, true) })
 	t.Run("EventedPLEG", func(t *testing.T) { kubeletEventedPLEG(t, c) })
 	t.Run("ListStreaming", func(t *testing.T) { kubeletListStreaming(t, c) })
+	t.Run("StatsFromCRI", func(t *testing.T) { kubeletStatsFromCRI(t, c) })
 	t.Run("Standalone", func(t *testing.T) { kubeletStandalone(t, c) })
 	t.Run("NothingLeft", func(t *testing.T) { kubeletNothingLeft(t, c) })
 }

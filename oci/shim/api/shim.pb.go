@@ -1425,8 +1425,12 @@ func (x *WaitResponse) GetExit() *Exit {
 }
 
 type StatsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// pod asks for the cgroup above the sandbox's: the pod's own cgroup,
+	// which kubelet names as the pod's cgroup parent and which holds every
+	// container of the pod.
+	Pod           bool `protobuf:"varint,2,opt,name=pod,proto3" json:"pod,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1468,22 +1472,36 @@ func (x *StatsRequest) GetId() string {
 	return ""
 }
 
-// StatsResponse is a container's cgroup usage, the figures kubelet's CRI
-// stats need, whichever cgroup version the host runs.
+func (x *StatsRequest) GetPod() bool {
+	if x != nil {
+		return x.Pod
+	}
+	return false
+}
+
+// StatsResponse is a cgroup's usage and configuration, whichever cgroup
+// version the host runs.
 type StatsResponse struct {
 	state             protoimpl.MessageState `protogen:"open.v1"`
 	TimestampUnixNano int64                  `protobuf:"varint,1,opt,name=timestamp_unix_nano,json=timestampUnixNano,proto3" json:"timestamp_unix_nano,omitempty"`
-	// Cumulative CPU time, in nanoseconds.
-	CpuUsageNanos    uint64 `protobuf:"varint,2,opt,name=cpu_usage_nanos,json=cpuUsageNanos,proto3" json:"cpu_usage_nanos,omitempty"`
-	MemoryUsageBytes uint64 `protobuf:"varint,3,opt,name=memory_usage_bytes,json=memoryUsageBytes,proto3" json:"memory_usage_bytes,omitempty"`
-	// Usage less inactive file pages: what kubelet evicts by.
-	MemoryWorkingSetBytes uint64 `protobuf:"varint,4,opt,name=memory_working_set_bytes,json=memoryWorkingSetBytes,proto3" json:"memory_working_set_bytes,omitempty"`
-	MemoryRssBytes        uint64 `protobuf:"varint,5,opt,name=memory_rss_bytes,json=memoryRssBytes,proto3" json:"memory_rss_bytes,omitempty"`
-	PageFaults            uint64 `protobuf:"varint,6,opt,name=page_faults,json=pageFaults,proto3" json:"page_faults,omitempty"`
-	MajorPageFaults       uint64 `protobuf:"varint,7,opt,name=major_page_faults,json=majorPageFaults,proto3" json:"major_page_faults,omitempty"`
-	Processes             uint64 `protobuf:"varint,8,opt,name=processes,proto3" json:"processes,omitempty"`
-	unknownFields         protoimpl.UnknownFields
-	sizeCache             protoimpl.SizeCache
+	// The cgroup library's Stats as JSON: carried whole, so that a figure
+	// ketchd starts to report needs no change here.
+	CgroupJson []byte `protobuf:"bytes,9,opt,name=cgroup_json,json=cgroupJson,proto3" json:"cgroup_json,omitempty"`
+	// OOM kills the kernel counted in the cgroup.
+	OomKills uint64 `protobuf:"varint,10,opt,name=oom_kills,json=oomKills,proto3" json:"oom_kills,omitempty"`
+	// Of the container's processes, read from /proc; zero for a pod.
+	FileDescriptors uint64 `protobuf:"varint,11,opt,name=file_descriptors,json=fileDescriptors,proto3" json:"file_descriptors,omitempty"`
+	Sockets         uint64 `protobuf:"varint,12,opt,name=sockets,proto3" json:"sockets,omitempty"`
+	Threads         uint64 `protobuf:"varint,13,opt,name=threads,proto3" json:"threads,omitempty"`
+	// The soft RLIMIT_NOFILE of the container's PID 1.
+	OpenFilesLimit uint64 `protobuf:"varint,14,opt,name=open_files_limit,json=openFilesLimit,proto3" json:"open_files_limit,omitempty"`
+	// The cgroup's CPU and memory settings, as cAdvisor reports them.
+	CpuShares         uint64 `protobuf:"varint,15,opt,name=cpu_shares,json=cpuShares,proto3" json:"cpu_shares,omitempty"`
+	CpuPeriod         uint64 `protobuf:"varint,16,opt,name=cpu_period,json=cpuPeriod,proto3" json:"cpu_period,omitempty"`
+	CpuQuota          int64  `protobuf:"varint,17,opt,name=cpu_quota,json=cpuQuota,proto3" json:"cpu_quota,omitempty"`
+	MemoryReservation uint64 `protobuf:"varint,18,opt,name=memory_reservation,json=memoryReservation,proto3" json:"memory_reservation,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *StatsResponse) Reset() {
@@ -1523,51 +1541,72 @@ func (x *StatsResponse) GetTimestampUnixNano() int64 {
 	return 0
 }
 
-func (x *StatsResponse) GetCpuUsageNanos() uint64 {
+func (x *StatsResponse) GetCgroupJson() []byte {
 	if x != nil {
-		return x.CpuUsageNanos
+		return x.CgroupJson
+	}
+	return nil
+}
+
+func (x *StatsResponse) GetOomKills() uint64 {
+	if x != nil {
+		return x.OomKills
 	}
 	return 0
 }
 
-func (x *StatsResponse) GetMemoryUsageBytes() uint64 {
+func (x *StatsResponse) GetFileDescriptors() uint64 {
 	if x != nil {
-		return x.MemoryUsageBytes
+		return x.FileDescriptors
 	}
 	return 0
 }
 
-func (x *StatsResponse) GetMemoryWorkingSetBytes() uint64 {
+func (x *StatsResponse) GetSockets() uint64 {
 	if x != nil {
-		return x.MemoryWorkingSetBytes
+		return x.Sockets
 	}
 	return 0
 }
 
-func (x *StatsResponse) GetMemoryRssBytes() uint64 {
+func (x *StatsResponse) GetThreads() uint64 {
 	if x != nil {
-		return x.MemoryRssBytes
+		return x.Threads
 	}
 	return 0
 }
 
-func (x *StatsResponse) GetPageFaults() uint64 {
+func (x *StatsResponse) GetOpenFilesLimit() uint64 {
 	if x != nil {
-		return x.PageFaults
+		return x.OpenFilesLimit
 	}
 	return 0
 }
 
-func (x *StatsResponse) GetMajorPageFaults() uint64 {
+func (x *StatsResponse) GetCpuShares() uint64 {
 	if x != nil {
-		return x.MajorPageFaults
+		return x.CpuShares
 	}
 	return 0
 }
 
-func (x *StatsResponse) GetProcesses() uint64 {
+func (x *StatsResponse) GetCpuPeriod() uint64 {
 	if x != nil {
-		return x.Processes
+		return x.CpuPeriod
+	}
+	return 0
+}
+
+func (x *StatsResponse) GetCpuQuota() int64 {
+	if x != nil {
+		return x.CpuQuota
+	}
+	return 0
+}
+
+func (x *StatsResponse) GetMemoryReservation() uint64 {
+	if x != nil {
+		return x.MemoryReservation
 	}
 	return 0
 }
@@ -1746,19 +1785,26 @@ const file_shim_proto_rawDesc = "" +
 	"\vWaitRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"7\n" +
 	"\fWaitResponse\x12'\n" +
-	"\x04exit\x18\x01 \x01(\v2\x13.ketch.shim.v1.ExitR\x04exit\"\x1e\n" +
+	"\x04exit\x18\x01 \x01(\v2\x13.ketch.shim.v1.ExitR\x04exit\"0\n" +
 	"\fStatsRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"\xe3\x02\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
+	"\x03pod\x18\x02 \x01(\bR\x03pod\"\x96\x03\n" +
 	"\rStatsResponse\x12.\n" +
-	"\x13timestamp_unix_nano\x18\x01 \x01(\x03R\x11timestampUnixNano\x12&\n" +
-	"\x0fcpu_usage_nanos\x18\x02 \x01(\x04R\rcpuUsageNanos\x12,\n" +
-	"\x12memory_usage_bytes\x18\x03 \x01(\x04R\x10memoryUsageBytes\x127\n" +
-	"\x18memory_working_set_bytes\x18\x04 \x01(\x04R\x15memoryWorkingSetBytes\x12(\n" +
-	"\x10memory_rss_bytes\x18\x05 \x01(\x04R\x0ememoryRssBytes\x12\x1f\n" +
-	"\vpage_faults\x18\x06 \x01(\x04R\n" +
-	"pageFaults\x12*\n" +
-	"\x11major_page_faults\x18\a \x01(\x04R\x0fmajorPageFaults\x12\x1c\n" +
-	"\tprocesses\x18\b \x01(\x04R\tprocesses\"\x11\n" +
+	"\x13timestamp_unix_nano\x18\x01 \x01(\x03R\x11timestampUnixNano\x12\x1f\n" +
+	"\vcgroup_json\x18\t \x01(\fR\n" +
+	"cgroupJson\x12\x1b\n" +
+	"\toom_kills\x18\n" +
+	" \x01(\x04R\boomKills\x12)\n" +
+	"\x10file_descriptors\x18\v \x01(\x04R\x0ffileDescriptors\x12\x18\n" +
+	"\asockets\x18\f \x01(\x04R\asockets\x12\x18\n" +
+	"\athreads\x18\r \x01(\x04R\athreads\x12(\n" +
+	"\x10open_files_limit\x18\x0e \x01(\x04R\x0eopenFilesLimit\x12\x1d\n" +
+	"\n" +
+	"cpu_shares\x18\x0f \x01(\x04R\tcpuShares\x12\x1d\n" +
+	"\n" +
+	"cpu_period\x18\x10 \x01(\x04R\tcpuPeriod\x12\x1b\n" +
+	"\tcpu_quota\x18\x11 \x01(\x03R\bcpuQuota\x12-\n" +
+	"\x12memory_reservation\x18\x12 \x01(\x04R\x11memoryReservationJ\x04\b\x02\x10\t\"\x11\n" +
 	"\x0fShutdownRequest\"\x12\n" +
 	"\x10ShutdownResponse*X\n" +
 	"\x06Status\x12\x12\n" +
