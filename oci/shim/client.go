@@ -161,13 +161,14 @@ func (c *Client) Wait(ctx context.Context, id string) (Exit, error) {
 	return *exitFromProto(r.GetExit()), nil
 }
 
-// Stats reads container id's cgroup usage.
-func (c *Client) Stats(ctx context.Context, id string) (Stats, error) {
-	r, err := c.shim.Stats(ctx, &api.StatsRequest{Id: id})
+// Stats reads container id's cgroup usage, or with pod that of the pod's
+// cgroup, the one above the sandbox's (see Service.Stats).
+func (c *Client) Stats(ctx context.Context, id string, pod bool) (Stats, error) {
+	r, err := c.shim.Stats(ctx, &api.StatsRequest{Id: id, Pod: pod})
 	if err != nil {
 		return Stats{}, fromTTRPC(err)
 	}
-	return statsFromProto(r), nil
+	return statsFromProto(r)
 }
 
 // Shutdown kills the pod's processes, removes their cgroups and state, and
@@ -220,6 +221,26 @@ func (c *Client) pidfd() int {
 		return -1
 	}
 	return fd
+}
+
+// waitChild reaps cmd once it has exited, holding no OS thread meanwhile:
+// exec.Cmd.Wait blocks one in waitid for as long as the child lives, which
+// made ketchd's thread count grow with its pods. A pidfd is readable once
+// its process has exited, and Go's netpoller waits on it with the rest.
+func waitChild(cmd *exec.Cmd) error {
+	fd, err := unix.PidfdOpen(cmd.Process.Pid, unix.PIDFD_NONBLOCK)
+	if err != nil {
+		return cmd.Wait() // a kernel without pidfds: a thread it is
+	}
+	f := os.NewFile(uintptr(fd), "pidfd")
+	defer f.Close()
+	if rc, err := f.SyscallConn(); err == nil {
+		_ = rc.Read(func(fd uintptr) bool {
+			n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 0)
+			return n > 0 || err != nil && err != unix.EINTR
+		})
+	}
+	return cmd.Wait()
 }
 
 // waitExit waits until the process behind pidfd has exited.
@@ -296,7 +317,7 @@ func Launch(ctx context.Context, o LaunchOptions) (_ *Client, retErr error) {
 	exited := make(chan error, 1)
 	// While ketchd lives it is the shim's parent and must reap it; after a
 	// restart the shim's new parent does.
-	go func() { exited <- cmd.Wait() }()
+	go func() { exited <- waitChild(cmd) }()
 	defer func() {
 		if retErr != nil {
 			_ = cmd.Process.Kill()
