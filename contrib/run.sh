@@ -28,6 +28,9 @@ stop() {
 }
 
 start() {
+  # What this node lacks, before anything is started on it: warnings are
+  # printed and run goes on, a failed check stops it.
+  /usr/local/bin/ketchd --config /etc/ketch/config.toml check || { echo "ketchd check failed: ketch cannot run here as configured" >&2; exit 1; }
   if [ -d /run/systemd/system ]; then
     install -m 0644 "$here/ketchd.service" /etc/systemd/system/ketchd.service
     systemctl daemon-reload

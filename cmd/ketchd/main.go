@@ -24,6 +24,7 @@ import (
 	"ketch.dev/ketch/image"
 	"ketch.dev/ketch/oci"
 	"ketch.dev/ketch/oci/shim"
+	"ketch.dev/ketch/preflight"
 	"ketch.dev/ketch/sandbox"
 	"ketch.dev/ketch/sandbox/cni"
 )
@@ -32,11 +33,19 @@ import (
 var version = "0.1.0-dev"
 
 func main() {
-	if err := run(); err != nil {
+	err := run()
+	if errors.Is(err, errCheckFailed) {
+		os.Exit(1)
+	}
+	if err != nil {
 		slog.Error("ketchd failed", "err", err)
 		os.Exit(1)
 	}
 }
+
+// errCheckFailed is `ketchd check` finding that ketch cannot run here; the
+// checks' lines have said why.
+var errCheckFailed = errors.New("a check failed")
 
 func run() error {
 	configPath := flag.String("config", "/etc/ketch/config.toml", "config file (optional; every field has a default)")
@@ -62,6 +71,12 @@ func run() error {
 	override(&cfg.State, *state)
 	override(&cfg.Image.RegistryConfigPath, *hostsDir)
 	override(&cfg.LogLevel, *logLevel)
+	if flag.Arg(0) == "check" {
+		return check(cfg)
+	}
+	if flag.NArg() > 0 {
+		return fmt.Errorf("unknown command %q: ketchd runs the daemon, ketchd check checks the node", flag.Arg(0))
+	}
 
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
@@ -189,6 +204,25 @@ func override(dst *string, v string) {
 
 // cgroupDriver picks systemd when asked, or when unset and systemd runs the
 // host (kubelet's default expectation there); cgroupfs otherwise.
+// check is `ketchd check`: one line per check of the node, and an error
+// when ketch cannot run here.
+func check(cfg Config) error {
+	driver := "cgroupfs"
+	if cgroupDriver(cfg.CgroupDriver) == runtimeapi.CgroupDriver_SYSTEMD {
+		driver = "systemd"
+	}
+	rs := preflight.Run(preflight.Node{}, preflight.Config{
+		CgroupDriver: driver, CNIConfDir: cfg.Network.CNIConfDir, CNIBinDirs: cfg.Network.CNIBinDirs,
+		Socket: cfg.Socket, Root: cfg.Root, State: cfg.State,
+		RegistryConfig: func() error { return image.CheckHostsConfig(context.Background(), cfg.Image.RegistryConfigPath) },
+	})
+	preflight.Print(os.Stdout, rs)
+	if preflight.Failed(rs) {
+		return errCheckFailed
+	}
+	return nil
+}
+
 func cgroupDriver(name string) runtimeapi.CgroupDriver {
 	if name == "systemd" {
 		return runtimeapi.CgroupDriver_SYSTEMD
