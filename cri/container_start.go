@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -14,6 +15,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"ketch.dev/ketch/cri/store"
+	"ketch.dev/ketch/metrics"
 	"ketch.dev/ketch/oci"
 	"ketch.dev/ketch/oci/shim"
 	"ketch.dev/ketch/sandbox"
@@ -95,6 +97,10 @@ func (s *Server) recordExit(podID, id string, e shim.Exit, waitErr error) {
 		slog.Error("record container exit", "container", id, "err", err)
 	}
 	if changed {
+		metrics.ContainerExits.WithLabelValues(reason).Inc()
+		if rec.WantResult {
+			metrics.Results.WithLabelValues(strconv.FormatBool(rec.ResultTruncated)).Inc()
+		}
 		s.emit(podID, id, runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT)
 		s.stopSidecarsOf(rec)
 	}

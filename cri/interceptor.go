@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"path"
 	"runtime/debug"
 	"time"
 
@@ -12,6 +13,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"ketch.dev/ketch/metrics"
 )
 
 // UnaryInterceptor is the one place where CRI calls are logged and where the
@@ -27,6 +30,7 @@ func UnaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, 
 			resp, err = nil, status.Errorf(codes.Internal, "%s: internal error: %v", info.FullMethod, p)
 		}
 		err = toStatus(err)
+		observe(info.FullMethod, err, start)
 		level := slog.LevelDebug
 		if err != nil {
 			level = slog.LevelWarn
@@ -46,6 +50,7 @@ func StreamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInf
 			err = status.Errorf(codes.Internal, "%s: internal error: %v", info.FullMethod, p)
 		}
 		err = toStatus(err)
+		observe(info.FullMethod, err, start)
 		level, attrs := slog.LevelDebug, []any{"method", info.FullMethod, "duration", time.Since(start)}
 		if err != nil {
 			attrs = append(attrs, "code", status.Code(err).String(), "err", err)
@@ -57,6 +62,13 @@ func StreamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInf
 		slog.Log(context.Background(), level, "cri call", attrs...)
 	}()
 	return handler(srv, ss)
+}
+
+// observe counts a call by method and code, and times it.
+func observe(fullMethod string, err error, start time.Time) {
+	method := path.Base(fullMethod)
+	metrics.CRIRequests.WithLabelValues(method, status.Code(err).String()).Inc()
+	metrics.Since(metrics.CRIDuration.WithLabelValues(method), start)
 }
 
 // toStatus maps the errdefs sentinel (or context error) in err's chain to

@@ -12,6 +12,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"ketch.dev/ketch/cri/store"
+	"ketch.dev/ketch/metrics"
 )
 
 // RunPodSandbox records the pod (reserving its name), then has the sandbox
@@ -135,5 +136,6 @@ func (s *Server) watchReadySandboxes() error {
 		}
 		s.watchSandbox(p.ID)
 	}
+	metrics.PodsAdopted.Set(float64(len(pods)))
 	return nil
 }

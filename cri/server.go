@@ -21,6 +21,7 @@ import (
 
 	"ketch.dev/ketch/cri/store"
 	"ketch.dev/ketch/image"
+	"ketch.dev/ketch/metrics"
 	"ketch.dev/ketch/oci/shim"
 	"ketch.dev/ketch/sandbox"
 )
@@ -194,6 +195,7 @@ type Server struct {
 func New(cfg Config, images ImageStore, network Network, st *store.Store, sb Sandboxes, ctrs Containers) (*Server, error) {
 	bg, stop := context.WithCancel(context.Background())
 	s := &Server{cfg: cfg, images: images, network: network, store: st, sandboxes: sb, containers: ctrs, bg: bg, stop: stop}
+	start := time.Now()
 	cctx, cancel := context.WithTimeout(bg, collectTimeout)
 	err := s.collect(cctx)
 	cancel()
@@ -210,6 +212,7 @@ func New(cfg Config, images ImageStore, network Network, st *store.Store, sb San
 		s.Close()
 		return nil, err
 	}
+	metrics.RecoverySeconds.Set(time.Since(start).Seconds())
 	if err := s.startStreaming(cfg.StreamAddress, cfg.StreamTLSCert, cfg.StreamTLSKey); err != nil {
 		s.Close()
 		return nil, err
@@ -274,4 +277,25 @@ func (g *podGates) enter(id string, exclusive bool) func() {
 		}
 		g.mu.Unlock()
 	}
+}
+
+// CountStates counts the pods and containers the store holds by state,
+// for ketchd's metrics.
+func (s *Server) CountStates() (pods, containers map[string]int, err error) {
+	sbs, err := s.store.ListSandboxes(store.SandboxFilter{})
+	if err != nil {
+		return nil, nil, err
+	}
+	ctrs, err := s.store.ListContainers(store.ContainerFilter{})
+	if err != nil {
+		return nil, nil, err
+	}
+	pods, containers = map[string]int{}, map[string]int{}
+	for _, sb := range sbs {
+		pods[string(sb.State)]++
+	}
+	for _, c := range ctrs {
+		containers[string(c.State)]++
+	}
+	return pods, containers, nil
 }

@@ -19,6 +19,7 @@ import (
 	utilexec "k8s.io/utils/exec"
 
 	"ketch.dev/ketch/cri/store"
+	"ketch.dev/ketch/metrics"
 	"ketch.dev/ketch/oci/shim"
 )
 
@@ -153,10 +154,18 @@ func asInvalid(err error) error {
 	return fmt.Errorf("%w: %w", errdefs.ErrInvalidArgument, err)
 }
 
+// session counts an open session of kind until the returned func runs.
+func session(kind string) func() {
+	g := metrics.StreamSessions.WithLabelValues(kind)
+	g.Inc()
+	return g.Dec
+}
+
 // streamRuntime runs the sessions the streaming server accepted.
 type streamRuntime struct{ s *Server }
 
 func (r streamRuntime) Exec(ctx context.Context, id string, cmd []string, in io.Reader, out, errOut io.WriteCloser, tty bool, resize <-chan remotecommand.TerminalSize) error {
+	defer session("exec")()
 	c, err := r.s.findContainer(id)
 	if err != nil {
 		return err
@@ -166,6 +175,7 @@ func (r streamRuntime) Exec(ctx context.Context, id string, cmd []string, in io.
 }
 
 func (r streamRuntime) Attach(ctx context.Context, id string, in io.Reader, out, errOut io.WriteCloser, tty bool, resize <-chan remotecommand.TerminalSize) error {
+	defer session("attach")()
 	c, err := r.s.findContainer(id)
 	if err != nil {
 		return err
@@ -175,6 +185,7 @@ func (r streamRuntime) Attach(ctx context.Context, id string, in io.Reader, out,
 }
 
 func (r streamRuntime) PortForward(ctx context.Context, podID string, port int32, stream io.ReadWriteCloser) error {
+	defer session("port-forward")()
 	sb, err := r.s.findSandbox(podID)
 	if err != nil {
 		return err

@@ -14,6 +14,7 @@ import (
 	"github.com/containerd/errdefs"
 	"golang.org/x/sync/errgroup"
 
+	"ketch.dev/ketch/metrics"
 	"ketch.dev/ketch/oci/shim"
 	"ketch.dev/ketch/sandbox/netns"
 	"ketch.dev/ketch/sandbox/userns"
@@ -199,6 +200,7 @@ func (m *Manager) startInit(ctx context.Context, s Spec, f podFiles, shmPath, ne
 	if err != nil {
 		return 0, err
 	}
+	metrics.ShimLaunches.Inc()
 	m.mu.Lock()
 	m.shims[s.ID] = c
 	m.mu.Unlock()

@@ -38,6 +38,8 @@ type Config struct {
 	// address off loopback needs them.
 	StreamTLSCert string `toml:"stream_tls_cert"`
 	StreamTLSKey  string `toml:"stream_tls_key"`
+	// MetricsAddress serves Prometheus metrics on /metrics; "" serves none.
+	MetricsAddress string `toml:"metrics_address"`
 
 	Image    ImageConfig    `toml:"image"`
 	Network  NetworkConfig  `toml:"network"`
@@ -115,6 +117,7 @@ func defaultConfig() Config {
 		},
 		RuntimeHandlers: []string{"ketch"},
 		StreamAddress:   "127.0.0.1:0",
+		MetricsAddress:  "127.0.0.1:9434",
 		Network: NetworkConfig{
 			CNIConfDir: "/etc/cni/net.d",
 			CNIBinDirs: []string{"/usr/lib/cni", "/opt/cni/bin"},

@@ -22,6 +22,7 @@ import (
 	"ketch.dev/ketch/cri"
 	"ketch.dev/ketch/cri/store"
 	"ketch.dev/ketch/image"
+	"ketch.dev/ketch/metrics"
 	"ketch.dev/ketch/oci"
 	"ketch.dev/ketch/oci/shim"
 	"ketch.dev/ketch/preflight"
@@ -156,6 +157,14 @@ func run() error {
 		return err
 	}
 	defer srv.Close()
+	if cfg.MetricsAddress != "" {
+		// Not fatal: a node's pods matter more than its metrics.
+		if addr, err := metrics.Serve(ctx, cfg.MetricsAddress, srv); err != nil {
+			slog.Error("metrics not served", "address", cfg.MetricsAddress, "err", err)
+		} else {
+			slog.Info("metrics serving", "address", addr.String())
+		}
+	}
 	g := grpc.NewServer(grpc.UnaryInterceptor(cri.UnaryInterceptor), grpc.StreamInterceptor(cri.StreamInterceptor))
 	srv.Register(g)
 

@@ -17,6 +17,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 
+	"ketch.dev/ketch/metrics"
 	"ketch.dev/ketch/sandbox/netns"
 )
 
@@ -68,7 +69,8 @@ func NewManager(cfg Config) *Manager {
 // at the deadline is killed with its children. When ADD fails, Setup runs
 // DEL before it returns, so a failed Setup leaves no interface, IP
 // allocation or firewall rule behind.
-func (m *Manager) Setup(ctx context.Context, podID, netnsPath string, pod Pod) (Result, error) {
+func (m *Manager) Setup(ctx context.Context, podID, netnsPath string, pod Pod) (_ Result, retErr error) {
+	defer observe("add", time.Now(), &retErr)
 	if podID == "" || netnsPath == "" {
 		return Result{}, fmt.Errorf("pod network needs a pod ID and a netns: %w", errdefs.ErrInvalidArgument)
 	}
@@ -143,7 +145,8 @@ func (m *Manager) delAll(ctx context.Context, list *libcni.NetworkConfigList, rt
 // still undoes exactly what ADD did; pod is used only when there is no
 // record. A netns that vanished is no reason to keep the pod's IPs: DEL
 // runs anyway.
-func (m *Manager) Teardown(ctx context.Context, podID, netnsPath string, pod Pod) error {
+func (m *Manager) Teardown(ctx context.Context, podID, netnsPath string, pod Pod) (retErr error) {
+	defer observe("del", time.Now(), &retErr)
 	if podID == "" {
 		return fmt.Errorf("pod network teardown needs a pod ID: %w", errdefs.ErrInvalidArgument)
 	}
@@ -340,4 +343,12 @@ func ipv4First(addrs []net.IPNet) []netip.Addr {
 		return 1
 	})
 	return ips
+}
+
+// observe times a CNI operation and counts its failure.
+func observe(op string, start time.Time, err *error) {
+	metrics.Since(metrics.CNIDuration.WithLabelValues(op), start)
+	if *err != nil {
+		metrics.CNIFailures.WithLabelValues(op).Inc()
+	}
 }

@@ -109,6 +109,7 @@ func startKetchd(tb testing.TB, o daemonOpts) *daemon {
 root = %q
 state = %q
 log_level = "debug"
+metrics_address = "127.0.0.1:0"
 [image]
 registry_config_path = %q
 max_concurrent_downloads = %d

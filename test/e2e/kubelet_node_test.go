@@ -741,7 +741,8 @@ spec:
   containers:
   - name: main
     image: {{busybox}}
-    command: [sh, -c, 'while true; do :; done']
+    # Direct IO reaches the disk, where the cgroup counts it by device.
+    command: [sh, -c, 'dd if=/dev/zero of=/tmp/io bs=1M count=4 oflag=direct && dd if=/tmp/io of=/dev/null bs=1M iflag=direct && while true; do :; done']
     resources: {limits: {cpu: 200m, memory: 80Mi}}
 `)
 	c.waitPod(t, ns, "measured", "running", 60*time.Second, podReady)

@@ -1,0 +1,110 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"io"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// scrape reads ketchd's /metrics as a map of series ("name{labels}") to
+// values.
+func (d *daemon) scrape(t *testing.T) map[string]float64 {
+	t.Helper()
+	m := regexp.MustCompile(`msg="metrics serving" address=(\S+)`).FindStringSubmatch(d.log.String())
+	if m == nil {
+		t.Fatal("ketchd logged no metrics address")
+	}
+	resp, err := http.Get("http://" + m[1] + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("/metrics: %s %v", resp.Status, err)
+	}
+	out := map[string]float64{}
+	for _, l := range strings.Split(string(b), "\n") {
+		if i := strings.LastIndexByte(l, ' '); i > 0 && !strings.HasPrefix(l, "#") {
+			v, _ := strconv.ParseFloat(l[i+1:], 64)
+			out[l[:i]] = v
+		}
+	}
+	return out
+}
+
+// TestMetrics: what an operator scrapes moves with what the node does: a
+// pull, a pod started and removed, its network, an OOM kill, a session, a
+// shim killed -9.
+func TestMetrics(t *testing.T) {
+	d := startKetchd(t, daemonOpts{network: true})
+	before := d.scrape(t)
+	if _, ok := before["go_goroutines"]; !ok {
+		t.Error("no Go runtime metrics")
+	}
+	if _, ok := before["process_resident_memory_bytes"]; !ok {
+		t.Error("no process metrics")
+	}
+	d.mustPull(t, busybox)
+	pod, podCfg, _ := d.podWithLogs(t, "metrics")
+
+	cfg := containerConfig("oom", "tail", "/dev/zero")
+	cfg.Linux.Resources = &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 16 << 20}
+	oom := d.createContainer(t, pod, podCfg, cfg)
+	d.startContainer(t, oom)
+	d.waitExited(t, oom, 30*time.Second)
+	sleeper := d.createContainer(t, pod, podCfg, containerConfig("sleeper", "sleep", "3600"))
+	d.startContainer(t, sleeper)
+	if _, err := d.rt.ExecSync(ctxT(t, 10*time.Second), &runtimeapi.ExecSyncRequest{ContainerId: sleeper, Cmd: []string{"true"}, Timeout: 5}); err != nil {
+		t.Fatal(err)
+	}
+
+	mid := d.scrape(t)
+	for series, want := range map[string]float64{
+		`ketch_image_pulls_total{result="OK"}`:                             1,
+		`ketch_cri_requests_total{code="OK",method="RunPodSandbox"}`:       1,
+		`ketch_cri_requests_total{code="OK",method="StartContainer"}`:      2,
+		`ketch_cri_request_duration_seconds_count{method="RunPodSandbox"}`: 1,
+		`ketch_pods{state="ready"}`:                                        1,
+		`ketch_containers{state="running"}`:                                1,
+		`ketch_containers{state="exited"}`:                                 1,
+		`ketch_container_exits_total{reason="OOMKilled"}`:                  1,
+		`ketch_shim_launches_total`:                                        1,
+		`ketch_cni_duration_seconds_count{op="add"}`:                       1,
+		`ketch_image_pulls_in_progress`:                                    0,
+		`ketch_stream_sessions_open{kind="exec"}`:                          0,
+	} {
+		if got := mid[series] - before[series]; got != want {
+			t.Errorf("%s moved by %v, want %v", series, got, want)
+		}
+	}
+	if mid["ketch_image_pull_bytes_total"] <= before["ketch_image_pull_bytes_total"] {
+		t.Error("a pull added no bytes")
+	}
+
+	// A shim killed -9 takes its pod's running container with it.
+	if err := syscall.Kill(d.shimPID(pod), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "the container's exit with its shim", func() bool {
+		return d.scrape(t)[`ketch_container_exits_total{reason="ShimDied"}`]-before[`ketch_container_exits_total{reason="ShimDied"}`] == 1
+	})
+	d.stopPod(t, pod)
+	d.removePod(t, pod)
+	after := d.scrape(t)
+	if n := after[`ketch_pods{state="ready"}`] + after[`ketch_pods{state="notready"}`]; n != 0 {
+		t.Errorf("%v pods counted after the only one was removed", n)
+	}
+	if after[`ketch_cni_duration_seconds_count{op="del"}`] <= before[`ketch_cni_duration_seconds_count{op="del"}`] {
+		t.Error("no CNI DEL counted for the removed pod")
+	}
+}
