@@ -24,6 +24,8 @@ type Config struct {
 	State string `toml:"state"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `toml:"log_level"`
+	// LogFormat is text (logfmt) or json, one object a line.
+	LogFormat string `toml:"log_format"`
 	// CgroupDriver is "cgroupfs" or "systemd"; empty picks systemd when
 	// systemd runs the host, as kubelet's default expects.
 	CgroupDriver string `toml:"cgroup_driver"`
@@ -106,10 +108,11 @@ type NetworkConfig struct {
 
 func defaultConfig() Config {
 	return Config{
-		Socket:   "/run/ketch/ketch.sock",
-		Root:     "/var/lib/ketch",
-		State:    "/run/ketch",
-		LogLevel: "info",
+		Socket:    "/run/ketch/ketch.sock",
+		Root:      "/var/lib/ketch",
+		State:     "/run/ketch",
+		LogLevel:  "info",
+		LogFormat: "text",
 		Image: ImageConfig{
 			RegistryConfigPath:     "/etc/ketch/certs.d",
 			MaxConcurrentDownloads: 3,

@@ -83,7 +83,17 @@ func run() error {
 	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
 		return fmt.Errorf("log level %q: %w", cfg.LogLevel, err)
 	}
-	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
+	opts := &slog.HandlerOptions{Level: level}
+	switch cfg.LogFormat {
+	case "text", "":
+		slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, opts)))
+	case "json":
+		slog.SetDefault(slog.New(slog.NewJSONHandler(os.Stderr, opts)))
+		// containerd's libraries log through logrus: JSON lines too.
+		_ = clog.SetFormat(clog.JSONFormat)
+	default:
+		return fmt.Errorf("log format %q: want text or json", cfg.LogFormat)
+	}
 	// containerd's libraries log through logrus; keep their chatter (a
 	// localhost registry "will try HTTPS first"...) to the debug level.
 	if level > slog.LevelDebug {

@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"net"
@@ -64,6 +65,8 @@ type daemonOpts struct {
 	// config; without it pods cannot be networked.
 	network bool
 	extra   string // appended to the config file
+	// logFormat is log_format; text when "".
+	logFormat string
 }
 
 // startKetchd starts a ketchd on a temporary socket and state dir and stops it
@@ -109,6 +112,7 @@ func startKetchd(tb testing.TB, o daemonOpts) *daemon {
 root = %q
 state = %q
 log_level = "debug"
+log_format = %q
 metrics_address = "127.0.0.1:0"
 [image]
 registry_config_path = %q
@@ -119,7 +123,7 @@ cni_conf_dir = %q
 %s
 [sandbox]
 cgroup_parent = %q
-`, d.socket, d.root, state, o.hostsDir, o.maxDownloads, progress, netd, o.extra, cgroupParent)
+`, d.socket, d.root, state, cmp.Or(o.logFormat, "text"), o.hostsDir, o.maxDownloads, progress, netd, o.extra, cgroupParent)
 	d.dir = dir
 	d.cfgPath = filepath.Join(dir, "config.toml")
 	if err := os.WriteFile(d.cfgPath, []byte(cfg), 0o600); err != nil {

@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"io"
 	"net/http"
 	"regexp"
@@ -106,5 +107,27 @@ func TestMetrics(t *testing.T) {
 	}
 	if after[`ketch_cni_duration_seconds_count{op="del"}`] <= before[`ketch_cni_duration_seconds_count{op="del"}`] {
 		t.Error("no CNI DEL counted for the removed pod")
+	}
+}
+
+// TestJSONLog: with log_format = "json" every line ketchd writes is one
+// JSON object, and the lines about a pod carry its ID.
+func TestJSONLog(t *testing.T) {
+	d := startKetchd(t, daemonOpts{network: true, logFormat: "json"})
+	pod := d.runPod(t, podConfig(t, "json-log"))
+	d.stopPod(t, pod)
+	d.removePod(t, pod)
+	about := 0
+	for _, l := range strings.Split(strings.TrimSpace(d.log.String()), "\n") {
+		var line map[string]any
+		if err := json.Unmarshal([]byte(l), &line); err != nil {
+			t.Fatalf("a line that is not JSON: %q", l)
+		}
+		if line["pod"] == pod {
+			about++
+		}
+	}
+	if about == 0 {
+		t.Errorf("no line names pod %s:\n%s", pod, d.log.String())
 	}
 }
