@@ -1,8 +1,10 @@
 package store
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -128,11 +130,15 @@ func (s *Store) DeleteContainer(id string) error {
 	return s.db.Update(func(tx *bolt.Tx) error { return remove[Container](tx, containers, id) })
 }
 
-// ListContainers returns the containers f selects, in ID order.
+// ListContainers returns the containers f selects, in ID order. A filter
+// by ID reads one record, and one by pod only that pod's (found through the
+// name index, whose keys start with the pod ID), so that a pod's lookups
+// cost the same on a node of 10,000 containers as on an empty one.
 func (s *Store) ListContainers(f ContainerFilter) ([]Container, error) {
 	var out []Container
 	err := s.db.View(func(tx *bolt.Tx) error {
-		id, ok := resolve(tx.Bucket(containers.records), f.ID)
+		records := tx.Bucket(containers.records)
+		id, ok := resolve(records, f.ID)
 		if !ok {
 			return nil
 		}
@@ -140,12 +146,27 @@ func (s *Store) ListContainers(f ContainerFilter) ([]Container, error) {
 		if !ok {
 			return nil
 		}
-		return each(tx, containers, func(c Container) {
+		keep := func(c Container) {
 			if (id == "" || c.ID == id) && (sbID == "" || c.SandboxID == sbID) &&
 				(f.State == nil || c.State == *f.State) && matchLabels(c.Labels, f.LabelSelector) {
 				out = append(out, c)
 			}
-		})
+		}
+		switch {
+		case id != "":
+			return decodeInto(records.Get([]byte(id)), keep)
+		case sbID != "":
+			p := []byte(sbID + "/")
+			cur := tx.Bucket(containers.names).Cursor()
+			for k, v := cur.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = cur.Next() {
+				if err := decodeInto(records.Get(v), keep); err != nil {
+					return err
+				}
+			}
+			slices.SortFunc(out, func(a, b Container) int { return strings.Compare(a.ID, b.ID) })
+			return nil
+		}
+		return each(tx, containers, keep)
 	})
 	return out, err
 }

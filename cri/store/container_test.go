@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	bolt "go.etcd.io/bbolt"
 )
 
 func testContainer(id, podID, name string, attempt uint32) Container {
@@ -137,6 +138,8 @@ func TestListContainers(t *testing.T) {
 		{desc: "running in pod1", filter: ContainerFilter{SandboxID: "pod1", State: &running}, want: []string{"ca2"}},
 		{desc: "exited", filter: ContainerFilter{State: &exited}},
 		{desc: "label", filter: ContainerFilter{LabelSelector: map[string]string{"c": "web"}}, want: []string{"ca1", "cb1"}},
+		{desc: "ID in its pod", filter: ContainerFilter{ID: "ca1", SandboxID: "pod1"}, want: []string{"ca1"}},
+		{desc: "ID in another pod", filter: ContainerFilter{ID: "ca1", SandboxID: "qod3"}},
 		{desc: "label and pod", filter: ContainerFilter{SandboxID: "qod3", LabelSelector: map[string]string{"c": "log"}}},
 	}
 	for _, tc := range tests {
@@ -175,6 +178,45 @@ func BenchmarkListSandboxes(b *testing.B) {
 	}
 	for b.Loop() {
 		if list, err := s.ListSandboxes(SandboxFilter{}); err != nil || len(list) != 110 {
+			b.Fatal(len(list), err)
+		}
+	}
+}
+
+// BenchmarkListPodContainers lists one pod's 1,000 containers on a node
+// holding 10,000 (a workflow node before kubelet's GC), as the stats and
+// metrics of every pod do.
+func BenchmarkListPodContainers(b *testing.B) {
+	s, err := Open(b.TempDir() + "/cri.db")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	const pods, perPod = 10, 1000
+	for p := range pods {
+		pod := fmt.Sprintf("%064x", p)
+		sb := testSandbox(pod, fmt.Sprintf("pod-%d_default_uid_0", p))
+		sb.State = SandboxReady
+		if err := s.CreateSandbox(sb); err != nil {
+			b.Fatal(err)
+		}
+		err := s.db.Update(func(tx *bolt.Tx) error {
+			for i := range perPod {
+				c := testContainer(fmt.Sprintf("%032x%032x", p, i), pod, fmt.Sprintf("step-%d", i), 0)
+				c.Config = make([]byte, 2048)
+				if err := insert(tx, containers, c); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	pod := fmt.Sprintf("%064x", 3)
+	for b.Loop() {
+		if list, err := s.ListContainers(ContainerFilter{SandboxID: pod}); err != nil || len(list) != perPod {
 			b.Fatal(len(list), err)
 		}
 	}

@@ -101,15 +101,20 @@ func (s *Store) DeleteSandbox(id string) error {
 func (s *Store) ListSandboxes(f SandboxFilter) ([]Sandbox, error) {
 	var out []Sandbox
 	err := s.db.View(func(tx *bolt.Tx) error {
-		id, ok := resolve(tx.Bucket(sandboxes.records), f.ID)
+		records := tx.Bucket(sandboxes.records)
+		id, ok := resolve(records, f.ID)
 		if !ok {
 			return nil
 		}
-		return each(tx, sandboxes, func(sb Sandbox) {
+		keep := func(sb Sandbox) {
 			if (id == "" || sb.ID == id) && (f.State == nil || sb.State == *f.State) && matchLabels(sb.Labels, f.LabelSelector) {
 				out = append(out, sb)
 			}
-		})
+		}
+		if id != "" {
+			return decodeInto(records.Get([]byte(id)), keep)
+		}
+		return each(tx, sandboxes, keep)
 	})
 	return out, err
 }

@@ -243,14 +243,20 @@ func remove[T record](tx *bolt.Tx, k kind, id string) error {
 
 // each calls fn with every record of kind k, in ID order.
 func each[T record](tx *bolt.Tx, k kind, fn func(T)) error {
-	return tx.Bucket(k.records).ForEach(func(_, data []byte) error {
-		var v T
-		if err := json.Unmarshal(data, &v); err != nil {
-			return err
-		}
-		fn(v)
+	return tx.Bucket(k.records).ForEach(func(_, data []byte) error { return decodeInto(data, fn) })
+}
+
+// decodeInto decodes one record, if there is one, and hands it to fn.
+func decodeInto[T record](data []byte, fn func(T)) error {
+	if data == nil {
 		return nil
-	})
+	}
+	var v T
+	if err := json.Unmarshal(data, &v); err != nil {
+		return err
+	}
+	fn(v)
+	return nil
 }
 
 // matchLabels is the CRI label selector: every pair must be present as is.
