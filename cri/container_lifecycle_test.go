@@ -1,0 +1,209 @@
+package cri
+
+import (
+	"context"
+	"errors"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/mock/gomock"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"ketch.dev/ketch/cri/store"
+	"ketch.dev/ketch/oci/shim"
+	"ketch.dev/ketch/sandbox"
+)
+
+// createdContainer records a created container "app" in a running pod.
+func createdContainer(t *testing.T, d *testDeps) (pod, id string) {
+	t.Helper()
+	blockWait(d.sandboxes)
+	pod = runTestPod(t, d, testPodConfig("web"))
+	id = "c0ffee" + pod[:10]
+	if err := d.store.CreateContainer(store.Container{ID: id, SandboxID: pod, Name: "app", Key: pod + "/app_0",
+		State: store.ContainerCreated, CreatedAt: time.Now(), StopSignal: "SIGQUIT"}); err != nil {
+		t.Fatal(err)
+	}
+	return pod, id
+}
+
+func containerStatusOf(t *testing.T, d *testDeps, id string) *runtimeapi.ContainerStatus {
+	t.Helper()
+	resp, err := intercept(t, d.srv.ContainerStatus, &runtimeapi.ContainerStatusRequest{ContainerId: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.Status
+}
+
+// TestContainerExits: a started container's exit, as its shim reports it
+// (or loses it), is what ContainerStatus and the exit counters show.
+func TestContainerExits(t *testing.T) {
+	for _, tc := range []struct {
+		desc    string
+		exit    shim.Exit
+		waitErr error
+		code    int32
+		reason  string
+	}{
+		{desc: "success", exit: shim.Exit{Code: 0}, reason: "Completed"},
+		{desc: "failure", exit: shim.Exit{Code: 3}, code: 3, reason: "Error"},
+		{desc: "out of memory", exit: shim.Exit{Code: 137, OOMKilled: true}, code: 137, reason: "OOMKilled"},
+		{desc: "the shim died", waitErr: sandbox.ErrShimGone, code: 255, reason: "ShimDied"},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			d := newTestDeps(t, Config{})
+			pod, id := createdContainer(t, d)
+			exited := make(chan struct{})
+			d.containers.EXPECT().StartContainer(gomock.Any(), pod, id).Return(shim.Started{Pid: 99, At: time.Now()}, nil)
+			d.containers.EXPECT().WaitContainer(gomock.Any(), pod, id).DoAndReturn(func(context.Context, string, string) (shim.Exit, error) {
+				<-exited
+				e := tc.exit
+				e.At = time.Now()
+				return e, tc.waitErr
+			})
+			if _, err := intercept(t, d.srv.StartContainer, &runtimeapi.StartContainerRequest{ContainerId: id}); err != nil {
+				t.Fatal(err)
+			}
+			if st := containerStatusOf(t, d, id); st.State != runtimeapi.ContainerState_CONTAINER_RUNNING || st.StartedAt == 0 {
+				t.Fatalf("after start: %v", st)
+			}
+			// Started once: a second start is refused.
+			if _, err := intercept(t, d.srv.StartContainer, &runtimeapi.StartContainerRequest{ContainerId: id}); status.Code(err) != codes.FailedPrecondition {
+				t.Errorf("second start: %v, want FailedPrecondition", err)
+			}
+			close(exited)
+			var st *runtimeapi.ContainerStatus
+			for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+				if st = containerStatusOf(t, d, id); st.State == runtimeapi.ContainerState_CONTAINER_EXITED {
+					break
+				}
+			}
+			if st.State != runtimeapi.ContainerState_CONTAINER_EXITED || st.ExitCode != tc.code || st.Reason != tc.reason {
+				t.Errorf("exit %v %d %q, want EXITED %d %q", st.State, st.ExitCode, st.Reason, tc.code, tc.reason)
+			}
+		})
+	}
+}
+
+func TestStartContainerFails(t *testing.T) {
+	d := newTestDeps(t, Config{})
+	pod, id := createdContainer(t, d)
+	d.containers.EXPECT().StartContainer(gomock.Any(), pod, id).Return(shim.Started{}, errors.New("exec: \"nope\": executable file not found in $PATH"))
+	if _, err := intercept(t, d.srv.StartContainer, &runtimeapi.StartContainerRequest{ContainerId: id}); err == nil {
+		t.Fatal("a start that failed succeeded")
+	}
+	if st := containerStatusOf(t, d, id); st.State != runtimeapi.ContainerState_CONTAINER_EXITED || st.ExitCode != 128 || st.Reason != "StartError" {
+		t.Errorf("after a failed start: %v %d %q, want EXITED 128 StartError", st.State, st.ExitCode, st.Reason)
+	}
+	for _, req := range []*runtimeapi.StartContainerRequest{{}, {ContainerId: "ffff"}} {
+		if _, err := intercept(t, d.srv.StartContainer, req); status.Code(err) != map[string]codes.Code{"": codes.InvalidArgument, "ffff": codes.NotFound}[req.ContainerId] {
+			t.Errorf("start %q: %v", req.ContainerId, err)
+		}
+	}
+}
+
+// TestStopAndRemoveContainer: stop sends the image's stop signal, then
+// KILL once the grace runs out; remove kills, deletes and releases; both
+// succeed again, and for unknown containers.
+func TestStopAndRemoveContainer(t *testing.T) {
+	for _, tc := range []struct {
+		desc    string
+		timeout int64
+		exits   bool // on the stop signal
+	}{
+		{desc: "exits on its stop signal", timeout: 5, exits: true},
+		{desc: "ignores it and is KILLed", timeout: 1},
+		{desc: "timeout 0: KILLed at once"},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			d := newTestDeps(t, Config{})
+			pod, id := createdContainer(t, d)
+			killed := make(chan struct{})
+			d.containers.EXPECT().StartContainer(gomock.Any(), pod, id).Return(shim.Started{Pid: 99, At: time.Now()}, nil)
+			wait := func(ctx context.Context, _, _ string) (shim.Exit, error) {
+				select {
+				case <-killed:
+					return shim.Exit{Code: 137, Signal: syscall.SIGKILL, At: time.Now()}, nil
+				case <-ctx.Done():
+					return shim.Exit{}, ctx.Err()
+				}
+			}
+			d.containers.EXPECT().WaitContainer(gomock.Any(), pod, id).DoAndReturn(wait).AnyTimes()
+			if _, err := intercept(t, d.srv.StartContainer, &runtimeapi.StartContainerRequest{ContainerId: id}); err != nil {
+				t.Fatal(err)
+			}
+			if tc.timeout > 0 {
+				d.containers.EXPECT().SignalContainer(gomock.Any(), pod, id, syscall.SIGQUIT, false).DoAndReturn(
+					func(context.Context, string, string, syscall.Signal, bool) error {
+						if tc.exits {
+							close(killed)
+						}
+						return nil
+					})
+			}
+			if !tc.exits {
+				d.containers.EXPECT().SignalContainer(gomock.Any(), pod, id, syscall.SIGKILL, true).DoAndReturn(
+					func(context.Context, string, string, syscall.Signal, bool) error { close(killed); return nil })
+			}
+			start := time.Now()
+			if _, err := intercept(t, d.srv.StopContainer, &runtimeapi.StopContainerRequest{ContainerId: id, Timeout: tc.timeout}); err != nil {
+				t.Fatal(err)
+			}
+			if el := time.Since(start); tc.exits && el > 2*time.Second {
+				t.Errorf("stop took %v though the container exited on its signal", el)
+			}
+			if st := containerStatusOf(t, d, id); st.State != runtimeapi.ContainerState_CONTAINER_EXITED || st.ExitCode != 137 {
+				t.Errorf("after stop: %v %d", st.State, st.ExitCode)
+			}
+			// Again, and an unknown one: nothing to do, no error.
+			for _, cid := range []string{id, "ffff"} {
+				if _, err := intercept(t, d.srv.StopContainer, &runtimeapi.StopContainerRequest{ContainerId: cid}); err != nil {
+					t.Errorf("stop %s again: %v", cid, err)
+				}
+			}
+
+			d.containers.EXPECT().DeleteContainer(gomock.Any(), pod, id).Return(nil)
+			d.images.EXPECT().Release(gomock.Any(), id, gomock.Any()).Return(nil)
+			d.containers.EXPECT().ContainerRootfs(id).Return("/x/" + id + "/rootfs").AnyTimes()
+			d.containers.EXPECT().RemoveContainerDir(id).Return(nil)
+			for _, cid := range []string{id, id, "ffff"} {
+				if _, err := intercept(t, d.srv.RemoveContainer, &runtimeapi.RemoveContainerRequest{ContainerId: cid}); err != nil {
+					t.Errorf("remove %s: %v", cid, err)
+				}
+			}
+			if _, err := intercept(t, d.srv.ContainerStatus, &runtimeapi.ContainerStatusRequest{ContainerId: id}); status.Code(err) != codes.NotFound {
+				t.Errorf("status after remove: %v, want NotFound", err)
+			}
+		})
+	}
+}
+
+// TestExecSync: the shim's result comes back as is; a container that is
+// not running refuses, as containerd does.
+func TestExecSync(t *testing.T) {
+	d := newTestDeps(t, Config{})
+	pod, id := createdContainer(t, d)
+	if _, err := intercept(t, d.srv.ExecSync, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"true"}}); status.Code(err) != codes.FailedPrecondition {
+		t.Errorf("exec in a created container: %v, want FailedPrecondition", err)
+	}
+	if _, err := d.store.UpdateContainer(id, func(c *store.Container) error { c.State = store.ContainerRunning; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	d.containers.EXPECT().ExecSync(gomock.Any(), pod, id, []string{"sh", "-c", "echo hi; exit 2"}, 3*time.Second).
+		Return(shim.ExecResult{Stdout: []byte("hi\n"), ExitCode: 2}, nil)
+	resp, err := intercept(t, d.srv.ExecSync, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"sh", "-c", "echo hi; exit 2"}, Timeout: 3})
+	if err != nil || string(resp.Stdout) != "hi\n" || resp.ExitCode != 2 {
+		t.Errorf("ExecSync = %v, %v", resp, err)
+	}
+	d.containers.EXPECT().ExecSync(gomock.Any(), pod, id, gomock.Any(), gomock.Any()).Return(shim.ExecResult{TimedOut: true}, nil)
+	if _, err := intercept(t, d.srv.ExecSync, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"sleep", "9"}, Timeout: 1}); status.Code(err) != codes.DeadlineExceeded {
+		t.Errorf("a timed-out exec: %v, want DeadlineExceeded", err)
+	}
+	if _, err := intercept(t, d.srv.ExecSync, &runtimeapi.ExecSyncRequest{ContainerId: id}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("exec without a command: %v, want InvalidArgument", err)
+	}
+}
