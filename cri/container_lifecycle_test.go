@@ -2,11 +2,13 @@ package cri
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/opencontainers/runtime-spec/specs-go"
 	"go.uber.org/mock/gomock"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -205,5 +207,88 @@ func TestExecSync(t *testing.T) {
 	}
 	if _, err := intercept(t, d.srv.ExecSync, &runtimeapi.ExecSyncRequest{ContainerId: id}); status.Code(err) != codes.InvalidArgument {
 		t.Errorf("exec without a command: %v, want InvalidArgument", err)
+	}
+}
+
+// TestRunningContainerRPCs: the RPCs that need a running container refuse
+// a created one with FailedPrecondition (stats: NotFound, as containerd),
+// and reach the shim for a running one.
+func TestRunningContainerRPCs(t *testing.T) {
+	d := newTestDeps(t, Config{ImageRoot: "/var/lib/ketch/image"})
+	pod, id := createdContainer(t, d)
+	resources := &runtimeapi.LinuxContainerResources{CpuPeriod: 100000, CpuQuota: 50000, MemoryLimitInBytes: 64 << 20}
+	calls := []struct {
+		rpc     string
+		call    func() error
+		created codes.Code
+		expect  func()
+	}{
+		{rpc: "ReopenContainerLog", created: codes.FailedPrecondition,
+			call: func() error {
+				_, err := intercept(t, d.srv.ReopenContainerLog, &runtimeapi.ReopenContainerLogRequest{ContainerId: id})
+				return err
+			},
+			expect: func() { d.containers.EXPECT().ReopenLog(gomock.Any(), pod, id).Return(nil) }},
+		{rpc: "UpdateContainerResources", created: codes.FailedPrecondition,
+			call: func() error {
+				_, err := intercept(t, d.srv.UpdateContainerResources, &runtimeapi.UpdateContainerResourcesRequest{ContainerId: id, Linux: resources})
+				return err
+			},
+			expect: func() {
+				d.containers.EXPECT().UpdateContainer(gomock.Any(), pod, id, gomock.Any()).DoAndReturn(
+					func(_ context.Context, _, _ string, r *specs.LinuxResources) error {
+						if r.CPU == nil || *r.CPU.Quota != 50000 || r.Memory == nil || *r.Memory.Limit != 64<<20 {
+							t.Errorf("resources to the shim: %+v", r)
+						}
+						return nil
+					})
+			}},
+		{rpc: "ContainerStats", created: codes.NotFound,
+			call: func() error {
+				resp, err := intercept(t, d.srv.ContainerStats, &runtimeapi.ContainerStatsRequest{ContainerId: id})
+				if err == nil && resp.Stats.WritableLayer.UsedBytes.Value != 4096 {
+					t.Errorf("stats = %v", resp.Stats)
+				}
+				return err
+			},
+			expect: func() {
+				d.containers.EXPECT().ContainerStats(gomock.Any(), pod, id).Return(shim.Stats{At: time.Now(), Cgroup: testCgroup()}, nil)
+				d.images.EXPECT().WritableUsage(gomock.Any(), id).Return(uint64(4096), uint64(2), nil)
+			}},
+	}
+	for _, c := range calls {
+		if err := c.call(); status.Code(err) != c.created {
+			t.Errorf("%s of a created container: %v, want %v", c.rpc, err, c.created)
+		}
+	}
+	if l, err := intercept(t, d.srv.ListContainerStats, &runtimeapi.ListContainerStatsRequest{}); err != nil || len(l.Stats) != 0 {
+		t.Errorf("stats listed for a created container: %v, %v", l, err)
+	}
+	if _, err := d.store.UpdateContainer(id, func(c *store.Container) error { c.State, c.PID = store.ContainerRunning, 99; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range calls {
+		c.expect()
+		if err := c.call(); err != nil {
+			t.Errorf("%s of a running container: %v", c.rpc, err)
+		}
+	}
+	// The resize is in the record: status reports what applies now.
+	resp, err := intercept(t, d.srv.ContainerStatus, &runtimeapi.ContainerStatusRequest{ContainerId: id, Verbose: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := resp.Status.GetResources().GetLinux(); r.GetCpuQuota() != 50000 || r.GetMemoryLimitInBytes() != 64<<20 {
+		t.Errorf("status resources after the resize: %v", r)
+	}
+	var info struct {
+		SandboxID string `json:"sandboxID"`
+		PID       int    `json:"pid"`
+	}
+	if err := json.Unmarshal([]byte(resp.Info["info"]), &info); err != nil || info.SandboxID != pod || info.PID != 99 {
+		t.Errorf("verbose info %s: %+v, %v", resp.Info["info"], info, err)
+	}
+	if _, err := intercept(t, d.srv.UpdateContainerResources, &runtimeapi.UpdateContainerResourcesRequest{ContainerId: id}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("an update without resources: %v, want InvalidArgument", err)
 	}
 }
