@@ -1,9 +1,9 @@
 package store
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -96,7 +96,10 @@ func (s *Store) CreateContainer(c Container) error {
 	if c.SandboxID == "" || !strings.HasPrefix(c.Key, c.SandboxID+"/") {
 		return fmt.Errorf("container name key %q must start with its pod ID %q: %w", c.Key, c.SandboxID, errdefs.ErrInvalidArgument)
 	}
-	return s.db.Update(func(tx *bolt.Tx) error {
+	s.write.Lock()
+	defer s.write.Unlock()
+	wrote := false
+	err := s.db.Update(func(tx *bolt.Tx) error {
 		data := tx.Bucket(sandboxes.records).Get([]byte(c.SandboxID))
 		if data == nil {
 			return fmt.Errorf("sandbox %s of container %s: %w", c.SandboxID, c.Name, errdefs.ErrNotFound)
@@ -108,8 +111,49 @@ func (s *Store) CreateContainer(c Container) error {
 		if sb.State != SandboxReady {
 			return fmt.Errorf("sandbox %s of container %s is %s: %w", c.SandboxID, c.Name, sb.State, errdefs.ErrFailedPrecondition)
 		}
-		return insert(tx, containers, c)
+		var err error
+		wrote, err = insert(tx, containers, c)
+		return err
 	})
+	if err == nil && wrote {
+		s.cache(c)
+	}
+	return err
+}
+
+// cache keeps committed record c (a copy, Spec left out) for lists; the
+// caller holds write.
+func (s *Store) cache(c Container) {
+	c = c.clone()
+	c.Spec = nil
+	s.mu.Lock()
+	s.ctrs[c.ID] = &c
+	s.mu.Unlock()
+}
+
+// clone is a deep copy: a caller may change what it was given.
+func (c Container) clone() Container {
+	c.Labels, c.Annotations = maps.Clone(c.Labels), maps.Clone(c.Annotations)
+	c.Spec, c.Result, c.Config = slices.Clone(c.Spec), slices.Clone(c.Result), slices.Clone(c.Config)
+	if c.User != nil {
+		u := *c.User
+		u.Groups = slices.Clone(u.Groups)
+		c.User = &u
+	}
+	return c
+}
+
+// listed is the copy of a cached record a list returns: its maps are the
+// caller's to change; its byte slices (config, result), which nothing
+// changes in place, are shared, copying them would be most of a list's cost.
+func (c Container) listed() Container {
+	c.Labels, c.Annotations = maps.Clone(c.Labels), maps.Clone(c.Annotations)
+	if c.User != nil {
+		u := *c.User
+		u.Groups = slices.Clone(u.Groups)
+		c.User = &u
+	}
+	return c
 }
 
 // GetContainer returns the container with this ID or unique ID prefix:
@@ -121,52 +165,68 @@ func (s *Store) GetContainer(idOrPrefix string) (Container, error) {
 // UpdateContainer changes the container with this full ID through fn, in one
 // transaction; fn's error leaves the record untouched and is returned.
 func (s *Store) UpdateContainer(id string, fn func(*Container) error) (Container, error) {
-	return update(s.db, containers, id, fn)
+	s.write.Lock()
+	defer s.write.Unlock()
+	c, err := update(s.db, containers, id, fn)
+	if err == nil {
+		s.cache(c)
+	}
+	return c, err
 }
 
 // DeleteContainer removes the container and frees its name in one
 // transaction; a missing container is no error.
 func (s *Store) DeleteContainer(id string) error {
-	return s.db.Update(func(tx *bolt.Tx) error { return remove[Container](tx, containers, id) })
+	s.write.Lock()
+	defer s.write.Unlock()
+	err := s.db.Update(func(tx *bolt.Tx) error { return remove[Container](tx, containers, id) })
+	if err == nil {
+		s.mu.Lock()
+		delete(s.ctrs, id)
+		s.mu.Unlock()
+	}
+	return err
 }
 
-// ListContainers returns the containers f selects, in ID order. A filter
-// by ID reads one record, and one by pod only that pod's (found through the
-// name index, whose keys start with the pod ID), so that a pod's lookups
-// cost the same on a node of 10,000 containers as on an empty one.
+// ListContainers returns the containers f selects, in ID order, from the
+// cache (their Spec empty: GetContainer has it). The ID and pod filters
+// are resolved in the file, where a prefix is one seek.
 func (s *Store) ListContainers(f ContainerFilter) ([]Container, error) {
-	var out []Container
+	var id, sbID string
+	ok := true
 	err := s.db.View(func(tx *bolt.Tx) error {
-		records := tx.Bucket(containers.records)
-		id, ok := resolve(records, f.ID)
-		if !ok {
-			return nil
-		}
-		sbID, ok := resolve(tx.Bucket(sandboxes.records), f.SandboxID)
-		if !ok {
-			return nil
-		}
-		keep := func(c Container) {
-			if (id == "" || c.ID == id) && (sbID == "" || c.SandboxID == sbID) &&
-				(f.State == nil || c.State == *f.State) && matchLabels(c.Labels, f.LabelSelector) {
-				out = append(out, c)
-			}
-		}
-		switch {
-		case id != "":
-			return decodeInto(records.Get([]byte(id)), keep)
-		case sbID != "":
-			p := []byte(sbID + "/")
-			cur := tx.Bucket(containers.names).Cursor()
-			for k, v := cur.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = cur.Next() {
-				if err := decodeInto(records.Get(v), keep); err != nil {
-					return err
-				}
-			}
-			slices.SortFunc(out, func(a, b Container) int { return strings.Compare(a.ID, b.ID) })
-			return nil
-		}
-		return each(tx, containers, keep)
+		var ok1, ok2 bool
+		id, ok1 = resolve(tx.Bucket(containers.records), f.ID)
+		sbID, ok2 = resolve(tx.Bucket(sandboxes.records), f.SandboxID)
+		ok = ok1 && ok2
+		return nil
 	})
-	return out, err
+	if err != nil || !ok {
+		return nil, err
+	}
+	var found []*Container
+	keep := func(c *Container) {
+		if (id == "" || c.ID == id) && (sbID == "" || c.SandboxID == sbID) &&
+			(f.State == nil || c.State == *f.State) && matchLabels(c.Labels, f.LabelSelector) {
+			found = append(found, c)
+		}
+	}
+	s.mu.RLock()
+	if id != "" {
+		if c, ok := s.ctrs[id]; ok {
+			keep(c)
+		}
+	} else {
+		for _, c := range s.ctrs {
+			keep(c)
+		}
+	}
+	s.mu.RUnlock()
+	// Cached records are replaced, never changed: they may be read unlocked.
+	slices.SortFunc(found, func(a, b *Container) int { return strings.Compare(a.ID, b.ID) })
+	out := make([]Container, len(found))
+	for i, c := range found {
+		out[i] = c.listed()
+	}
+	return out, nil
 }

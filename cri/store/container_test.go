@@ -1,6 +1,7 @@
 package store
 
 import (
+	"errors"
 	"fmt"
 	"reflect"
 	"testing"
@@ -204,7 +205,7 @@ func BenchmarkListPodContainers(b *testing.B) {
 			for i := range perPod {
 				c := testContainer(fmt.Sprintf("%032x%032x", p, i), pod, fmt.Sprintf("step-%d", i), 0)
 				c.Config = make([]byte, 2048)
-				if err := insert(tx, containers, c); err != nil {
+				if _, err := insert(tx, containers, c); err != nil {
 					return err
 				}
 			}
@@ -213,6 +214,9 @@ func BenchmarkListPodContainers(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
+	}
+	if err := s.loadContainers(); err != nil { // written around the cache, for speed
+		b.Fatal(err)
 	}
 	pod := fmt.Sprintf("%064x", 3)
 	b.Run("one pod", func(b *testing.B) {
@@ -230,4 +234,54 @@ func BenchmarkListPodContainers(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestContainerListCache: lists come from memory, in step with every
+// write, as fresh copies, without the runtime spec, and the same after a
+// reopen.
+func TestContainerListCache(t *testing.T) {
+	s, path := newStore(t)
+	mustCreate(t, s, readySandbox("pod1", "k1"))
+	c := testContainer("ca1", "pod1", "web", 0)
+	c.Spec = []byte(`{"ociVersion":"1.2.0"}`)
+	if err := s.CreateContainer(c); err != nil {
+		t.Fatal(err)
+	}
+	// A retried create of the same ID and name keeps the record as is.
+	again := c
+	again.Image = "changed"
+	if err := s.CreateContainer(again); err != nil {
+		t.Fatal(err)
+	}
+	list, _ := s.ListContainers(ContainerFilter{})
+	if len(list) != 1 || list[0].Image != "busybox" || list[0].Spec != nil {
+		t.Fatalf("list = %+v, want the first record, without its spec", list)
+	}
+	list[0].Labels["c"] = "mutated"
+	if got, _ := s.GetContainer("ca1"); string(got.Spec) != string(c.Spec) || got.Labels["c"] != "web" {
+		t.Errorf("get = %+v: want the spec, and labels a list's caller did not change", got)
+	}
+	if _, err := s.UpdateContainer("ca1", func(c *Container) error { c.State = ContainerRunning; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.UpdateContainer("ca1", func(c *Container) error { c.State = ContainerExited; return errors.New("refused") }); err == nil {
+		t.Fatal("a refused update succeeded")
+	}
+	running := ContainerRunning
+	if list, _ := s.ListContainers(ContainerFilter{State: &running}); len(list) != 1 || list[0].Labels["c"] != "web" {
+		t.Errorf("running = %+v, want ca1 as updated, not as refused", list)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openStore(t, path)
+	if list, _ := s.ListContainers(ContainerFilter{State: &running}); len(list) != 1 {
+		t.Errorf("after a reopen: %+v", list)
+	}
+	if err := s.DeleteContainer("ca1"); err != nil {
+		t.Fatal(err)
+	}
+	if list, _ := s.ListContainers(ContainerFilter{}); len(list) != 0 {
+		t.Errorf("after delete: %+v", list)
+	}
 }

@@ -68,7 +68,10 @@ type SandboxFilter struct {
 // A name held by another ID is an ErrAlreadyExists naming that ID; creating
 // the same ID under the same name again is a no-op (the record is kept as is).
 func (s *Store) CreateSandbox(sb Sandbox) error {
-	return s.db.Update(func(tx *bolt.Tx) error { return insert(tx, sandboxes, sb) })
+	return s.db.Update(func(tx *bolt.Tx) error {
+		_, err := insert(tx, sandboxes, sb)
+		return err
+	})
 }
 
 // GetSandbox returns the sandbox with this ID or unique ID prefix:

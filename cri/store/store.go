@@ -23,6 +23,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -55,18 +56,27 @@ type record interface {
 	ident() (id, key string)
 }
 
-// Store is ketch's metadata file. It is safe for concurrent use and has no
-// lock of its own: every method is one bbolt transaction, bbolt runs one
-// read-write transaction at a time and gives each reader a consistent
-// snapshot. There is no in-memory index to keep in step: lists decode the
-// memory-mapped file (a few ms for 110 pods, see BenchmarkListSandboxes; a
-// pod's containers are found through the name index, whose keys start with
-// the pod ID), a prefix lookup is one cursor seek, and every call returns
-// fresh copies that callers may change freely. A full list of 10,000
-// containers takes about 0.4 s (BenchmarkListPodContainers): the case for an
-// index, should nodes hold that many.
+// Store is ketch's metadata file. It is safe for concurrent use: every
+// method is one bbolt transaction, bbolt runs one read-write transaction at
+// a time and gives each reader a consistent snapshot. Pods are few: their
+// lists decode the memory-mapped file (a few ms for 110 pods, see
+// BenchmarkListSandboxes). Containers can be many (a workflow node keeps
+// thousands of exited ones until kubelet's GC, and kubelet lists them all
+// every second): their lists read an in-memory copy of every record but its
+// runtime spec, which each container write updates after its transaction
+// committed (BenchmarkListPodContainers). A prefix lookup is one cursor
+// seek. Callers may change what they are given, but for the byte slices of
+// listed containers (config, result), which are shared and read-only.
 type Store struct {
 	db *bolt.DB
+
+	// write is held across a container write's transaction and its cache
+	// update, so the cache changes in commit order.
+	write sync.Mutex
+	mu    sync.RWMutex
+	// ctrs holds every container record as committed, Spec left out (only
+	// verbose status reads it, through GetContainer); guarded by mu.
+	ctrs map[string]*Container
 }
 
 // Open opens (creating if needed) the metadata file at path.
@@ -87,7 +97,27 @@ func Open(path string) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	return &Store{db: db}, nil
+	s := &Store{db: db}
+	if err := s.loadContainers(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// loadContainers fills the container cache from the file.
+func (s *Store) loadContainers() error {
+	ctrs := map[string]*Container{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return each(tx, containers, func(c Container) { c.Spec = nil; ctrs[c.ID] = &c })
+	})
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.ctrs = ctrs
+	s.mu.Unlock()
+	return nil
 }
 
 // Close releases the file; it waits for transactions in flight.
@@ -123,30 +153,31 @@ func initSchema(tx *bolt.Tx) error {
 }
 
 // insert reserves v's name for its ID and writes v. Doing it again for the
-// same ID and name changes nothing, so a create can be retried safely.
-func insert[T record](tx *bolt.Tx, k kind, v T) error {
+// same ID and name changes nothing, so a create can be retried safely:
+// wrote tells which happened.
+func insert[T record](tx *bolt.Tx, k kind, v T) (wrote bool, _ error) {
 	id, key := v.ident()
 	if id == "" || key == "" {
-		return fmt.Errorf("%s needs an ID and a name key: %w", k.what, errdefs.ErrInvalidArgument)
+		return false, fmt.Errorf("%s needs an ID and a name key: %w", k.what, errdefs.ErrInvalidArgument)
 	}
 	names, records := tx.Bucket(k.names), tx.Bucket(k.records)
 	holder := names.Get([]byte(key))
 	switch {
 	case holder != nil && string(holder) == id:
-		return nil
+		return false, nil
 	case holder != nil:
-		return fmt.Errorf("%s name %q is reserved for %s: %w", k.what, key, holder, errdefs.ErrAlreadyExists)
+		return false, fmt.Errorf("%s name %q is reserved for %s: %w", k.what, key, holder, errdefs.ErrAlreadyExists)
 	case records.Get([]byte(id)) != nil:
-		return fmt.Errorf("%s %s exists under another name: %w", k.what, id, errdefs.ErrAlreadyExists)
+		return false, fmt.Errorf("%s %s exists under another name: %w", k.what, id, errdefs.ErrAlreadyExists)
 	}
 	data, err := json.Marshal(v)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if err := names.Put([]byte(key), []byte(id)); err != nil {
-		return err
+		return false, err
 	}
-	return records.Put([]byte(id), data)
+	return true, records.Put([]byte(id), data)
 }
 
 // get returns the record whose ID is idOrPrefix or, failing that, the only
