@@ -155,9 +155,11 @@ spec:
     volumeMounts: [{name: host, mountPath: /host}]
 `, host))
 	p := c.waitPod(t, ns, "life", "running", 60*time.Second, podRunning)
-	waitFor(t, 10*time.Second, "kubectl logs", func() bool {
+	// stdout and stderr are two pipes, copied each on its own: either line
+	// may reach the log first, as with containerd.
+	waitFor(t, 30*time.Second, "kubectl logs", func() bool {
 		out, _ := c.kubectl("", "logs", "-n", ns, "life")
-		return out == "started\nto stderr\n"
+		return out == "started\nto stderr\n" || out == "to stderr\nstarted\n"
 	})
 	logFile := filepath.Join(c.podLogs, fmt.Sprintf("%s_life_%s", ns, p.UID), "main", "0.log")
 	if log := readFile(t, logFile); !strings.Contains(log, " stdout F started\n") || !strings.Contains(log, " stderr F to stderr\n") {
