@@ -95,6 +95,12 @@ func (s *Service) startSandbox(cfg *SandboxConfig) (_ *container, retErr error) 
 		c.pid, err = proc.Pid()
 		return c.pid, err
 	}, func(e Exit) { s.exited(c, e) })
+	// A sysctl value the kernel refuses (a word for a number) fails only
+	// in the container's init, whose error comes back as text: the
+	// request's fault all the same.
+	if err != nil && strings.Contains(err.Error(), "failed to write sysctl") {
+		return nil, fmt.Errorf("run %s: %w: %w", spec.Process.Args[0], errdefs.ErrInvalidArgument, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("run %s: %w", spec.Process.Args[0], err)
 	}

@@ -462,6 +462,9 @@ func TestRunPodSandboxBadInput(t *testing.T) {
 		{desc: "sysctl of no namespace", mutate: func(r *runtimeapi.RunPodSandboxRequest) {
 			r.Config.Linux.Sysctls = map[string]string{"vm.swappiness": "10"}
 		}, code: codes.InvalidArgument, inMsg: "vm.swappiness"},
+		{desc: "sysctl value the kernel refuses", mutate: func(r *runtimeapi.RunPodSandboxRequest) {
+			r.Config.Linux.Sysctls = map[string]string{"kernel.shm_rmid_forced": "yes"}
+		}, code: codes.InvalidArgument, inMsg: "kernel.shm_rmid_forced"},
 		{desc: "cgroup parent that cannot be created", mutate: func(r *runtimeapi.RunPodSandboxRequest) {
 			r.Config.Linux.CgroupParent = "/ketch-e2e/cgroup.procs/x"
 		}, code: codes.FailedPrecondition, inMsg: "cgroup"},
