@@ -65,22 +65,9 @@ func (s *Server) podStats(ctx context.Context, sb store.Sandbox) (*runtimeapi.Po
 	// kubelet, when it takes every figure from the runtime, finds a pod's
 	// containers here. They are read before the pod, so that the pod's
 	// counters, read last, are never below the sum of its containers'.
-	running := store.ContainerRunning
-	ctrs, err := s.store.ListContainers(store.ContainerFilter{SandboxID: sb.ID, State: &running})
+	cstats, err := s.listContainerStats(ctx, &runtimeapi.ContainerStatsFilter{PodSandboxId: sb.ID})
 	if err != nil {
 		return nil, err
-	}
-	var cstats []*runtimeapi.ContainerStats
-	for _, c := range ctrs {
-		cs, err := s.containerStats(ctx, c)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, err
-			}
-			slog.Debug("no stats for container", "pod", sb.ID, "container", c.ID, "err", err)
-			continue
-		}
-		cstats = append(cstats, cs)
 	}
 	st, err := s.sandboxes.Stats(ctx, spec)
 	if err != nil {

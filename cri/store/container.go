@@ -121,26 +121,15 @@ func (s *Store) CreateContainer(c Container) error {
 	return err
 }
 
-// cache keeps committed record c (a copy, Spec left out) for lists; the
+// cache keeps a copy of committed record c, Spec left out, for lists; the
 // caller holds write.
 func (s *Store) cache(c Container) {
-	c = c.clone()
 	c.Spec = nil
+	c = c.listed()
+	c.Result, c.Config = slices.Clone(c.Result), slices.Clone(c.Config)
 	s.mu.Lock()
 	s.ctrs[c.ID] = &c
 	s.mu.Unlock()
-}
-
-// clone is a deep copy: a caller may change what it was given.
-func (c Container) clone() Container {
-	c.Labels, c.Annotations = maps.Clone(c.Labels), maps.Clone(c.Annotations)
-	c.Spec, c.Result, c.Config = slices.Clone(c.Spec), slices.Clone(c.Result), slices.Clone(c.Config)
-	if c.User != nil {
-		u := *c.User
-		u.Groups = slices.Clone(u.Groups)
-		c.User = &u
-	}
-	return c
 }
 
 // listed is the copy of a cached record a list returns: its maps are the
