@@ -298,10 +298,12 @@ func (c *cluster) getPod(t *testing.T, ns, name string) *corev1.Pod {
 // the test fails with the pod's last status and events.
 func (c *cluster) waitPod(t *testing.T, ns, name, what string, within time.Duration, ok func(*corev1.Pod) bool) *corev1.Pod {
 	t.Helper()
-	deadline := time.Now().Add(within)
+	start := time.Now()
+	deadline := start.Add(within)
 	for {
 		p, err := c.kube.CoreV1().Pods(ns).Get(context.Background(), name, metav1.GetOptions{})
 		if err == nil && ok(p) {
+			t.Logf("pod %s/%s %s after %v", ns, name, what, time.Since(start).Round(time.Millisecond))
 			return p
 		}
 		if time.Now().After(deadline) {
