@@ -81,7 +81,17 @@ type States interface {
 	CountStates() (pods, containers map[string]int, err error)
 }
 
+// Inits reads what the pods' ketch-inits have counted, since ketchd
+// started.
+type Inits interface {
+	InitCounts() (reaped, forwarded uint64, err error)
+}
+
 var (
+	reapedDesc = prometheus.NewDesc("ketch_init_zombies_reaped_total",
+		"Orphaned processes ketch-init reaped, as a pod's PID 1 (pause mode) or a container's (init mode).", nil, nil)
+	forwardedDesc = prometheus.NewDesc("ketch_init_signals_forwarded_total",
+		"Signals ketch-init in init mode passed on to its container's program and its process group.", nil, nil)
 	podsDesc       = prometheus.NewDesc("ketch_pods", "Pod sandboxes, by CRI state.", []string{"state"}, nil)
 	containersDesc = prometheus.NewDesc("ketch_containers", "Containers, by CRI state.", []string{"state"}, nil)
 )
@@ -104,25 +114,39 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
+type initCollector struct{ i Inits }
+
+func (c initCollector) Describe(ch chan<- *prometheus.Desc) { ch <- reapedDesc; ch <- forwardedDesc }
+
+func (c initCollector) Collect(ch chan<- prometheus.Metric) {
+	reaped, forwarded, err := c.i.InitCounts()
+	if err != nil {
+		slog.Warn("metrics: reading ketch-init's counts", "err", err)
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(reapedDesc, prometheus.CounterValue, float64(reaped))
+	ch <- prometheus.MustNewConstMetric(forwardedDesc, prometheus.CounterValue, float64(forwarded))
+}
+
 // Registry holds ketch's metrics with the Go runtime's and the process's.
-func Registry(s States) *prometheus.Registry {
+func Registry(s States, i Inits) *prometheus.Registry {
 	r := prometheus.NewRegistry()
 	r.MustRegister(CRIRequests, CRIDuration, ImagePulls, ImagePullBytes, ImagePullDuration, ImagePullsInProgress,
 		CNIDuration, CNIFailures, ShimLaunches, ShimDeaths, ContainerExits, StreamSessions, Results,
-		RecoverySeconds, PodsAdopted, stateCollector{s},
+		RecoverySeconds, PodsAdopted, stateCollector{s}, initCollector{i},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return r
 }
 
 // Serve serves /metrics on addr until ctx ends. It returns once the
 // address is bound, with the address (for a ":0" port), or why it cannot.
-func Serve(ctx context.Context, addr string, s States) (net.Addr, error) {
+func Serve(ctx context.Context, addr string, s States, i Inits) (net.Addr, error) {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(Registry(s), promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
+	mux.Handle("/metrics", promhttp.HandlerFor(Registry(s, i), promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute}
 	go func() {
 		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -9,20 +9,25 @@ import (
 	"testing"
 )
 
+// fakeStates fakes the store's states and the pods' ketch-init counts.
 type fakeStates struct {
-	pods, ctrs map[string]int
-	err        error
+	pods, ctrs        map[string]int
+	err               error
+	reaped, forwarded uint64
+	initErr           error
 }
 
 func (f fakeStates) CountStates() (map[string]int, map[string]int, error) {
 	return f.pods, f.ctrs, f.err
 }
 
-func get(t *testing.T, s States) string {
+func (f fakeStates) InitCounts() (uint64, uint64, error) { return f.reaped, f.forwarded, f.initErr }
+
+func get(t *testing.T, s fakeStates) string {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	addr, err := Serve(ctx, "127.0.0.1:0", s)
+	addr, err := Serve(ctx, "127.0.0.1:0", s, s)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,6 +53,10 @@ func TestServe(t *testing.T) {
 			want: []string{`ketch_pods{state="ready"} 2`, `ketch_containers{state="running"} 3`, `ketch_containers{state="exited"} 1`, "go_goroutines", "process_open_fds"}},
 		{desc: "a store that cannot count leaves the rest served", states: fakeStates{err: errors.New("closed")},
 			want: []string{"go_goroutines"}, not: []string{"ketch_pods{"}},
+		{desc: "ketch-init counts", states: fakeStates{reaped: 7, forwarded: 2},
+			want: []string{"ketch_init_zombies_reaped_total 7", "ketch_init_signals_forwarded_total 2"}},
+		{desc: "counts that cannot be read leave the rest served", states: fakeStates{initErr: errors.New("gone"), pods: map[string]int{"ready": 1}},
+			want: []string{`ketch_pods{state="ready"} 1`}, not: []string{"ketch_init_zombies_reaped_total"}},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
 			text := get(t, tc.states)
@@ -68,11 +77,11 @@ func TestServe(t *testing.T) {
 func TestServeTakenAddress(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	addr, err := Serve(ctx, "127.0.0.1:0", fakeStates{})
+	addr, err := Serve(ctx, "127.0.0.1:0", fakeStates{}, fakeStates{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Serve(ctx, addr.String(), fakeStates{}); err == nil {
+	if _, err := Serve(ctx, addr.String(), fakeStates{}, fakeStates{}); err == nil {
 		t.Error("a second server on a taken address")
 	}
 }

@@ -121,15 +121,11 @@ func startFailureCode(err error) int {
 func (ev *events) waitFor(pid int) (unix.WaitStatus, error) {
 	var status unix.WaitStatus
 	exited := false
-	record := func(p int, s unix.WaitStatus) {
-		if p == pid {
-			status, exited = s, true
-		}
-	}
+	record := func(s unix.WaitStatus) { status, exited = s, true }
 	for {
 		// Reap before the first wait: the entrypoint may have exited
 		// before ForkExec returned.
-		if err := Reap(record); err != nil {
+		if err := ev.reap(pid, record); err != nil {
 			return 0, err
 		}
 		if exited {
@@ -138,7 +134,7 @@ func (ev *events) waitFor(pid int) (unix.WaitStatus, error) {
 		select {
 		case <-ev.children:
 		case sig := <-ev.signals:
-			forward(pid, sig)
+			ev.forward(pid, sig)
 		}
 	}
 }
@@ -156,7 +152,7 @@ func (ev *events) endGroup(pgid int, grace time.Duration) error {
 	defer deadline.Stop()
 	killed := false
 	for {
-		if err := Reap(nil); err != nil {
+		if err := ev.reap(0, nil); err != nil {
 			return err
 		}
 		// Signal 0 only asks whether the group still has a member. Zombies
@@ -167,7 +163,7 @@ func (ev *events) endGroup(pgid int, grace time.Duration) error {
 		select {
 		case <-ev.children:
 		case sig := <-ev.signals:
-			forward(pgid, sig)
+			ev.forward(pgid, sig)
 		case <-deadline.C:
 			if killed {
 				return fmt.Errorf("process group %d outlived SIGKILL by %v", pgid, grace)
@@ -176,13 +172,5 @@ func (ev *events) endGroup(pgid int, grace time.Duration) error {
 			killed = true
 			deadline.Reset(grace)
 		}
-	}
-}
-
-// forward sends sig to process group pgid. A group that is already gone
-// (ESRCH) is no error: the next SIGCHLD tells the loop.
-func forward(pgid int, sig os.Signal) {
-	if s, ok := sig.(syscall.Signal); ok {
-		_ = unix.Kill(-pgid, s)
 	}
 }

@@ -19,7 +19,7 @@ func Pause(opts Options) error {
 		// The first pass collects children that exited before listen
 		// subscribed to SIGCHLD (ketch-init may inherit them through exec);
 		// their SIGCHLD is gone, and no later one may ever come.
-		if err := Reap(nil); err != nil {
+		if err := ev.reap(0, nil); err != nil {
 			return err
 		}
 		select {

@@ -17,6 +17,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -31,6 +32,10 @@ type Options struct {
 	// entrypoint's process group get to handle TERM before they are
 	// KILLed; zero means DefaultKillGrace.
 	KillGrace time.Duration
+	// Counts, if not nil, is where the Counts are written each time they
+	// change (the shim hands ketch-init this file; ketchd reads it for
+	// its metrics).
+	Counts *os.File
 }
 
 func (o Options) stderr() io.Writer {
@@ -51,6 +56,9 @@ type events struct {
 	// forward in init mode). Kept apart from children so a burst of them can
 	// never crowd out a SIGCHLD.
 	signals chan os.Signal
+
+	counts Counts
+	out    *os.File // where counts are published; nil: nowhere
 }
 
 // listen subscribes to SIGCHLD and sigs, and makes this process the reaper of
@@ -61,6 +69,11 @@ func listen(opts Options, sigs ...os.Signal) (*events, error) {
 	ev := &events{
 		children: make(chan os.Signal, 1),
 		signals:  make(chan os.Signal, 16),
+		out:      opts.Counts,
+	}
+	if opts.Counts != nil {
+		// The children must not inherit it.
+		unix.CloseOnExec(int(opts.Counts.Fd()))
 	}
 	signal.Notify(ev.children, unix.SIGCHLD)
 	signal.Notify(ev.signals, sigs...)
@@ -80,6 +93,32 @@ func listen(opts Options, sigs ...os.Signal) (*events, error) {
 func (ev *events) stop() {
 	signal.Stop(ev.children)
 	signal.Stop(ev.signals)
+}
+
+// reap is Reap that counts every child other than entrypoint (0: none) as
+// an orphan reaped, and calls exited with the entrypoint's status.
+func (ev *events) reap(entrypoint int, exited func(unix.WaitStatus)) error {
+	before := ev.counts
+	err := Reap(func(pid int, status unix.WaitStatus) {
+		if pid == entrypoint && entrypoint > 0 {
+			exited(status)
+			return
+		}
+		ev.counts.Reaped++
+	})
+	if ev.counts != before {
+		ev.counts.publish(ev.out)
+	}
+	return err
+}
+
+// forward sends sig to process group pgid. A group that is already gone
+// (ESRCH) is no error: the next SIGCHLD tells the loop.
+func (ev *events) forward(pgid int, sig os.Signal) {
+	if s, ok := sig.(syscall.Signal); ok && unix.Kill(-pgid, s) == nil {
+		ev.counts.Forwarded++
+		ev.counts.publish(ev.out)
+	}
 }
 
 // Reap waits, without blocking, for every child that has already exited,

@@ -338,6 +338,9 @@ func (m *Manager) remove(ctx context.Context, s Spec) error {
 	if err := unmountShm(dir); err != nil {
 		return err
 	}
+	if err := m.keepCounts(dir); err != nil {
+		return err
+	}
 	if err := os.RemoveAll(dir); err != nil {
 		return err
 	}
@@ -388,7 +391,12 @@ func (m *Manager) Wait(ctx context.Context, id string) error {
 		switch {
 		case ctx.Err() != nil:
 			return ctx.Err()
-		case !c.Gone(err), m.gone(ctx, id, c, err):
+		case !c.Gone(err):
+			return nil
+		case m.gone(ctx, id, c, err):
+			// Stop and Remove end ketch-init first, so a shim that
+			// dies under a pod's watcher is one that was killed.
+			metrics.ShimDeaths.Inc()
 			return nil
 		}
 		// The shim lives; only the connection ended: wait again.

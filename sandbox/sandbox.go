@@ -116,6 +116,12 @@ type Manager struct {
 	// ports holds the sockets that reserve each running pod's host ports
 	// (ports.go); guarded by mu.
 	ports map[string][]int
+
+	// countsMu guards removedCounts, the ketch-init counts of the pods
+	// removed since ketchd started, and makes folding a pod's counts into
+	// it one step for InitCounts.
+	countsMu      sync.Mutex
+	removedCounts shim.InitCounts
 }
 
 type podLock struct {

@@ -53,13 +53,18 @@ func TestInitForwardsSignals(t *testing.T) {
 		t.Run(sig.String(), func(t *testing.T) {
 			code := 40 + i
 			script := fmt.Sprintf(`trap "exit %d" %d; sleep 100 & echo ready; wait`, code, sig)
-			in := start(t, startOpts{pid1: true, args: []string{"--", "sh", "-c", script}})
+			counts := countsFile(t)
+			in := start(t, startOpts{pid1: true, args: []string{"--counts-fd=3", "--", "sh", "-c", script}, files: []*os.File{counts}})
 			readLine(t, in.stdout)
 			if err := syscall.Kill(in.pid, sig); err != nil {
 				t.Fatal(err)
 			}
 			if got := in.wait(t, 5*time.Second); got != code {
 				t.Errorf("exit code %d, want %d (the trap of %v)", got, code, sig)
+			}
+			// The sleep the entrypoint left is TERMed and reaped as an orphan.
+			if c := readCounts(t, counts); c.Forwarded != 1 || c.Reaped != 1 {
+				t.Errorf("counts %+v, want 1 signal forwarded and 1 orphan reaped", c)
 			}
 		})
 	}

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"ketch.dev/ketch/reaper"
 )
 
 // These tests run the real binary, built the way it ships, against the
@@ -334,7 +336,8 @@ func TestPauseReapsOrphansAsPID1(t *testing.T) {
 		{desc: "orphans exiting as they are created"},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
-			in := start(t, startOpts{pid1: true})
+			counts := countsFile(t)
+			in := start(t, startOpts{pid1: true, args: []string{"--counts-fd=3"}, files: []*os.File{counts}})
 			orphan := `sh -c 'exit 0'`
 			var files []*os.File
 			var gate *os.File
@@ -360,6 +363,16 @@ func TestPauseReapsOrphansAsPID1(t *testing.T) {
 			t.Logf("%d orphans gone from the namespace %v after they were released", n, took.Round(time.Millisecond))
 			if z := zombies(left); z != 0 {
 				t.Errorf("%d zombies left", z)
+			}
+			// Gated, all n were orphans when they exited (and nsenter's
+			// shell may be one too); otherwise the shell reaped those that
+			// exited before it did.
+			least := n
+			if !tc.gated {
+				least = 1
+			}
+			if c := readCounts(t, counts); c.Reaped < uint64(least) || c.Reaped > n+1 || c.Forwarded != 0 {
+				t.Errorf("counts %+v, want %d to %d reaped and none forwarded", c, least, n+1)
 			}
 		})
 	}
@@ -480,4 +493,28 @@ func TestPauseFootprint(t *testing.T) {
 	if kb, _ := strconv.Atoi(strings.TrimSuffix(rss, " kB")); kb == 0 || kb > 8<<10 {
 		t.Errorf("idle VmRSS %q, want under 8 MiB", rss)
 	}
+}
+
+// countsFile is a file for ketch-init's --counts-fd, as the shim makes one.
+func countsFile(t *testing.T) *os.File {
+	t.Helper()
+	f, err := os.Create(filepath.Join(t.TempDir(), "counts"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
+func readCounts(t *testing.T, f *os.File) reaper.Counts {
+	t.Helper()
+	b, err := os.ReadFile(f.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := reaper.ParseCounts(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

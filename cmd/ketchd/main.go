@@ -167,9 +167,10 @@ func run() error {
 		return err
 	}
 	defer srv.Close()
+	slog.SetDefault(slog.New(srv.LogHandler(slog.Default().Handler())))
 	if cfg.MetricsAddress != "" {
 		// Not fatal: a node's pods matter more than its metrics.
-		if addr, err := metrics.Serve(ctx, cfg.MetricsAddress, srv); err != nil {
+		if addr, err := metrics.Serve(ctx, cfg.MetricsAddress, srv, pods); err != nil {
 			slog.Error("metrics not served", "address", cfg.MetricsAddress, "err", err)
 		} else {
 			slog.Info("metrics serving", "address", addr.String())

@@ -100,7 +100,11 @@ func (s *Service) unreserve(id string) {
 // StartContainer starts a created container's program with its stdio
 // wired to its CRI log. A program that cannot be started (not found, not
 // executable) is an error naming it, and the container stays created.
-func (s *Service) StartContainer(_ context.Context, id string) (Started, error) {
+//
+// A container already started, or being started, answers with that start:
+// ketchd asks again only when it died during a start the shim went on
+// with, and its record must then say running, not that the start failed.
+func (s *Service) StartContainer(ctx context.Context, id string) (Started, error) {
 	c, err := s.get(id)
 	if err != nil {
 		return Started{}, err
@@ -109,9 +113,20 @@ func (s *Service) StartContainer(_ context.Context, id string) (Started, error) 
 		return Started{}, fmt.Errorf("start %s: the sandbox starts with the pod: %w", id, errdefs.ErrInvalidArgument)
 	}
 	c.mu.Lock()
-	if c.starting != nil || !c.startedAt.IsZero() {
+	for c.starting != nil {
+		starting := c.starting
 		c.mu.Unlock()
-		return Started{}, fmt.Errorf("start %s: already started: %w", id, errdefs.ErrFailedPrecondition)
+		select {
+		case <-starting:
+		case <-ctx.Done():
+			return Started{}, fmt.Errorf("start %s: %w", id, ctx.Err())
+		}
+		c.mu.Lock()
+	}
+	if !c.startedAt.IsZero() {
+		st := Started{At: c.startedAt, Pid: c.pid}
+		c.mu.Unlock()
+		return st, nil
 	}
 	done := make(chan struct{})
 	c.starting = done
@@ -130,6 +145,14 @@ func (s *Service) StartContainer(_ context.Context, id string) (Started, error) 
 
 func (s *Service) start(c *container) (time.Time, error) {
 	proc := processFromSpec(c.process)
+	if c.opts.Init {
+		counts, args, err := s.withCounts(c.id, proc.Args)
+		if err != nil {
+			return time.Time{}, err
+		}
+		defer counts.Close()
+		proc.Args, proc.ExtraFiles = args, []*os.File{counts}
+	}
 	cio, err := newContainerIO(*c.opts, proc, c.process.Terminal)
 	if err != nil {
 		return time.Time{}, err

@@ -87,6 +87,14 @@ func (s *Service) startSandbox(cfg *SandboxConfig) (_ *container, retErr error) 
 		Stderr: os.Stderr,
 		Init:   true,
 	}
+	if len(cfg.Args) == 0 { // ketch-init, not a program of the caller's
+		counts, args, err := s.withCounts(s.id, proc.Args)
+		if err != nil {
+			return nil, err
+		}
+		defer counts.Close()
+		proc.Args, proc.ExtraFiles = args, []*os.File{counts}
+	}
 	_, err = s.reaper.start(func() (int, error) {
 		if err := lc.Run(proc); err != nil {
 			return 0, err

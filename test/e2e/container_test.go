@@ -3,15 +3,19 @@
 package e2e
 
 import (
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/containerd/ttrpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	shimapi "ketch.dev/ketch/oci/shim/api"
 )
 
 // podWithLogs runs a pod whose containers log under a directory of the
@@ -411,4 +415,33 @@ func TestUpdateContainerResources(t *testing.T) {
 	d.removePod(t, pod)
 	d.checkPodGone(t, pod)
 	d.checkContainerGone(t, id)
+}
+
+// TestStartTheShimWentOnWith: ketchd that dies in StartContainer leaves a
+// record that says created while the shim goes on and starts the program.
+// The start asked again (by kubelet, or by ketchd's recovery) must find
+// the container running with that process, not fail it as a StartError
+// while it runs unseen. Here the test starts it through the shim itself.
+func TestStartTheShimWentOnWith(t *testing.T) {
+	d := startKetchd(t, daemonOpts{network: true})
+	d.mustPull(t, busybox)
+	pod, podCfg, _ := d.podWithLogs(t, "cut-short")
+	id := d.createContainer(t, pod, podCfg, containerConfig("app", "sleep", "3600"))
+	conn, err := net.Dial("unix", filepath.Join(d.state, "pods", pod, "shim.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc := ttrpc.NewClient(conn)
+	defer tc.Close()
+	started, err := shimapi.NewShimClient(tc).StartContainer(ctxT(t, 30*time.Second), &shimapi.StartContainerRequest{Id: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.startContainer(t, id)
+	if st := d.ctrStatus(t, id); st.State != runtimeapi.ContainerState_CONTAINER_RUNNING || st.StartedAt != started.GetStartedAtUnixNano() {
+		t.Errorf("status %v, want running since the shim's start at %d", st, started.GetStartedAtUnixNano())
+	}
+	d.stopPod(t, pod)
+	d.removePod(t, pod)
+	d.checkPodGone(t, pod)
 }

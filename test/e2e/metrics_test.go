@@ -44,8 +44,8 @@ func (d *daemon) scrape(t *testing.T) map[string]float64 {
 }
 
 // TestMetrics: what an operator scrapes moves with what the node does: a
-// pull, a pod started and removed, its network, an OOM kill, a session, a
-// shim killed -9.
+// pull, a pod started and removed, its network, an OOM kill, a session, an
+// orphan reaped and a signal forwarded by ketch-init, a shim killed -9.
 func TestMetrics(t *testing.T) {
 	d := startKetchd(t, daemonOpts{network: true})
 	before := d.scrape(t)
@@ -63,21 +63,42 @@ func TestMetrics(t *testing.T) {
 	oom := d.createContainer(t, pod, podCfg, cfg)
 	d.startContainer(t, oom)
 	d.waitExited(t, oom, 30*time.Second)
-	sleeper := d.createContainer(t, pod, podCfg, containerConfig("sleeper", "sleep", "3600"))
+	// As in a pod with shareProcessNamespace: the pod's ketch-init is the
+	// PID 1 the container's orphans go to.
+	scfg := containerConfig("sleeper", "sleep", "3600")
+	scfg.Linux.SecurityContext.NamespaceOptions.Pid = runtimeapi.NamespaceMode_POD
+	sleeper := d.createContainer(t, pod, podCfg, scfg)
 	d.startContainer(t, sleeper)
-	if _, err := d.rt.ExecSync(ctxT(t, 10*time.Second), &runtimeapi.ExecSyncRequest{ContainerId: sleeper, Cmd: []string{"true"}, Timeout: 5}); err != nil {
+	// The exec's shell leaves a child behind: an orphan in the pod's PID
+	// namespace, whose PID 1, ketch-init, reaps it.
+	if _, err := d.rt.ExecSync(ctxT(t, 10*time.Second), &runtimeapi.ExecSyncRequest{ContainerId: sleeper, Cmd: []string{"sh", "-c", "sleep 0.2 & exit 0"}, Timeout: 5}); err != nil {
 		t.Fatal(err)
 	}
+	// A container in init mode whose ketch-init passes TERM on.
+	icfg := containerConfig("init", "sh", "-c", `trap "exit 0" TERM; while true; do sleep 0.1; done`)
+	icfg.Annotations = map[string]string{"ketch.dev/init": "true"}
+	withInit := d.createContainer(t, pod, podCfg, icfg)
+	d.startContainer(t, withInit)
+	if _, err := d.rt.StopContainer(ctxT(t, 30*time.Second), &runtimeapi.StopContainerRequest{ContainerId: withInit, Timeout: 10}); err != nil {
+		t.Fatal(err)
+	}
+	if s := d.ctrStatus(t, withInit); s.ExitCode != 0 {
+		t.Errorf("the container in init mode exited %d, want 0 from its TERM trap", s.ExitCode)
+	}
+	waitFor(t, 5*time.Second, "the orphan reaped", func() bool {
+		return d.scrape(t)["ketch_init_zombies_reaped_total"] > before["ketch_init_zombies_reaped_total"]
+	})
 
 	mid := d.scrape(t)
 	for series, want := range map[string]float64{
 		`ketch_image_pulls_total{result="OK"}`:                             1,
 		`ketch_cri_requests_total{code="OK",method="RunPodSandbox"}`:       1,
-		`ketch_cri_requests_total{code="OK",method="StartContainer"}`:      2,
+		`ketch_cri_requests_total{code="OK",method="StartContainer"}`:      3,
+		`ketch_init_signals_forwarded_total`:                               1,
 		`ketch_cri_request_duration_seconds_count{method="RunPodSandbox"}`: 1,
 		`ketch_pods{state="ready"}`:                                        1,
 		`ketch_containers{state="running"}`:                                1,
-		`ketch_containers{state="exited"}`:                                 1,
+		`ketch_containers{state="exited"}`:                                 2,
 		`ketch_container_exits_total{reason="OOMKilled"}`:                  1,
 		`ketch_shim_launches_total`:                                        1,
 		`ketch_cni_duration_seconds_count{op="add"}`:                       1,
@@ -99,9 +120,18 @@ func TestMetrics(t *testing.T) {
 	waitFor(t, 30*time.Second, "the container's exit with its shim", func() bool {
 		return d.scrape(t)[`ketch_container_exits_total{reason="ShimDied"}`]-before[`ketch_container_exits_total{reason="ShimDied"}`] == 1
 	})
+	if got := d.scrape(t)["ketch_shim_deaths_total"] - before["ketch_shim_deaths_total"]; got != 1 {
+		t.Errorf("ketch_shim_deaths_total moved by %v, want 1", got)
+	}
+	reaped := d.scrape(t)["ketch_init_zombies_reaped_total"]
 	d.stopPod(t, pod)
 	d.removePod(t, pod)
 	after := d.scrape(t)
+	// The pod's files are gone; what its ketch-inits counted is not.
+	if after["ketch_init_zombies_reaped_total"] < reaped || after["ketch_init_signals_forwarded_total"] < mid["ketch_init_signals_forwarded_total"] {
+		t.Errorf("ketch-init counts fell with the pod's removal: reaped %v then %v, forwarded %v then %v", reaped, after["ketch_init_zombies_reaped_total"],
+			mid["ketch_init_signals_forwarded_total"], after["ketch_init_signals_forwarded_total"])
+	}
 	if n := after[`ketch_pods{state="ready"}`] + after[`ketch_pods{state="notready"}`]; n != 0 {
 		t.Errorf("%v pods counted after the only one was removed", n)
 	}
@@ -111,7 +141,7 @@ func TestMetrics(t *testing.T) {
 }
 
 // TestJSONLog: with log_format = "json" every line ketchd writes is one
-// JSON object, and the lines about a pod carry its ID.
+// JSON object, and the lines about a pod carry its ID, name and namespace.
 func TestJSONLog(t *testing.T) {
 	d := startKetchd(t, daemonOpts{network: true, logFormat: "json"})
 	pod := d.runPod(t, podConfig(t, "json-log"))
@@ -125,6 +155,9 @@ func TestJSONLog(t *testing.T) {
 		}
 		if line["pod"] == pod {
 			about++
+			if line["pod_name"] != "json-log" || line["pod_namespace"] == nil {
+				t.Errorf("a line about pod %s does not name it: %s", pod, l)
+			}
 		}
 	}
 	if about == 0 {
