@@ -3,18 +3,24 @@ package cri
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"path"
 	"runtime/debug"
 	"time"
 
 	"github.com/containerd/errdefs/pkg/errgrpc"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"ketch.dev/ketch/metrics"
+	"ketch.dev/ketch/tracing"
 )
 
 // UnaryInterceptor is the one place where CRI calls are logged and where the
@@ -24,6 +30,7 @@ import (
 func UnaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
 	start := time.Now()
 	attrs := requestAttrs(req)
+	ctx, span := startSpan(ctx, info.FullMethod, attrs)
 	defer func() {
 		if p := recover(); p != nil {
 			slog.Error("panic in CRI call", append(attrs, "method", info.FullMethod, "panic", p, "stack", string(debug.Stack()))...)
@@ -37,8 +44,41 @@ func UnaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, 
 			attrs = append(attrs, "code", status.Code(err).String(), "err", err)
 		}
 		slog.Log(ctx, level, "cri call", append(attrs, "method", info.FullMethod, "duration", time.Since(start))...)
+		tracing.End(span, err)
 	}()
 	return handler(ctx, req)
+}
+
+// startSpan begins the span of a CRI call, under kubelet's own if its
+// request carried one (W3C traceparent in the gRPC metadata).
+func startSpan(ctx context.Context, fullMethod string, attrs []any) (context.Context, trace.Span) {
+	if md, ok := metadata.FromIncomingContext(ctx); ok {
+		ctx = otel.GetTextMapPropagator().Extract(ctx, metadataCarrier(md))
+	}
+	var kv []attribute.KeyValue
+	for i := 0; i+1 < len(attrs); i += 2 {
+		kv = append(kv, attribute.String(attrs[i].(string), fmt.Sprint(attrs[i+1])))
+	}
+	return tracing.Start(ctx, path.Base(fullMethod), kv...)
+}
+
+// metadataCarrier reads a trace context out of gRPC metadata.
+type metadataCarrier metadata.MD
+
+func (m metadataCarrier) Get(key string) string {
+	if v := metadata.MD(m).Get(key); len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+func (m metadataCarrier) Set(key, value string) { metadata.MD(m).Set(key, value) }
+func (m metadataCarrier) Keys() []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	return keys
 }
 
 // StreamInterceptor does for streaming calls what UnaryInterceptor does.

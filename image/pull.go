@@ -24,7 +24,10 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/distribution/reference"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"go.opentelemetry.io/otel/attribute"
 	"golang.org/x/sync/semaphore"
+
+	"ketch.dev/ketch/tracing"
 )
 
 // Auth is the registry credential a pull request carries (CRI AuthConfig).
@@ -41,7 +44,9 @@ type Auth struct {
 // digest, unpacks the layers into snapshots and records the image under ref,
 // its repo digest and its ID. Concurrent pulls of one reference with the same
 // credentials share a single download.
-func (s *Store) Pull(ctx context.Context, ref string, auth *Auth) (Image, error) {
+func (s *Store) Pull(ctx context.Context, ref string, auth *Auth) (_ Image, retErr error) {
+	ctx, span := tracing.Start(ctx, "image.pull", attribute.String("image", ref))
+	defer func() { tracing.End(span, retErr) }()
 	name, err := Normalize(ref)
 	if err != nil {
 		return Image{}, err

@@ -195,7 +195,7 @@ func groupPassable(dir string, gid int) error {
 func (m *Manager) startInit(ctx context.Context, s Spec, f podFiles, shmPath, netnsPath string) (int, error) {
 	dir := m.podDir(s.ID)
 	c, err := shim.Launch(ctx, shim.LaunchOptions{
-		Binary: m.o.ShimBinary, ID: s.ID, Dir: dir, Log: filepath.Join(dir, "shim.log"),
+		Binary: m.o.ShimBinary, ID: s.ID, Dir: dir, Log: filepath.Join(dir, "shim.log"), ClientOpts: shimClientOpts,
 	})
 	if err != nil {
 		return 0, err

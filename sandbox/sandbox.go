@@ -21,10 +21,13 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/containerd/ttrpc"
 	"github.com/opencontainers/runtime-spec/specs-go"
+	"go.opentelemetry.io/otel/trace"
 
 	"ketch.dev/ketch/oci/shim"
 	"ketch.dev/ketch/sandbox/cni"
+	"ketch.dev/ketch/tracing"
 )
 
 // Spec is what a pod is run from. Stop and Remove take the same Spec, so
@@ -248,7 +251,7 @@ func (m *Manager) client(ctx context.Context, id string) (*shim.Client, error) {
 	if c != nil {
 		return c, nil
 	}
-	c, err := shim.Connect(ctx, m.podDir(id))
+	c, err := shim.Connect(ctx, m.podDir(id), shimClientOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -295,3 +298,18 @@ func (m *Manager) gone(ctx context.Context, id string, c *shim.Client, err error
 // redialPause spaces the retries of a call whose connection a live shim
 // closed, so a shim that keeps doing so costs little.
 const redialPause = 50 * time.Millisecond
+
+var shimClientOpts = []ttrpc.ClientOpts{ttrpc.WithUnaryClientInterceptor(traceShimCall)}
+
+// traceShimCall makes a span of a shim call made for a traced CRI call;
+// the watchers' calls, made for no one (and Wait, which lasts as long as
+// what it waits for), make none.
+func traceShimCall(ctx context.Context, req *ttrpc.Request, resp *ttrpc.Response, info *ttrpc.UnaryClientInfo, invoke ttrpc.Invoker) error {
+	if !trace.SpanFromContext(ctx).SpanContext().IsValid() || req.Method == "Wait" {
+		return invoke(ctx, req, resp)
+	}
+	ctx, span := tracing.Start(ctx, "shim."+req.Method)
+	err := invoke(ctx, req, resp)
+	tracing.End(span, err)
+	return err
+}

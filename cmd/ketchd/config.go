@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/pelletier/go-toml/v2"
+
+	"ketch.dev/ketch/tracing"
 )
 
 // Config is /etc/ketch/config.toml. Every field has a working default, so the
@@ -47,6 +49,7 @@ type Config struct {
 	Network  NetworkConfig  `toml:"network"`
 	Sandbox  SandboxConfig  `toml:"sandbox"`
 	Workflow WorkflowConfig `toml:"workflow"`
+	Tracing  tracing.Config `toml:"tracing"`
 }
 
 type WorkflowConfig struct {
@@ -132,6 +135,7 @@ func defaultConfig() Config {
 			ResultCap:    256 << 10,
 			SidecarGrace: Duration{30 * time.Second},
 		},
+		Tracing: tracing.Config{SamplingRatio: 1},
 	}
 }
 

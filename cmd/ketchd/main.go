@@ -28,6 +28,7 @@ import (
 	"ketch.dev/ketch/preflight"
 	"ketch.dev/ketch/sandbox"
 	"ketch.dev/ketch/sandbox/cni"
+	"ketch.dev/ketch/tracing"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -102,6 +103,19 @@ func run() error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+
+	stopTracing, err := tracing.Setup(ctx, cfg.Tracing, version)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		// What is buffered goes out; a collector that is gone costs this.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := stopTracing(ctx); err != nil {
+			slog.Warn("tracing: spans not sent", "err", err)
+		}
+	}()
 
 	// Where AppArmor runs, containers get ketch's default profile.
 	if err := oci.LoadAppArmorProfile(); err != nil {

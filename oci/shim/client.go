@@ -36,9 +36,10 @@ type Client struct {
 	closed chan struct{} // closed when the connection ends, by either side
 }
 
-// Connect reaches the shim serving the pod directory dir. When no shim
-// serves it, the error is errdefs.ErrNotFound.
-func Connect(ctx context.Context, dir string) (*Client, error) {
+// Connect reaches the shim serving the pod directory dir; opts add to the
+// connection's (ketchd's tracing). When no shim serves it, the error is
+// errdefs.ErrNotFound.
+func Connect(ctx context.Context, dir string, opts ...ttrpc.ClientOpts) (*Client, error) {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", filepath.Join(dir, sockFile))
 	if err != nil {
@@ -48,7 +49,7 @@ func Connect(ctx context.Context, dir string) (*Client, error) {
 		return nil, fmt.Errorf("connect to shim in %s: %w", dir, err)
 	}
 	closed := make(chan struct{})
-	c := ttrpc.NewClient(conn, ttrpc.WithOnClose(func() { close(closed) }))
+	c := ttrpc.NewClient(conn, append(opts, ttrpc.WithOnClose(func() { close(closed) }))...)
 	return &Client{conn: c, shim: api.NewShimClient(c), dir: dir, closed: closed}, nil
 }
 
@@ -284,6 +285,8 @@ type LaunchOptions struct {
 	ID     string // the pod id
 	Dir    string // the pod directory
 	Log    string // the shim's log file; empty discards its output
+	// ClientOpts are the connection's, as Connect takes them.
+	ClientOpts []ttrpc.ClientOpts `json:"-"`
 }
 
 // Launch starts a shim for a pod and connects to it once it serves. The
@@ -343,5 +346,5 @@ func Launch(ctx context.Context, o LaunchOptions) (_ *Client, retErr error) {
 	case <-ctx.Done():
 		return nil, fmt.Errorf("start shim for %s: %w", o.ID, ctx.Err())
 	}
-	return Connect(ctx, o.Dir)
+	return Connect(ctx, o.Dir, o.ClientOpts...)
 }

@@ -16,9 +16,11 @@ import (
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/types"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
+	"go.opentelemetry.io/otel/attribute"
 
 	"ketch.dev/ketch/metrics"
 	"ketch.dev/ketch/sandbox/netns"
+	"ketch.dev/ketch/tracing"
 )
 
 // ifName is the pod's interface, the name kubelet's CNI support gave it.
@@ -70,7 +72,8 @@ func NewManager(cfg Config) *Manager {
 // DEL before it returns, so a failed Setup leaves no interface, IP
 // allocation or firewall rule behind.
 func (m *Manager) Setup(ctx context.Context, podID, netnsPath string, pod Pod) (_ Result, retErr error) {
-	defer observe("add", time.Now(), &retErr)
+	ctx, done := measure(ctx, "add", podID)
+	defer done(&retErr)
 	if podID == "" || netnsPath == "" {
 		return Result{}, fmt.Errorf("pod network needs a pod ID and a netns: %w", errdefs.ErrInvalidArgument)
 	}
@@ -146,7 +149,8 @@ func (m *Manager) delAll(ctx context.Context, list *libcni.NetworkConfigList, rt
 // record. A netns that vanished is no reason to keep the pod's IPs: DEL
 // runs anyway.
 func (m *Manager) Teardown(ctx context.Context, podID, netnsPath string, pod Pod) (retErr error) {
-	defer observe("del", time.Now(), &retErr)
+	ctx, done := measure(ctx, "del", podID)
+	defer done(&retErr)
 	if podID == "" {
 		return fmt.Errorf("pod network teardown needs a pod ID: %w", errdefs.ErrInvalidArgument)
 	}
@@ -345,10 +349,16 @@ func ipv4First(addrs []net.IPNet) []netip.Addr {
 	return ips
 }
 
-// observe times a CNI operation and counts its failure.
-func observe(op string, start time.Time, err *error) {
-	metrics.Since(metrics.CNIDuration.WithLabelValues(op), start)
-	if *err != nil {
-		metrics.CNIFailures.WithLabelValues(op).Inc()
+// measure begins a CNI operation's span; the function it returns ends
+// it, times the operation and counts its failure.
+func measure(ctx context.Context, op, podID string) (context.Context, func(*error)) {
+	start := time.Now()
+	ctx, span := tracing.Start(ctx, "cni."+op, attribute.String("pod", podID))
+	return ctx, func(err *error) {
+		tracing.End(span, *err)
+		metrics.Since(metrics.CNIDuration.WithLabelValues(op), start)
+		if *err != nil {
+			metrics.CNIFailures.WithLabelValues(op).Inc()
+		}
 	}
 }
