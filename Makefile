@@ -10,7 +10,7 @@ export KETCH_TEST_CACHE
 # Packages with goroutines shared state: unit-tested with the race detector.
 RACE_PKGS := ./image/... ./cri/... ./reaper/...
 
-.PHONY: all build run stop install test lint unit e2e e2e-kubelet e2e-argo cluster cluster-down critest crashtest fuzz bench generate clean
+.PHONY: all build run stop install test lint unit e2e e2e-kubelet e2e-argo cluster cluster-down critest crashtest fuzz bench scale generate clean
 
 all: build
 
@@ -134,7 +134,17 @@ bench: build
 	$(BENCH) 'PodMemory|InitMemory' -benchtime 1x
 	$(BENCH) 'WorkflowStop' -benchtime 10x
 	$(BENCH) 'Restart' -benchtime 3x
+	$(BENCH) 'Scale$$' -benchtime 1x
 	test/critest-bench.sh
+
+# 1,000 pods of one container, 10,000 exited containers, ketchd killed -9 and
+# restarted, everything removed: ketchd's threads, memory, fds and latencies
+# as the pod count grows (BenchmarkScale; SCALE_PODS, SCALE_EXITED).
+SCALE_PODS ?= 1000
+SCALE_EXITED ?= 10000
+scale: build
+	test/setup.sh
+	KETCH_SCALE_PODS=$(SCALE_PODS) KETCH_SCALE_EXITED=$(SCALE_EXITED) $(BENCH) 'Scale$$' -benchtime 1x -timeout 60m -v
 
 clean:
 	rm -rf bin

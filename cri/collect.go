@@ -97,7 +97,7 @@ func (s *Server) shimGone(ctx context.Context, c store.Container) error {
 	slog.Warn("container exited: its pod's shim died before it started", "container", c.ID, "pod", c.SandboxID)
 	if _, err := s.store.UpdateContainer(c.ID, func(c *store.Container) error {
 		c.State, c.ExitCode, c.FinishedAt = store.ContainerExited, 255, time.Now()
-		c.Reason, c.Message = "ShimDied", "the pod's shim died before the container started"
+		c.Reason, c.Message = reasonShimDied, "the pod's shim died before the container started"
 		return nil
 	}); err != nil {
 		return fmt.Errorf("record exit of %s: %w", c.ID, err)

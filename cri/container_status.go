@@ -160,20 +160,3 @@ func (s *Server) listContainers(f *runtimeapi.ContainerFilter) ([]*runtimeapi.Co
 	}
 	return items, nil
 }
-
-// ReopenContainerLog reopens a running container's log after kubelet
-// rotated it; a container that does not run has no log to reopen, and no
-// file is created for it.
-func (s *Server) ReopenContainerLog(ctx context.Context, req *runtimeapi.ReopenContainerLogRequest) (*runtimeapi.ReopenContainerLogResponse, error) {
-	c, err := s.findContainer(req.GetContainerId())
-	if err != nil {
-		return nil, fmt.Errorf("reopen container log: %w", err)
-	}
-	if c.State != store.ContainerRunning {
-		return nil, fmt.Errorf("reopen log of container %s: it is %s: %w", c.ID, c.State, errdefs.ErrFailedPrecondition)
-	}
-	if err := s.containers.ReopenLog(ctx, c.SandboxID, c.ID); err != nil {
-		return nil, fmt.Errorf("reopen log of container %s: %w", c.ID, err)
-	}
-	return &runtimeapi.ReopenContainerLogResponse{}, nil
-}

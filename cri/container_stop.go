@@ -54,7 +54,7 @@ func (s *Server) stopContainer(ctx context.Context, c store.Container, grace tim
 			return ctx.Err()
 		}
 		if err == nil {
-			s.recordExit(c.SandboxID, c.ID, e, nil)
+			s.containerExited(c.SandboxID, c.ID, e, nil)
 			return nil
 		}
 	}
@@ -72,7 +72,7 @@ func (s *Server) stopContainer(ctx context.Context, c store.Container, grace tim
 	if errdefs.IsNotFound(err) {
 		return nil
 	}
-	s.recordExit(c.SandboxID, c.ID, e, err)
+	s.containerExited(c.SandboxID, c.ID, e, err)
 	return nil
 }
 

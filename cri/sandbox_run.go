@@ -12,7 +12,6 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"ketch.dev/ketch/cri/store"
-	"ketch.dev/ketch/metrics"
 )
 
 // RunPodSandbox records the pod (reserving its name), then has the sandbox
@@ -42,8 +41,6 @@ func (s *Server) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPodSandbo
 		Labels:         cfg.GetLabels(),
 		Annotations:    cfg.GetAnnotations(),
 		RuntimeHandler: req.GetRuntimeHandler(),
-		Hostname:       cfg.GetHostname(),
-		CgroupParent:   cfg.GetLinux().GetCgroupParent(),
 		LogDirectory:   cfg.GetLogDirectory(),
 		Config:         raw,
 	}
@@ -77,28 +74,6 @@ func (s *Server) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPodSandbo
 	return &runtimeapi.RunPodSandboxResponse{PodSandboxId: id}, nil
 }
 
-// watchSandbox marks the pod NOTREADY once its PID 1 exits or its shim
-// dies, whoever caused it, so lists never show a dead pod as ready.
-func (s *Server) watchSandbox(id string) {
-	s.watchers.Add(1)
-	go func() {
-		defer s.watchers.Done()
-		if err := s.sandboxes.Wait(s.bg, id); err != nil {
-			return // ketchd is stopping
-		}
-		s.podDied(id)
-	}()
-}
-
-// podDied marks pod id NOTREADY, and publishes that once, when its PID 1
-// or its shim is gone.
-func (s *Server) podDied(id string) {
-	if changed, _ := s.markNotReady(id, false); changed {
-		s.emit(id, id, runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT)
-		slog.Info("pod not ready: its PID 1 exited", "pod", id)
-	}
-}
-
 // markNotReady makes pod id NOTREADY in the store and reports whether it
 // was READY; the caller publishes the event once its work is done. With
 // removing the record is also marked for a restart to finish the removal,
@@ -117,25 +92,4 @@ func (s *Server) markNotReady(id string, removing bool) (bool, error) {
 		slog.Warn("mark pod not ready", "pod", id, "err", err)
 	}
 	return wasReady && err == nil, err
-}
-
-// watchReadySandboxes adopts and watches every pod a previous ketchd left
-// ready. A pod that cannot be adopted (its host port taken meanwhile) is
-// logged and still watched: it runs, and kubelet decides what to do.
-func (s *Server) watchReadySandboxes() error {
-	ready := store.SandboxReady
-	pods, err := s.store.ListSandboxes(store.SandboxFilter{State: &ready})
-	if err != nil {
-		return fmt.Errorf("list pods: %w", err)
-	}
-	for _, p := range pods {
-		if spec, err := storedSpec(p); err != nil {
-			slog.Error("pod record unreadable", "pod", p.ID, "err", err)
-		} else if err := s.sandboxes.Adopt(spec); err != nil {
-			slog.Warn("adopt pod", "pod", p.ID, "err", err)
-		}
-		s.watchSandbox(p.ID)
-	}
-	metrics.PodsAdopted.Set(float64(len(pods)))
-	return nil
 }

@@ -111,11 +111,3 @@ func (s *Server) RemovePodSandbox(ctx context.Context, req *runtimeapi.RemovePod
 		ContainerEventType: runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT, CreatedAt: time.Now().UnixNano()})
 	return &runtimeapi.RemovePodSandboxResponse{}, nil
 }
-
-// findSandbox looks a pod up by ID or unique ID prefix.
-func (s *Server) findSandbox(idOrPrefix string) (store.Sandbox, error) {
-	if idOrPrefix == "" {
-		return store.Sandbox{}, fmt.Errorf("pod sandbox ID is empty: %w", errdefs.ErrInvalidArgument)
-	}
-	return s.store.GetSandbox(idOrPrefix)
-}

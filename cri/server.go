@@ -9,7 +9,6 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"net/http"
 	"sync"
 	"syscall"
 	"time"
@@ -17,9 +16,9 @@ import (
 	"github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/grpc"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
-	"k8s.io/cri-streaming/pkg/streaming"
 
 	"ketch.dev/ketch/cri/store"
+	"ketch.dev/ketch/cri/streaming"
 	"ketch.dev/ketch/image"
 	"ketch.dev/ketch/metrics"
 	"ketch.dev/ketch/oci/shim"
@@ -184,9 +183,7 @@ type Server struct {
 	// or remove wait until those under way are done.
 	creates podGates
 
-	stream     streaming.Server // hands out session URLs
-	streamHTTP *http.Server     // serves the sessions
-	sessions   sessions         // requests behind the URLs, for the v5 websocket handler
+	stream *streaming.Server // hands out session URLs and serves them
 }
 
 // New builds a Server over its dependencies and starts watching the pods
@@ -213,10 +210,12 @@ func New(cfg Config, images ImageStore, network Network, st *store.Store, sb San
 		return nil, err
 	}
 	metrics.RecoverySeconds.Set(time.Since(start).Seconds())
-	if err := s.startStreaming(cfg.StreamAddress, cfg.StreamTLSCert, cfg.StreamTLSKey); err != nil {
+	stream, err := streaming.Start(cfg.StreamAddress, cfg.StreamTLSCert, cfg.StreamTLSKey, sessionRuntime{s})
+	if err != nil {
 		s.Close()
 		return nil, err
 	}
+	s.stream = stream
 	return s, nil
 }
 
@@ -227,8 +226,8 @@ const collectTimeout = 2 * time.Minute
 // running.
 func (s *Server) Close() {
 	s.stop()
-	if s.streamHTTP != nil {
-		s.streamHTTP.Close()
+	if s.stream != nil {
+		s.stream.Close()
 	}
 	s.watchers.Wait()
 }

@@ -38,9 +38,7 @@ type Sandbox struct {
 	RuntimeHandler string            `json:"runtime_handler"`
 	NetNSPath      string            `json:"netns_path"` // empty with the host's network
 	IPs            []string          `json:"ips"`        // primary first, as CNI returned them
-	Hostname       string            `json:"hostname"`
-	PID            int               `json:"pid"` // ketch-init, the pod's PID 1
-	CgroupParent   string            `json:"cgroup_parent"`
+	PID            int               `json:"pid"`        // ketch-init, the pod's PID 1
 	LogDirectory   string            `json:"log_directory"`
 	// Removing: RemovePodSandbox has begun, so a restart finishes it.
 	Removing bool `json:"removing,omitempty"`

@@ -39,9 +39,7 @@ func testSandbox(id, key string) Sandbox {
 		RuntimeHandler: "runc",
 		NetNSPath:      "/run/ketch/netns/" + id,
 		IPs:            []string{"10.88.0.2"},
-		Hostname:       "web",
 		PID:            1234,
-		CgroupParent:   "/kubepods",
 		LogDirectory:   "/var/log/pods/x",
 		Config:         []byte{0x0a, 0x03, 'w', 'e', 'b'},
 	}

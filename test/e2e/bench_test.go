@@ -212,9 +212,17 @@ func BenchmarkPodMemory(b *testing.B) {
 // memoryOf returns pid's RSS and PSS in MiB.
 func memoryOf(tb testing.TB, pid int) (rss, pss float64) {
 	tb.Helper()
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	rss, pss, err := readMemory(pid)
 	if err != nil {
 		tb.Fatal(err)
+	}
+	return rss, pss
+}
+
+func readMemory(pid int) (rss, pss float64, err error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	if err != nil {
+		return 0, 0, err
 	}
 	for _, line := range strings.Split(string(data), "\n") {
 		f := strings.Fields(line)
@@ -229,7 +237,7 @@ func memoryOf(tb testing.TB, pid int) (rss, pss float64) {
 			pss = kb / 1024
 		}
 	}
-	return rss, pss
+	return rss, pss, nil
 }
 
 // reportPercentiles reports p50 and p90 of ds in milliseconds.

@@ -271,7 +271,7 @@ func TestContainerBadInput(t *testing.T) {
 	d.checkPodGone(t, pod)
 }
 
-func (d *daemon) containers(t *testing.T, f *runtimeapi.ContainerFilter) []*runtimeapi.Container {
+func (d *daemon) containers(t testing.TB, f *runtimeapi.ContainerFilter) []*runtimeapi.Container {
 	t.Helper()
 	resp, err := d.rt.ListContainers(ctxT(t, 10*time.Second), &runtimeapi.ListContainersRequest{Filter: f})
 	if err != nil {
@@ -302,7 +302,7 @@ func (d *daemon) checkContainerGone(t *testing.T, id string) {
 
 // checkNoContainerLeft: no rootfs is mounted and no active snapshot exists
 // beyond those of listed containers.
-func (d *daemon) checkNoContainerLeft(t *testing.T) {
+func (d *daemon) checkNoContainerLeft(t testing.TB) {
 	t.Helper()
 	listed := map[string]bool{}
 	for _, c := range d.containers(t, nil) {

@@ -18,7 +18,7 @@ import (
 
 // scrape reads ketchd's /metrics as a map of series ("name{labels}") to
 // values.
-func (d *daemon) scrape(t *testing.T) map[string]float64 {
+func (d *daemon) scrape(t testing.TB) map[string]float64 {
 	t.Helper()
 	m := regexp.MustCompile(`msg="metrics serving" address=(\S+)`).FindStringSubmatch(d.log.String())
 	if m == nil {

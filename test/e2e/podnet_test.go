@@ -25,7 +25,7 @@ import (
 
 const (
 	podBridge    = "ketche2e0"
-	podSubnet    = "10.251.0.0/24"
+	podSubnet    = "10.251.0.0/20" // room for `make scale`'s 1,000 pods
 	podGuard     = "ketch e2e guard"
 	cgroupParent = "/ketch-e2e" // every test pod's cgroups go below it
 )

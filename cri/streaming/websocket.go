@@ -1,4 +1,4 @@
-package cri
+package streaming
 
 import (
 	"context"
@@ -155,14 +155,10 @@ func (h v5Handler) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 }
 
 func (h v5Handler) run(ctx context.Context, id string, cmd []string, exec bool, st shim.Streams) (int, error) {
-	c, err := h.s.findContainer(id)
-	if err != nil {
-		return 0, err
-	}
 	if exec {
-		return h.s.containers.Exec(ctx, c.SandboxID, c.ID, cmd, st)
+		return h.s.exec(ctx, id, cmd, st)
 	}
-	return h.s.containers.Attach(ctx, c.SandboxID, c.ID, st)
+	return h.s.attach(ctx, id, st)
 }
 
 // decodeResizes turns the resize channel's JSON sizes into shim sizes.

@@ -1,4 +1,4 @@
-package cri
+package streaming
 
 import (
 	"context"
@@ -121,7 +121,7 @@ func (h v5Handler) forwardPair(ctx context.Context, podID string, data, errStrea
 	defer errStream.Close()
 	port, err := strconv.ParseInt(data.Headers().Get(portforward.PortHeader), 10, 32)
 	if err == nil {
-		err = streamRuntime{h.s}.PortForward(ctx, podID, int32(port), data)
+		err = h.s.portForward(ctx, podID, int32(port), data)
 	}
 	if err != nil {
 		fmt.Fprintf(errStream, "port-forward to %s port %s: %v", podID, data.Headers().Get(portforward.PortHeader), err)

@@ -1,4 +1,4 @@
-package cri
+package streaming
 
 import (
 	"crypto/ecdsa"
@@ -21,20 +21,19 @@ import (
 // TestStreamingAddress: off loopback, sessions are served over TLS or not
 // at all; with a certificate, the URLs handed out are https.
 func TestStreamingAddress(t *testing.T) {
-	s := &Server{}
-	if err := s.startStreaming("0.0.0.0:0", "", ""); !errdefs.IsInvalidArgument(err) {
+	if _, err := Start("0.0.0.0:0", "", "", nil); !errdefs.IsInvalidArgument(err) {
 		t.Errorf("off loopback without TLS: %v, want InvalidArgument", err)
 	}
 	cert, key := selfSigned(t)
-	s = &Server{}
-	if err := s.startStreaming("127.0.0.1:0", cert, key); err != nil {
+	s, err := Start("127.0.0.1:0", cert, key, nil)
+	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.streamHTTP.Close()
-	if s.streamHTTP.ReadHeaderTimeout == 0 || s.streamHTTP.IdleTimeout == 0 {
+	defer s.Close()
+	if s.http.ReadHeaderTimeout == 0 || s.http.IdleTimeout == 0 {
 		t.Error("no read-header or idle timeout")
 	}
-	resp, err := s.stream.GetPortForward(portForwardRequest())
+	resp, err := s.GetPortForward(portForwardRequest())
 	if err != nil || !strings.HasPrefix(resp.Url, "https://") {
 		t.Errorf("URL %v, %v; want https", resp.GetUrl(), err)
 	}
