@@ -3,7 +3,6 @@ package cri
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"sync"
 	"time"
 
@@ -51,19 +50,7 @@ func (s *Server) listContainerStats(ctx context.Context, f *runtimeapi.Container
 	if err != nil {
 		return nil, fmt.Errorf("list container stats: %w", err)
 	}
-	var items []*runtimeapi.ContainerStats
-	for _, c := range ctrs {
-		st, err := s.containerStats(ctx, c)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, err
-			}
-			slog.Debug("no stats for container", "container", c.ID, "err", err)
-			continue
-		}
-		items = append(items, st)
-	}
-	return items, nil
+	return gather(ctx, ctrs, func(c store.Container) []any { return []any{"container", c.ID} }, s.containerStats)
 }
 
 func (s *Server) containerStats(ctx context.Context, c store.Container) (*runtimeapi.ContainerStats, error) {

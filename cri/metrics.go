@@ -299,19 +299,9 @@ func (s *Server) listPodSandboxMetrics(ctx context.Context) ([]*runtimeapi.PodSa
 		return nil, fmt.Errorf("list pod sandbox metrics: %w", err)
 	}
 	fs, device := statFS(s.cfg.ImageRoot)
-	var items []*runtimeapi.PodSandboxMetrics
-	for _, sb := range pods {
-		pm, err := s.podMetrics(ctx, sb, fs, device)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			slog.Debug("no metrics for pod", "pod", sb.ID, "err", err)
-			continue
-		}
-		items = append(items, pm)
-	}
-	return items, nil
+	return gather(ctx, pods, podAttrs, func(ctx context.Context, sb store.Sandbox) (*runtimeapi.PodSandboxMetrics, error) {
+		return s.podMetrics(ctx, sb, fs, device)
+	})
 }
 
 func (s *Server) podMetrics(ctx context.Context, sb store.Sandbox, fs fsFacts, device string) (*runtimeapi.PodSandboxMetrics, error) {

@@ -3,7 +3,6 @@ package cri
 import (
 	"context"
 	"fmt"
-	"log/slog"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -42,19 +41,7 @@ func (s *Server) listPodSandboxStats(ctx context.Context, f *runtimeapi.PodSandb
 	if err != nil {
 		return nil, fmt.Errorf("list pod sandbox stats: %w", err)
 	}
-	var items []*runtimeapi.PodSandboxStats
-	for _, sb := range pods {
-		st, err := s.podStats(ctx, sb)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, err
-			}
-			slog.Debug("no stats for pod", "pod", sb.ID, "err", err)
-			continue
-		}
-		items = append(items, st)
-	}
-	return items, nil
+	return gather(ctx, pods, podAttrs, s.podStats)
 }
 
 func (s *Server) podStats(ctx context.Context, sb store.Sandbox) (*runtimeapi.PodSandboxStats, error) {
