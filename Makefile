@@ -144,7 +144,7 @@ SCALE_PODS ?= 1000
 SCALE_EXITED ?= 10000
 scale: build
 	test/setup.sh
-	KETCH_SCALE_PODS=$(SCALE_PODS) KETCH_SCALE_EXITED=$(SCALE_EXITED) $(BENCH) 'Scale$$' -benchtime 1x -timeout 60m -v
+	KETCH_SCALE_PODS=$(SCALE_PODS) KETCH_SCALE_EXITED=$(SCALE_EXITED) $(BENCH) 'Scale$$' -benchtime 1x -timeout 3h -v
 
 clean:
 	rm -rf bin
