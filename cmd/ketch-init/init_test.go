@@ -52,7 +52,10 @@ func TestInitForwardsSignals(t *testing.T) {
 	} {
 		t.Run(sig.String(), func(t *testing.T) {
 			code := 40 + i
-			script := fmt.Sprintf(`trap "exit %d" %d; sleep 100 & echo ready; wait`, code, sig)
+			// The inner sh leaves its sleep to ketch-init at once, so the
+			// sleep is an orphan whichever signal ends it; a sleep of the
+			// entrypoint's own could be reaped by the entrypoint instead.
+			script := fmt.Sprintf(`trap "exit %d" %d; sh -c 'sleep 100 &'; echo ready; while :; do sleep 0.05; done`, code, sig)
 			counts := countsFile(t)
 			in := start(t, startOpts{pid1: true, args: []string{"--counts-fd=3", "--", "sh", "-c", script}, files: []*os.File{counts}})
 			readLine(t, in.stdout)
@@ -62,7 +65,8 @@ func TestInitForwardsSignals(t *testing.T) {
 			if got := in.wait(t, 5*time.Second); got != code {
 				t.Errorf("exit code %d, want %d (the trap of %v)", got, code, sig)
 			}
-			// The sleep the entrypoint left is TERMed and reaped as an orphan.
+			// The orphaned sleep is ended (by the signal or by the TERM
+			// to the group's leftovers) and reaped by ketch-init.
 			if c := readCounts(t, counts); c.Forwarded != 1 || c.Reaped != 1 {
 				t.Errorf("counts %+v, want 1 signal forwarded and 1 orphan reaped", c)
 			}
