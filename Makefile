@@ -134,6 +134,7 @@ bench: build
 	$(BENCH) 'PodMemory|InitMemory' -benchtime 1x
 	$(BENCH) 'WorkflowStop' -benchtime 10x
 	$(BENCH) 'Restart' -benchtime 3x
+	$(BENCH) 'Stats$$' -benchtime 200x
 	$(BENCH) 'Scale$$' -benchtime 1x
 	test/critest-bench.sh
 

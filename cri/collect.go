@@ -78,13 +78,9 @@ func (s *Server) finishStart(ctx context.Context, c store.Container) error {
 		return nil
 	}
 	slog.Warn("recording the start of a container whose StartContainer was cut short", "container", c.ID, "pod", c.SandboxID, "pid", st.Pid)
-	if _, err := s.store.UpdateContainer(c.ID, func(c *store.Container) error {
-		c.State, c.StartedAt, c.PID = store.ContainerRunning, st.StartedAt, st.Pid
-		return nil
-	}); err != nil {
+	if _, err := s.store.ContainerStarted(c.ID, st.Pid, st.StartedAt); err != nil {
 		return fmt.Errorf("record start of %s: %w", c.ID, err)
 	}
-	s.emit(c.SandboxID, c.ID, runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT)
 	return nil
 }
 
@@ -95,13 +91,9 @@ func (s *Server) shimGone(ctx context.Context, c store.Container) error {
 		return fmt.Errorf("end container %s of a dead shim: %w", c.ID, err)
 	}
 	slog.Warn("container exited: its pod's shim died before it started", "container", c.ID, "pod", c.SandboxID)
-	if _, err := s.store.UpdateContainer(c.ID, func(c *store.Container) error {
-		c.State, c.ExitCode, c.FinishedAt = store.ContainerExited, 255, time.Now()
-		c.Reason, c.Message = reasonShimDied, "the pod's shim died before the container started"
-		return nil
-	}); err != nil {
+	if _, _, err := s.store.ContainerExited(c.ID, store.Exit{Code: 255, At: time.Now(),
+		Reason: reasonShimDied, Message: "the pod's shim died before the container started"}); err != nil {
 		return fmt.Errorf("record exit of %s: %w", c.ID, err)
 	}
-	s.emit(c.SandboxID, c.ID, runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT)
 	return nil
 }

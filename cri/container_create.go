@@ -153,15 +153,9 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 	if err != nil {
 		return nil, err
 	}
-	if _, err := s.store.UpdateContainer(id, func(c *store.Container) error {
-		c.State = store.ContainerCreated
-		c.User = &store.User{UID: u.UID, GID: u.GID, Groups: u.AdditionalGids}
-		c.Spec = specJSON
-		return nil
-	}); err != nil {
+	if err := s.store.ContainerCreated(id, store.User{UID: u.UID, GID: u.GID, Groups: u.AdditionalGids}, specJSON); err != nil {
 		return nil, fmt.Errorf("create container %s: %w", id, err)
 	}
-	s.emit(sb.ID, id, runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT)
 	return &runtimeapi.CreateContainerResponse{ContainerId: id}, nil
 }
 

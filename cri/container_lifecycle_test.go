@@ -252,7 +252,7 @@ func TestRunningContainerRPCs(t *testing.T) {
 				return err
 			},
 			expect: func() {
-				d.containers.EXPECT().ContainerStats(gomock.Any(), pod, id).Return(shim.Stats{At: time.Now(), Cgroup: testCgroup()}, nil)
+				d.containers.EXPECT().ContainerStats(gomock.Any(), pod, id, false).Return(shim.Stats{At: time.Now(), Cgroup: testCgroup()}, nil)
 				d.images.EXPECT().WritableUsage(gomock.Any(), id).Return(uint64(4096), uint64(2), nil)
 			}},
 	}

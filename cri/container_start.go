@@ -25,23 +25,18 @@ func (s *Server) StartContainer(ctx context.Context, req *runtimeapi.StartContai
 	}
 	st, err := s.containers.StartContainer(ctx, c.SandboxID, c.ID)
 	if err != nil {
-		_, uerr := s.store.UpdateContainer(c.ID, func(c *store.Container) error {
-			c.State, c.ExitCode, c.Reason, c.Message, c.FinishedAt = store.ContainerExited, 128, reasonStartError, err.Error(), time.Now()
-			return nil
-		})
-		if uerr == nil {
-			s.emit(c.SandboxID, c.ID, runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT)
+		rec, changed, uerr := s.store.ContainerExited(c.ID, store.Exit{Code: 128, At: time.Now(), Reason: reasonStartError, Message: err.Error()})
+		if changed {
+			// A main container that cannot start has ended its step as
+			// surely as one that exited.
+			s.stopSidecarsOf(rec)
 		}
 		return nil, errors.Join(fmt.Errorf("start container %s: %w", c.ID, err), uerr)
 	}
-	if _, err := s.store.UpdateContainer(c.ID, func(c *store.Container) error {
-		c.State, c.StartedAt, c.PID = store.ContainerRunning, st.At, st.Pid
-		return nil
-	}); err != nil {
+	if _, err := s.store.ContainerStarted(c.ID, st.Pid, st.At); err != nil {
 		return nil, fmt.Errorf("start container %s: %w", c.ID, err)
 	}
 	s.watchContainer(c.SandboxID, c.ID)
-	s.emit(c.SandboxID, c.ID, runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT)
 	return &runtimeapi.StartContainerResponse{}, nil
 }
 

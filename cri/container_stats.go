@@ -50,11 +50,20 @@ func (s *Server) listContainerStats(ctx context.Context, f *runtimeapi.Container
 	if err != nil {
 		return nil, fmt.Errorf("list container stats: %w", err)
 	}
-	return gather(ctx, ctrs, func(c store.Container) []any { return []any{"container", c.ID} }, s.containerStats)
+	return s.containerStatsOf(ctx, ctrs)
 }
 
+// containerStatsOf answers from the stats cache where it can.
+func (s *Server) containerStatsOf(ctx context.Context, ctrs []store.Container) ([]*runtimeapi.ContainerStats, error) {
+	s.stats.touch()
+	cached := func(c store.Container) *runtimeapi.ContainerStats { return s.stats.container(c.ID, s.statsMaxAge()) }
+	return cachedOr(ctx, ctrs, cached, ctrAttrs, s.containerStats)
+}
+
+// containerStats reads container c's figures now, and keeps them in the
+// stats cache when there is one.
 func (s *Server) containerStats(ctx context.Context, c store.Container) (*runtimeapi.ContainerStats, error) {
-	st, err := s.containers.ContainerStats(ctx, c.SandboxID, c.ID)
+	st, err := s.containers.ContainerStats(ctx, c.SandboxID, c.ID, false)
 	if err != nil {
 		return nil, fmt.Errorf("stats of container %s: %w", c.ID, err)
 	}
@@ -63,7 +72,7 @@ func (s *Server) containerStats(ctx context.Context, c store.Container) (*runtim
 		return nil, fmt.Errorf("stats of container %s: %w", c.ID, err)
 	}
 	ts := st.At.UnixNano()
-	return &runtimeapi.ContainerStats{
+	cs := &runtimeapi.ContainerStats{
 		Attributes: &runtimeapi.ContainerAttributes{
 			Id:          c.ID,
 			Metadata:    &runtimeapi.ContainerMetadata{Name: c.Name, Attempt: c.Attempt},
@@ -80,7 +89,11 @@ func (s *Server) containerStats(ctx context.Context, c store.Container) (*runtim
 			UsedBytes:  &runtimeapi.UInt64Value{Value: bytes},
 			InodesUsed: &runtimeapi.UInt64Value{Value: inodes},
 		},
-	}, nil
+	}
+	if s.cfg.StatsPeriod > 0 {
+		s.stats.putContainer(cs)
+	}
+	return cs, nil
 }
 
 // criCPU, criMemory and criSwap are a cgroup's figures as the CRI reports

@@ -182,7 +182,7 @@ func (s *Server) RemoveContainer(ctx context.Context, req *runtimeapi.RemoveCont
 func (s *Server) removeContainer(ctx context.Context, c store.Container) error {
 	if !c.Removing {
 		var err error
-		c, err = s.store.UpdateContainer(c.ID, func(c *store.Container) error { c.Removing = true; return nil })
+		c, err = s.store.ContainerRemoving(c.ID)
 		if errdefs.IsNotFound(err) {
 			return nil // removed meanwhile
 		}
@@ -199,11 +199,7 @@ func (s *Server) removeContainer(ctx context.Context, c store.Container) error {
 	if err := s.releaseRootfs(ctx, c.ID); err != nil {
 		return err
 	}
-	if err := s.store.DeleteContainer(c.ID); err != nil {
-		return err
-	}
-	s.emit(c.SandboxID, c.ID, runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT)
-	return nil
+	return s.store.DeleteContainer(c.ID)
 }
 
 // releaseRootfs unmounts container id's rootfs, removes its snapshot and

@@ -87,13 +87,29 @@ func (s *Server) GetContainerEvents(req *runtimeapi.GetEventsRequest, stream grp
 	}
 }
 
-// emit publishes an event about container id (the pod's own ID for pod
-// events) of pod podID, with the statuses as they are now in the store.
-func (s *Server) emit(podID, id string, kind runtimeapi.ContainerEventType) {
+// eventTypes are the store's changes as kubelet's container events.
+var eventTypes = map[store.ChangeKind]runtimeapi.ContainerEventType{
+	store.Created: runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT,
+	store.Started: runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT,
+	store.Stopped: runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT,
+	store.Deleted: runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT,
+}
+
+// changed is the store's Notify function: it publishes each transition as
+// an event about the container (the pod's own ID for pod events), with
+// the statuses as they are now in the store, or for a deleted pod, as its
+// last record had them.
+func (s *Server) changed(c store.Change) {
 	if !s.events.listening() {
 		return
 	}
-	ev := &runtimeapi.ContainerEventResponse{ContainerId: id, ContainerEventType: kind, CreatedAt: time.Now().UnixNano()}
+	ev := &runtimeapi.ContainerEventResponse{ContainerId: c.ID, ContainerEventType: eventTypes[c.Kind], CreatedAt: time.Now().UnixNano()}
+	if c.Pod != nil {
+		ev.PodSandboxStatus, _, _ = sandboxStatus(*c.Pod)
+		s.events.publish(ev)
+		return
+	}
+	podID := c.PodID
 	if st, err := s.storedPodStatus(podID); err == nil {
 		ev.PodSandboxStatus = st
 	}

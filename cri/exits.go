@@ -14,7 +14,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/containerd/errdefs"
-	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"ketch.dev/ketch/cri/store"
 	"ketch.dev/ketch/metrics"
@@ -57,28 +56,18 @@ func (s *Server) containerExited(podID, id string, e shim.Exit, waitErr error) {
 		e = shim.Exit{Code: 255, At: time.Now()}
 		reason, msg = reasonShimDied, "the pod's shim died before the container's exit was recorded: "+waitErr.Error()
 	}
-	changed := false
-	rec, err := s.store.UpdateContainer(id, func(c *store.Container) error {
-		if c.State != store.ContainerRunning {
-			return nil
-		}
-		changed = true
-		c.State, c.ExitCode, c.FinishedAt, c.Reason, c.Message = store.ContainerExited, int32(e.Code), e.At, reason, msg
-		if c.WantResult {
-			c.Result, c.ResultTruncated = e.Result, e.Truncated
-			c.Message = resultMessage(e.Result)
-		}
-		return nil
-	})
+	if e.Result != nil || e.Truncated {
+		msg = resultMessage(e.Result) // only a container that wants a result has one
+	}
+	rec, changed, err := s.store.ContainerExited(id, store.Exit{Code: int32(e.Code), At: e.At, Reason: reason, Message: msg, Result: e.Result, Truncated: e.Truncated})
 	if err != nil && !errdefs.IsNotFound(err) {
-		slog.Error("record container exit", "container", id, "err", err)
+		slog.Error("record container exit", "container", id, "pod", podID, "err", err)
 	}
 	if changed {
 		metrics.ContainerExits.WithLabelValues(reason).Inc()
 		if rec.WantResult {
 			metrics.Results.WithLabelValues(strconv.FormatBool(rec.ResultTruncated)).Inc()
 		}
-		s.emit(podID, id, runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT)
 		s.stopSidecarsOf(rec)
 	}
 }
@@ -110,19 +99,60 @@ func resultMessage(b []byte) string {
 	return strings.ToValidUTF8(string(b), "\uFFFD")
 }
 
-// watchRunningContainers watches every container a previous ketchd left
-// running.
-func (s *Server) watchRunningContainers() error {
+// recover adopts every pod a previous ketchd left ready (their host ports
+// reserved again), and then, in the background, watches them and the
+// containers it left running. A pod that cannot be adopted (its host port
+// taken meanwhile) is logged and still watched: it runs, and kubelet
+// decides what to do.
+//
+// The watchers start after New returns, a few at a time, so that ketchd
+// serves at once: each asks its shim to report an exit, and a thousand
+// shims woken together held a restarted ketchd's first answers up for
+// seconds on two CPUs. A pod that died while ketchd was down is marked
+// NOTREADY a moment later, when its watcher finds its shim gone.
+func (s *Server) recover() error {
+	ready := store.SandboxReady
+	pods, err := s.store.ListSandboxes(store.SandboxFilter{State: &ready})
+	if err != nil {
+		return fmt.Errorf("list pods: %w", err)
+	}
 	running := store.ContainerRunning
 	ctrs, err := s.store.ListContainers(store.ContainerFilter{State: &running})
 	if err != nil {
 		return fmt.Errorf("list containers: %w", err)
 	}
-	for _, c := range ctrs {
-		s.watchContainer(c.SandboxID, c.ID)
+	for _, p := range pods {
+		if spec, err := storedSpec(p); err != nil {
+			slog.Error("pod record unreadable", "pod", p.ID, "err", err)
+		} else if err := s.sandboxes.Adopt(spec); err != nil {
+			slog.Warn("adopt pod", "pod", p.ID, "err", err)
+		}
 	}
+	metrics.PodsAdopted.Set(float64(len(pods)))
+	s.watchers.Add(1)
+	go func() {
+		defer s.watchers.Done()
+		for i := range len(pods) + len(ctrs) {
+			if i%watchBatch == watchBatch-1 {
+				select {
+				case <-s.bg.Done():
+					return
+				case <-time.After(time.Millisecond):
+				}
+			}
+			if i < len(pods) {
+				s.watchSandbox(pods[i].ID)
+			} else {
+				c := ctrs[i-len(pods)]
+				s.watchContainer(c.SandboxID, c.ID)
+			}
+		}
+	}()
 	return nil
 }
+
+// watchBatch is how many watchers recover starts a millisecond.
+const watchBatch = 4
 
 // watchSandbox marks the pod NOTREADY once its PID 1 exits or its shim
 // dies, whoever caused it, so lists never show a dead pod as ready.
@@ -141,28 +171,6 @@ func (s *Server) watchSandbox(id string) {
 // or its shim is gone.
 func (s *Server) podDied(id string) {
 	if changed, _ := s.markNotReady(id, false); changed {
-		s.emit(id, id, runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT)
 		slog.Info("pod not ready: its PID 1 exited", "pod", id)
 	}
-}
-
-// watchReadySandboxes adopts and watches every pod a previous ketchd left
-// ready. A pod that cannot be adopted (its host port taken meanwhile) is
-// logged and still watched: it runs, and kubelet decides what to do.
-func (s *Server) watchReadySandboxes() error {
-	ready := store.SandboxReady
-	pods, err := s.store.ListSandboxes(store.SandboxFilter{State: &ready})
-	if err != nil {
-		return fmt.Errorf("list pods: %w", err)
-	}
-	for _, p := range pods {
-		if spec, err := storedSpec(p); err != nil {
-			slog.Error("pod record unreadable", "pod", p.ID, "err", err)
-		} else if err := s.sandboxes.Adopt(spec); err != nil {
-			slog.Warn("adopt pod", "pod", p.ID, "err", err)
-		}
-		s.watchSandbox(p.ID)
-	}
-	metrics.PodsAdopted.Set(float64(len(pods)))
-	return nil
 }

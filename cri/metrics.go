@@ -298,13 +298,26 @@ func (s *Server) listPodSandboxMetrics(ctx context.Context) ([]*runtimeapi.PodSa
 	if err != nil {
 		return nil, fmt.Errorf("list pod sandbox metrics: %w", err)
 	}
+	// Listed once, not once a pod: a workflow node keeps thousands of
+	// exited containers.
+	running := store.ContainerRunning
+	ctrs, err := s.store.ListContainers(store.ContainerFilter{State: &running})
+	if err != nil {
+		return nil, fmt.Errorf("list pod sandbox metrics: %w", err)
+	}
+	byPod := map[string][]store.Container{}
+	for _, c := range ctrs {
+		byPod[c.SandboxID] = append(byPod[c.SandboxID], c)
+	}
 	fs, device := statFS(s.cfg.ImageRoot)
 	return gather(ctx, pods, podAttrs, func(ctx context.Context, sb store.Sandbox) (*runtimeapi.PodSandboxMetrics, error) {
-		return s.podMetrics(ctx, sb, fs, device)
+		return s.podMetrics(ctx, sb, byPod[sb.ID], fs, device)
 	})
 }
 
-func (s *Server) podMetrics(ctx context.Context, sb store.Sandbox, fs fsFacts, device string) (*runtimeapi.PodSandboxMetrics, error) {
+// podMetrics reads pod sb's metrics and those of ctrs, its running
+// containers.
+func (s *Server) podMetrics(ctx context.Context, sb store.Sandbox, ctrs []store.Container, fs fsFacts, device string) (*runtimeapi.PodSandboxMetrics, error) {
 	spec, err := storedSpec(sb)
 	if err != nil {
 		return nil, err
@@ -326,14 +339,9 @@ func (s *Server) podMetrics(ctx context.Context, sb store.Sandbox, fs fsFacts, d
 				LabelValues: append(append([]string(nil), podLabels...), iface.Name), Value: &runtimeapi.UInt64Value{Value: m.network(iface)}})
 		}
 	}
-	running := store.ContainerRunning
-	ctrs, err := s.store.ListContainers(store.ContainerFilter{SandboxID: sb.ID, State: &running})
-	if err != nil {
-		return nil, err
-	}
 	for _, c := range ctrs {
 		f := ctrFacts{c: c, fs: fs, device: device, now: time.Now()}
-		if f.st, err = s.containers.ContainerStats(ctx, sb.ID, c.ID); err != nil {
+		if f.st, err = s.containers.ContainerStats(ctx, sb.ID, c.ID, true); err != nil {
 			slog.Debug("no metrics for container", "pod", sb.ID, "container", c.ID, "err", err)
 			continue
 		}

@@ -490,18 +490,18 @@ func (mr *MockContainersMockRecorder) ContainerState(ctx, podID, id any) *gomock
 }
 
 // ContainerStats mocks base method.
-func (m *MockContainers) ContainerStats(ctx context.Context, podID, id string) (shim.Stats, error) {
+func (m *MockContainers) ContainerStats(ctx context.Context, podID, id string, full bool) (shim.Stats, error) {
 	m.ctrl.T.Helper()
-	ret := m.ctrl.Call(m, "ContainerStats", ctx, podID, id)
+	ret := m.ctrl.Call(m, "ContainerStats", ctx, podID, id, full)
 	ret0, _ := ret[0].(shim.Stats)
 	ret1, _ := ret[1].(error)
 	return ret0, ret1
 }
 
 // ContainerStats indicates an expected call of ContainerStats.
-func (mr *MockContainersMockRecorder) ContainerStats(ctx, podID, id any) *gomock.Call {
+func (mr *MockContainersMockRecorder) ContainerStats(ctx, podID, id, full any) *gomock.Call {
 	mr.mock.ctrl.T.Helper()
-	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "ContainerStats", reflect.TypeOf((*MockContainers)(nil).ContainerStats), ctx, podID, id)
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "ContainerStats", reflect.TypeOf((*MockContainers)(nil).ContainerStats), ctx, podID, id, full)
 }
 
 // CreateContainer mocks base method.

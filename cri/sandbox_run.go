@@ -54,42 +54,24 @@ func (s *Server) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPodSandbo
 		}
 		return nil, fmt.Errorf("run pod sandbox %s: %w", rec.Key, err)
 	}
-	_, err = s.store.UpdateSandbox(id, func(sb *store.Sandbox) error {
-		sb.State = store.SandboxReady
-		sb.PID = pod.PID
-		sb.NetNSPath = pod.NetNSPath
-		sb.IPs = sb.IPs[:0]
-		for _, ip := range pod.IPs {
-			sb.IPs = append(sb.IPs, ip.String())
-		}
-		return nil
-	})
-	if err != nil {
+	ips := make([]string, len(pod.IPs))
+	for i, ip := range pod.IPs {
+		ips[i] = ip.String()
+	}
+	if err := s.store.SandboxReady(id, pod.PID, pod.NetNSPath, ips); err != nil {
 		return nil, fmt.Errorf("run pod sandbox %s: %w", id, err)
 	}
 	s.watchSandbox(id)
-	s.emit(id, id, runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT)
-	s.emit(id, id, runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT)
 	slog.Info("pod running", "pod", id, "name", rec.Key, "pid", pod.PID, "ips", pod.IPs)
 	return &runtimeapi.RunPodSandboxResponse{PodSandboxId: id}, nil
 }
 
-// markNotReady makes pod id NOTREADY in the store and reports whether it
-// was READY; the caller publishes the event once its work is done. With
-// removing the record is also marked for a restart to finish the removal,
-// and a pod still "creating" keeps that state.
+// markNotReady makes pod id NOTREADY in the store (store.SandboxNotReady)
+// and reports whether it was READY.
 func (s *Server) markNotReady(id string, removing bool) (bool, error) {
-	wasReady := false
-	_, err := s.store.UpdateSandbox(id, func(sb *store.Sandbox) error {
-		wasReady = sb.State == store.SandboxReady
-		if !removing || sb.State != store.SandboxCreating {
-			sb.State = store.SandboxNotReady
-		}
-		sb.Removing = sb.Removing || removing
-		return nil
-	})
+	wasReady, err := s.store.SandboxNotReady(id, removing)
 	if err != nil && !errdefs.IsNotFound(err) {
 		slog.Warn("mark pod not ready", "pod", id, "err", err)
 	}
-	return wasReady && err == nil, err
+	return wasReady, err
 }

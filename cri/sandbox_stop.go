@@ -3,7 +3,6 @@ package cri
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/containerd/errdefs"
 	"golang.org/x/sync/errgroup"
@@ -30,7 +29,7 @@ func (s *Server) StopPodSandbox(ctx context.Context, req *runtimeapi.StopPodSand
 	}
 	// First, so that no container can be created in it from now on; then
 	// the creates under way are waited for.
-	wasReady, _ := s.markNotReady(sb.ID, false)
+	_, _ = s.markNotReady(sb.ID, false)
 	defer s.creates.enter(sb.ID, true)()
 	ctrs, err := s.store.ListContainers(store.ContainerFilter{SandboxID: sb.ID})
 	if err != nil {
@@ -44,9 +43,6 @@ func (s *Server) StopPodSandbox(ctx context.Context, req *runtimeapi.StopPodSand
 	}
 	if err := s.sandboxes.Stop(ctx, spec); err != nil {
 		return nil, err
-	}
-	if wasReady {
-		s.emit(sb.ID, sb.ID, runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT)
 	}
 	return &runtimeapi.StopPodSandboxResponse{}, nil
 }
@@ -71,7 +67,7 @@ func (s *Server) RemovePodSandbox(ctx context.Context, req *runtimeapi.RemovePod
 	}
 	// First, so that no container can be created in it from now on and a
 	// restart finishes the removal.
-	wasReady, err := s.markNotReady(sb.ID, true)
+	_, err = s.markNotReady(sb.ID, true)
 	if errdefs.IsNotFound(err) {
 		return &runtimeapi.RemovePodSandboxResponse{}, nil
 	} else if err != nil {
@@ -97,17 +93,11 @@ func (s *Server) RemovePodSandbox(ctx context.Context, req *runtimeapi.RemovePod
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
-	if wasReady {
-		s.emit(sb.ID, sb.ID, runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT)
-	}
 	if err := s.sandboxes.Remove(ctx, spec); err != nil {
 		return nil, err
 	}
-	st, _, _ := sandboxStatus(sb)
 	if err := s.store.DeleteSandbox(sb.ID); err != nil {
 		return nil, fmt.Errorf("remove pod sandbox %s: %w", sb.ID, err)
 	}
-	s.events.publish(&runtimeapi.ContainerEventResponse{ContainerId: sb.ID, PodSandboxStatus: st,
-		ContainerEventType: runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT, CreatedAt: time.Now().UnixNano()})
 	return &runtimeapi.RemovePodSandboxResponse{}, nil
 }

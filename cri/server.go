@@ -105,7 +105,7 @@ type Containers interface {
 	WaitContainer(ctx context.Context, podID, id string) (shim.Exit, error)
 	ContainerState(ctx context.Context, podID, id string) (shim.State, error)
 	DeleteContainer(ctx context.Context, podID, id string) error
-	ContainerStats(ctx context.Context, podID, id string) (shim.Stats, error)
+	ContainerStats(ctx context.Context, podID, id string, full bool) (shim.Stats, error)
 	ReopenLog(ctx context.Context, podID, id string) error
 	ExecSync(ctx context.Context, podID, id string, args []string, timeout time.Duration) (shim.ExecResult, error)
 	UpdateContainer(ctx context.Context, podID, id string, r *specs.LinuxResources) error
@@ -143,7 +143,10 @@ type Config struct {
 	// DefaultCgroupParent is where the cgroups of a pod that names no
 	// parent go (cgroupfs), its containers' as well as its own.
 	DefaultCgroupParent string
-	Workflow            WorkflowConfig
+	// StatsPeriod is how often the figures of every running container
+	// and ready pod are read for the stats lists; 0 reads them on demand.
+	StatsPeriod time.Duration
+	Workflow    WorkflowConfig
 }
 
 // WorkflowConfig is the node's `[workflow]` settings.
@@ -177,7 +180,8 @@ type Server struct {
 
 	events events
 
-	cpuRates cpuRates // the CPU usage rates of pods and containers
+	cpuRates cpuRates   // the CPU usage rates of pods and containers
+	stats    statsCache // the last figures of running containers and ready pods
 
 	// creates lets a pod's container creates run together, and its stop
 	// or remove wait until those under way are done.
@@ -192,6 +196,7 @@ type Server struct {
 func New(cfg Config, images ImageStore, network Network, st *store.Store, sb Sandboxes, ctrs Containers) (*Server, error) {
 	bg, stop := context.WithCancel(context.Background())
 	s := &Server{cfg: cfg, images: images, network: network, store: st, sandboxes: sb, containers: ctrs, bg: bg, stop: stop}
+	st.Notify(s.changed)
 	start := time.Now()
 	cctx, cancel := context.WithTimeout(bg, collectTimeout)
 	err := s.collect(cctx)
@@ -201,15 +206,15 @@ func New(cfg Config, images ImageStore, network Network, st *store.Store, sb San
 		// at the next start, and the node's pods must be served meanwhile.
 		slog.Error("clean-up of what a crash left", "err", err)
 	}
-	if err := s.watchReadySandboxes(); err != nil {
+	collected := time.Since(start)
+	if err := s.recover(); err != nil {
 		stop()
 		return nil, err
 	}
-	if err := s.watchRunningContainers(); err != nil {
-		s.Close()
-		return nil, err
-	}
-	metrics.RecoverySeconds.Set(time.Since(start).Seconds())
+	took := time.Since(start)
+	metrics.RecoverySeconds.Set(took.Seconds())
+	slog.Info("state recovered", "took", took, "collect", collected)
+	s.refreshStats()
 	stream, err := streaming.Start(cfg.StreamAddress, cfg.StreamTLSCert, cfg.StreamTLSKey, sessionRuntime{s})
 	if err != nil {
 		s.Close()

@@ -215,13 +215,14 @@ func (m *Manager) DeleteContainer(ctx context.Context, podID, id string) error {
 	return shim.Destroy(ctx, m.podDir(podID), id)
 }
 
-// ContainerStats reads container id's cgroup usage.
-func (m *Manager) ContainerStats(ctx context.Context, podID, id string) (shim.Stats, error) {
+// ContainerStats reads container id's cgroup usage: with full, every
+// figure cAdvisor's metrics need (shim.StatsOptions).
+func (m *Manager) ContainerStats(ctx context.Context, podID, id string, full bool) (shim.Stats, error) {
 	c, err := m.podShim(ctx, podID)
 	if err != nil {
 		return shim.Stats{}, err
 	}
-	return c.Stats(ctx, id, false)
+	return c.Stats(ctx, id, shim.StatsOptions{Full: full})
 }
 
 // ReopenLog reopens running container id's log file.

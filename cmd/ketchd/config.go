@@ -44,6 +44,10 @@ type Config struct {
 	StreamTLSKey  string `toml:"stream_tls_key"`
 	// MetricsAddress serves Prometheus metrics on /metrics; "" serves none.
 	MetricsAddress string `toml:"metrics_address"`
+	// StatsPeriod is how often ketchd reads the figures of every running
+	// container and pod for the stats lists, which answer from them; "0s"
+	// reads them at each call instead.
+	StatsPeriod Duration `toml:"stats_period"`
 
 	Image    ImageConfig    `toml:"image"`
 	Network  NetworkConfig  `toml:"network"`
@@ -124,6 +128,7 @@ func defaultConfig() Config {
 		RuntimeHandlers: []string{"ketch"},
 		StreamAddress:   "127.0.0.1:0",
 		MetricsAddress:  "127.0.0.1:9434",
+		StatsPeriod:     Duration{10 * time.Second},
 		Network: NetworkConfig{
 			CNIConfDir: "/etc/cni/net.d",
 			CNIBinDirs: []string{"/usr/lib/cni", "/opt/cni/bin"},
@@ -171,6 +176,9 @@ func loadConfig(path string, explicit bool) (Config, error) {
 		return cfg, fmt.Errorf("config %s: workflow.result_cap %d is not between 1 byte and 1 MiB", path, w.ResultCap)
 	case w.KillGrace.Duration <= 0 || w.SidecarGrace.Duration <= 0:
 		return cfg, fmt.Errorf("config %s: workflow.kill_grace and workflow.sidecar_grace must be positive", path)
+	}
+	if cfg.StatsPeriod.Duration < 0 {
+		return cfg, fmt.Errorf("config %s: stats_period is negative", path)
 	}
 	if cfg.SocketGID < 0 {
 		return cfg, fmt.Errorf("config %s: socket_gid %d is negative", path, cfg.SocketGID)

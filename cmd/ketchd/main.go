@@ -34,6 +34,10 @@ import (
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "0.1.0-dev"
 
+// started is when the process began: how long a restart leaves kubelet
+// unserved is the operator's question.
+var started = time.Now()
+
 func main() {
 	err := run()
 	if errors.Is(err, errCheckFailed) {
@@ -168,6 +172,7 @@ func run() error {
 	srv, err := cri.New(cri.Config{Version: version, CgroupDriver: driver, RuntimeHandlers: cfg.RuntimeHandlers,
 		ShimCgroupDriver: shimDriver, ImageRoot: filepath.Join(cfg.Root, "image"), RootDir: cfg.Root, StateDir: cfg.State,
 		StreamAddress: cfg.StreamAddress, StreamTLSCert: cfg.StreamTLSCert, StreamTLSKey: cfg.StreamTLSKey, DefaultCgroupParent: cfg.Sandbox.CgroupParent,
+		StatsPeriod:    cfg.StatsPeriod.Duration,
 		UserNamespaces: features.UserNamespaces, RecursiveReadOnlyMounts: features.RecursiveReadOnlyMounts,
 		Workflow: cri.WorkflowConfig{
 			InitAlways:   cfg.Workflow.Init == "always",
@@ -197,7 +202,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	slog.Info("ketchd serving", "socket", cfg.Socket, "version", version, "root", cfg.Root, "cgroup_driver", driver.String())
+	slog.Info("ketchd serving", "after", time.Since(started), "socket", cfg.Socket, "version", version, "root", cfg.Root, "cgroup_driver", driver.String())
 	errc := make(chan error, 1)
 	go func() { errc <- g.Serve(l) }()
 	select {

@@ -164,15 +164,20 @@ func (s *Store) UpdateContainer(id string, fn func(*Container) error) (Container
 }
 
 // DeleteContainer removes the container and frees its name in one
-// transaction; a missing container is no error.
+// transaction, and publishes that (Deleted); a missing container is no
+// error.
 func (s *Store) DeleteContainer(id string) error {
 	s.write.Lock()
 	defer s.write.Unlock()
+	s.mu.RLock()
+	c := s.ctrs[id]
+	s.mu.RUnlock()
 	err := s.db.Update(func(tx *bolt.Tx) error { return remove[Container](tx, containers, id) })
-	if err == nil {
+	if err == nil && c != nil {
 		s.mu.Lock()
 		delete(s.ctrs, id)
 		s.mu.Unlock()
+		s.publish(Change{PodID: c.SandboxID, ID: id, Kind: Deleted})
 	}
 	return err
 }

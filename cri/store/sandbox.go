@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -84,18 +85,32 @@ func (s *Store) UpdateSandbox(id string, fn func(*Sandbox) error) (Sandbox, erro
 	return update(s.db, sandboxes, id, fn)
 }
 
-// DeleteSandbox removes the sandbox and frees its name in one transaction.
-// A missing sandbox is no error. A sandbox that still has containers is an
+// DeleteSandbox removes the sandbox and frees its name in one transaction,
+// and publishes that (Deleted, with the last record). A missing sandbox is
+// no error. A sandbox that still has containers is an
 // ErrFailedPrecondition: their records would point at nothing.
 func (s *Store) DeleteSandbox(id string) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	s.write.Lock()
+	defer s.write.Unlock()
+	var last *Sandbox
+	err := s.db.Update(func(tx *bolt.Tx) error {
 		// Container names start with the pod ID, so one seek finds any.
 		p := []byte(id + "/")
 		if k, ctr := tx.Bucket(containers.names).Cursor().Seek(p); k != nil && bytes.HasPrefix(k, p) {
 			return fmt.Errorf("sandbox %s still has container %s: %w", id, ctr, errdefs.ErrFailedPrecondition)
 		}
+		if data := tx.Bucket(sandboxes.records).Get([]byte(id)); data != nil {
+			last = &Sandbox{}
+			if err := json.Unmarshal(data, last); err != nil {
+				return err
+			}
+		}
 		return remove[Sandbox](tx, sandboxes, id)
 	})
+	if err == nil && last != nil {
+		s.publish(Change{PodID: id, ID: id, Kind: Deleted, Pod: last})
+	}
+	return err
 }
 
 // ListSandboxes returns the sandboxes f selects, in ID order.

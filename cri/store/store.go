@@ -71,9 +71,12 @@ type Store struct {
 	db *bolt.DB
 
 	// write is held across a container write's transaction and its cache
-	// update, so the cache changes in commit order.
+	// update, and across a transition and its publishing, so that the
+	// cache and the changes published follow commit order.
 	write sync.Mutex
-	mu    sync.RWMutex
+	// notify receives every Change (lifecycle.go); guarded by write.
+	notify func(Change)
+	mu     sync.RWMutex
 	// ctrs holds every container record as committed, Spec left out (only
 	// verbose status reads it, through GetContainer); guarded by mu.
 	ctrs map[string]*Container

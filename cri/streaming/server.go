@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	criserver "k8s.io/cri-streaming/pkg/streaming"
 	remotecommand "k8s.io/cri-streaming/pkg/streaming/remotecommand"
@@ -142,9 +144,13 @@ func (s *Server) GetPortForward(req *runtimeapi.PortForwardRequest) (*runtimeapi
 	return resp, nil
 }
 
-// asInvalid: the streaming library refuses only malformed requests (no
-// output stream asked for, tty with stderr).
+// asInvalid: the streaming library refuses malformed requests (no output
+// stream asked for, tty with stderr), and, with its own gRPC code, new
+// URLs while 1000 are unused: that one a client may retry.
 func asInvalid(err error) error {
+	if status.Code(err) == codes.ResourceExhausted {
+		return fmt.Errorf("%w: %w", errdefs.ErrResourceExhausted, err)
+	}
 	return fmt.Errorf("%w: %w", errdefs.ErrInvalidArgument, err)
 }
 

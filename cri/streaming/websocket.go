@@ -76,6 +76,26 @@ type v5Handler struct {
 	next http.Handler
 }
 
+// forget has the library drop the token of a URL served here: it keeps
+// every token it handed out, up to 1000, until it is used or a minute has
+// passed, and refuses new URLs past that, so a node serving many short v5
+// sessions (kubectl's default) would soon hand out none. A request without
+// an upgrade makes it consume the token and refuse the request, running
+// nothing.
+func (h v5Handler) forget(req *http.Request) {
+	r, err := http.NewRequestWithContext(req.Context(), http.MethodGet, req.URL.Path, nil)
+	if err == nil {
+		h.next.ServeHTTP(discard{}, r)
+	}
+}
+
+// discard is a ResponseWriter that keeps nothing.
+type discard struct{}
+
+func (discard) Header() http.Header         { return http.Header{} }
+func (discard) Write(b []byte) (int, error) { return len(b), nil }
+func (discard) WriteHeader(int)             {}
+
 func (h v5Handler) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	// Every URL is good once, whichever protocol uses it: the library keeps
 	// tokens of its own, so one it serves is taken here too.
@@ -89,6 +109,7 @@ func (h v5Handler) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		h.next.ServeHTTP(w, req)
 		return
 	}
+	h.forget(req)
 	if p.portForward != nil {
 		if !tunnel {
 			http.Error(w, "port-forward over websocket needs a SPDY tunnelling protocol", http.StatusBadRequest)

@@ -164,8 +164,8 @@ func (c *Client) Wait(ctx context.Context, id string) (Exit, error) {
 
 // Stats reads container id's cgroup usage, or with pod that of the pod's
 // cgroup, the one above the sandbox's (see Service.Stats).
-func (c *Client) Stats(ctx context.Context, id string, pod bool) (Stats, error) {
-	r, err := c.shim.Stats(ctx, &api.StatsRequest{Id: id, Pod: pod})
+func (c *Client) Stats(ctx context.Context, id string, o StatsOptions) (Stats, error) {
+	r, err := c.shim.Stats(ctx, &api.StatsRequest{Id: id, Pod: o.Pod, Full: o.Full})
 	if err != nil {
 		return Stats{}, fromTTRPC(err)
 	}

@@ -125,6 +125,7 @@ func statsToProto(s Stats) (*api.StatsResponse, error) {
 		CpuPeriod:         s.CPUPeriod,
 		CpuQuota:          s.CPUQuota,
 		MemoryReservation: s.MemoryReservation,
+		NetDev:            s.NetDev,
 	}, nil
 }
 
@@ -140,6 +141,7 @@ func statsFromProto(r *api.StatsResponse) (Stats, error) {
 		CPUPeriod:         r.GetCpuPeriod(),
 		CPUQuota:          r.GetCpuQuota(),
 		MemoryReservation: r.GetMemoryReservation(),
+		NetDev:            r.GetNetDev(),
 	}
 	if len(r.GetCgroupJson()) == 0 {
 		return Stats{}, fmt.Errorf("the pod's shim predates this ketchd's stats; they come back when the pod is recreated: %w", errdefs.ErrNotImplemented)

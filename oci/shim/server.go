@@ -284,7 +284,7 @@ func (t *ttrpcService) Wait(ctx context.Context, r *api.WaitRequest) (*api.WaitR
 }
 
 func (t *ttrpcService) Stats(ctx context.Context, r *api.StatsRequest) (*api.StatsResponse, error) {
-	st, err := t.s.Stats(ctx, r.GetId(), r.GetPod())
+	st, err := t.s.Stats(ctx, r.GetId(), StatsOptions{Pod: r.GetPod(), Full: r.GetFull()})
 	if err != nil {
 		return nil, err
 	}

@@ -12,13 +12,26 @@ import (
 	"time"
 
 	"github.com/opencontainers/cgroups"
+	"github.com/opencontainers/cgroups/fs"
 	"github.com/opencontainers/cgroups/manager"
 )
 
-// Stats reads container id's cgroup usage and settings, or with pod, those
-// of the cgroup above the sandbox's: the pod's own, which holds all its
-// containers when the pod named a cgroup parent of its own, as kubelet does.
-func (s *Service) Stats(_ context.Context, id string, pod bool) (Stats, error) {
+// StatsOptions say what a Stats call reads besides a container's cgroup.
+type StatsOptions struct {
+	// Pod reads the cgroup above the sandbox's instead: the pod's own,
+	// which holds all its containers when the pod named a cgroup parent of
+	// its own, as kubelet does.
+	Pod bool
+	// Full reads every controller's figures and counts the container's
+	// open files, sockets and threads (a walk of /proc): what cAdvisor's
+	// metrics need. The CRI's stats need only CPU, memory and processes:
+	// on cgroup v1, reading every controller cost 0.7 ms more.
+	Full bool
+}
+
+// Stats reads container id's cgroup usage and settings, or with o.Pod the
+// pod's cgroup usage.
+func (s *Service) Stats(_ context.Context, id string, o StatsOptions) (Stats, error) {
 	c, err := s.get(id)
 	if err != nil {
 		return Stats{}, err
@@ -28,24 +41,24 @@ func (s *Service) Stats(_ context.Context, id string, pod bool) (Stats, error) {
 		return Stats{}, fmt.Errorf("stats of %s: %w", id, err)
 	}
 	paths := state.CgroupPaths
-	if pod {
+	if o.Pod {
 		up := make(map[string]string, len(paths))
 		for k, p := range paths {
 			up[k] = filepath.Dir(p)
 		}
 		paths = up
 	}
-	// The fs managers read either driver's cgroups; a reader needs no more.
-	m, err := manager.NewWithPaths(&cgroups.Cgroup{Resources: &cgroups.Resources{}}, paths)
-	if err != nil {
-		return Stats{}, fmt.Errorf("stats of %s: %w", id, err)
-	}
-	cg, err := m.GetStats()
+	cg, err := readCgroup(paths, o.Full)
 	if err != nil {
 		return Stats{}, fmt.Errorf("stats of %s: %w", id, err)
 	}
 	st := Stats{At: time.Now(), Cgroup: *cg, OOMKills: oomKills(paths), CPUQuota: -1}
-	if pod {
+	if id == s.id {
+		// The sandbox's PID 1, which the shim has not reaped while it
+		// serves it (the PID is still its), is in the pod's netns.
+		st.NetDev, _ = os.ReadFile(filepath.Join("/proc", strconv.Itoa(c.pid), "net", "dev"))
+	}
+	if o.Pod {
 		return st, nil
 	}
 	r := c.lc.Config().Cgroups.Resources
@@ -59,10 +72,40 @@ func (s *Service) Stats(_ context.Context, id string, pod bool) (Stats, error) {
 	if st.CPUPeriod == 0 {
 		st.CPUPeriod = 100000 // the kernel's default, in µs
 	}
-	if pids, err := c.lc.Processes(); err == nil {
-		st.FileDescriptors, st.Sockets, st.Threads = procCounts(pids)
+	if o.Full {
+		if pids, err := c.lc.Processes(); err == nil {
+			st.FileDescriptors, st.Sockets, st.Threads = procCounts(pids)
+		}
+		st.OpenFilesLimit = openFilesLimit(c.pid)
 	}
-	st.OpenFilesLimit = openFilesLimit(c.pid)
+	return st, nil
+}
+
+// criControllers are the cgroup v1 controllers whose figures the CRI's
+// stats report.
+var criControllers = map[string]interface {
+	GetStats(path string, st *cgroups.Stats) error
+}{"cpu": &fs.CpuGroup{}, "cpuacct": &fs.CpuacctGroup{}, "memory": &fs.MemoryGroup{}, "pids": &fs.PidsGroup{}}
+
+// readCgroup reads the cgroup at paths: every controller with all, else
+// on cgroup v1 only criControllers (v2 reads a few files either way).
+func readCgroup(paths map[string]string, all bool) (*cgroups.Stats, error) {
+	if all || cgroups.IsCgroup2UnifiedMode() {
+		// The fs managers read either driver's cgroups; a reader needs no more.
+		m, err := manager.NewWithPaths(&cgroups.Cgroup{Resources: &cgroups.Resources{}}, paths)
+		if err != nil {
+			return nil, err
+		}
+		return m.GetStats()
+	}
+	st := cgroups.NewStats()
+	for name, g := range criControllers {
+		if p, ok := paths[name]; ok {
+			if err := g.GetStats(p, st); err != nil {
+				return nil, fmt.Errorf("%s: %w", name, err)
+			}
+		}
+	}
 	return st, nil
 }
 

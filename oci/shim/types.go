@@ -136,4 +136,7 @@ type Stats struct {
 	CPUShares, CPUPeriod uint64
 	CPUQuota             int64 // -1: none
 	MemoryReservation    uint64
+	// NetDev is, for the sandbox, /proc/net/dev as its PID 1 sees it: the
+	// counters of the pod's network namespace.
+	NetDev []byte
 }

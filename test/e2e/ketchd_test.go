@@ -56,6 +56,23 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// head is s's first n lines.
+func (s *syncBuffer) head(n int) string {
+	l := strings.SplitN(s.String(), "\n", n+1)
+	return strings.Join(l[:min(n, len(l))], "\n")
+}
+
+// last is s's last n lines that hold word.
+func (s *syncBuffer) last(word string, n int) string {
+	var found []string
+	for _, l := range strings.Split(s.String(), "\n") {
+		if strings.Contains(l, word) {
+			found = append(found, l)
+		}
+	}
+	return strings.Join(found[max(0, len(found)-n):], "\n")
+}
+
 type daemonOpts struct {
 	hostsDir     string // registry hosts.toml root; the harness's by default
 	maxDownloads int    // image.max_concurrent_downloads; the default when 0
@@ -67,6 +84,8 @@ type daemonOpts struct {
 	extra   string // appended to the config file
 	// logFormat is log_format; text when "".
 	logFormat string
+	// statsPeriod is stats_period; the default when "".
+	statsPeriod string
 }
 
 // startKetchd starts a ketchd on a temporary socket and state dir and stops it
@@ -114,6 +133,7 @@ state = %q
 log_level = "debug"
 log_format = %q
 metrics_address = "127.0.0.1:0"
+stats_period = %q
 [image]
 registry_config_path = %q
 max_concurrent_downloads = %d
@@ -123,7 +143,7 @@ cni_conf_dir = %q
 %s
 [sandbox]
 cgroup_parent = %q
-`, d.socket, d.root, state, cmp.Or(o.logFormat, "text"), o.hostsDir, o.maxDownloads, progress, netd, o.extra, cgroupParent)
+`, d.socket, d.root, state, cmp.Or(o.logFormat, "text"), cmp.Or(o.statsPeriod, "10s"), o.hostsDir, o.maxDownloads, progress, netd, o.extra, cgroupParent)
 	d.dir = dir
 	d.cfgPath = filepath.Join(dir, "config.toml")
 	if err := os.WriteFile(d.cfgPath, []byte(cfg), 0o600); err != nil {

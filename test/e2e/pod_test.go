@@ -106,10 +106,25 @@ func TestPodLifecycle(t *testing.T) {
 			t.Errorf("ListPodSandbox(%v) = %v, want none", f, got)
 		}
 	}
-	stats, err := d.rt.PodSandboxStats(ctxT(t, 10*time.Second), &runtimeapi.PodSandboxStatsRequest{PodSandboxId: id})
+	// 1 KiB sent to the pod (nothing listens: the kernel counts it on
+	// eth0 and drops it) shows in its network counters.
+	conn, err := net.Dial("udp", netip.AddrPortFrom(ip, 9).String())
 	if err != nil {
 		t.Fatal(err)
 	}
+	_, err = conn.Write(make([]byte, 1024))
+	conn.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stats *runtimeapi.PodSandboxStatsResponse
+	waitFor(t, 10*time.Second, "1 KiB received on the pod's eth0", func() bool {
+		stats, err = d.rt.PodSandboxStats(ctxT(t, 10*time.Second), &runtimeapi.PodSandboxStatsRequest{PodSandboxId: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return stats.Stats.GetLinux().GetNetwork().GetDefaultInterface().GetRxBytes().GetValue() >= 1024
+	})
 	l := stats.Stats.GetLinux()
 	if stats.Stats.GetAttributes().GetId() != id || l.GetMemory().GetWorkingSetBytes().GetValue() == 0 ||
 		l.GetProcess().GetProcessCount().GetValue() == 0 || l.GetNetwork().GetDefaultInterface().GetName() != "eth0" {

@@ -1430,7 +1430,11 @@ type StatsRequest struct {
 	// pod asks for the cgroup above the sandbox's: the pod's own cgroup,
 	// which kubelet names as the pod's cgroup parent and which holds every
 	// container of the pod.
-	Pod           bool `protobuf:"varint,2,opt,name=pod,proto3" json:"pod,omitempty"`
+	Pod bool `protobuf:"varint,2,opt,name=pod,proto3" json:"pod,omitempty"`
+	// full asks for every controller's figures and, of a container, its
+	// open files, sockets and threads (a walk of /proc): what cAdvisor's
+	// metrics need. Without it, cgroup v1 reads only CPU, memory and pids.
+	Full          bool `protobuf:"varint,3,opt,name=full,proto3" json:"full,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1479,6 +1483,13 @@ func (x *StatsRequest) GetPod() bool {
 	return false
 }
 
+func (x *StatsRequest) GetFull() bool {
+	if x != nil {
+		return x.Full
+	}
+	return false
+}
+
 // StatsResponse is a cgroup's usage and configuration, whichever cgroup
 // version the host runs.
 type StatsResponse struct {
@@ -1500,8 +1511,11 @@ type StatsResponse struct {
 	CpuPeriod         uint64 `protobuf:"varint,16,opt,name=cpu_period,json=cpuPeriod,proto3" json:"cpu_period,omitempty"`
 	CpuQuota          int64  `protobuf:"varint,17,opt,name=cpu_quota,json=cpuQuota,proto3" json:"cpu_quota,omitempty"`
 	MemoryReservation uint64 `protobuf:"varint,18,opt,name=memory_reservation,json=memoryReservation,proto3" json:"memory_reservation,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// For the sandbox: /proc/net/dev as the pod's PID 1 sees it, the
+	// counters of the pod's network namespace, read without entering it.
+	NetDev        []byte `protobuf:"bytes,19,opt,name=net_dev,json=netDev,proto3" json:"net_dev,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatsResponse) Reset() {
@@ -1609,6 +1623,13 @@ func (x *StatsResponse) GetMemoryReservation() uint64 {
 		return x.MemoryReservation
 	}
 	return 0
+}
+
+func (x *StatsResponse) GetNetDev() []byte {
+	if x != nil {
+		return x.NetDev
+	}
+	return nil
 }
 
 type ShutdownRequest struct {
@@ -1785,10 +1806,11 @@ const file_shim_proto_rawDesc = "" +
 	"\vWaitRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"7\n" +
 	"\fWaitResponse\x12'\n" +
-	"\x04exit\x18\x01 \x01(\v2\x13.ketch.shim.v1.ExitR\x04exit\"0\n" +
+	"\x04exit\x18\x01 \x01(\v2\x13.ketch.shim.v1.ExitR\x04exit\"D\n" +
 	"\fStatsRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
-	"\x03pod\x18\x02 \x01(\bR\x03pod\"\x96\x03\n" +
+	"\x03pod\x18\x02 \x01(\bR\x03pod\x12\x12\n" +
+	"\x04full\x18\x03 \x01(\bR\x04full\"\xaf\x03\n" +
 	"\rStatsResponse\x12.\n" +
 	"\x13timestamp_unix_nano\x18\x01 \x01(\x03R\x11timestampUnixNano\x12\x1f\n" +
 	"\vcgroup_json\x18\t \x01(\fR\n" +
@@ -1804,7 +1826,8 @@ const file_shim_proto_rawDesc = "" +
 	"\n" +
 	"cpu_period\x18\x10 \x01(\x04R\tcpuPeriod\x12\x1b\n" +
 	"\tcpu_quota\x18\x11 \x01(\x03R\bcpuQuota\x12-\n" +
-	"\x12memory_reservation\x18\x12 \x01(\x04R\x11memoryReservationJ\x04\b\x02\x10\t\"\x11\n" +
+	"\x12memory_reservation\x18\x12 \x01(\x04R\x11memoryReservation\x12\x17\n" +
+	"\anet_dev\x18\x13 \x01(\fR\x06netDevJ\x04\b\x02\x10\t\"\x11\n" +
 	"\x0fShutdownRequest\"\x12\n" +
 	"\x10ShutdownResponse*X\n" +
 	"\x06Status\x12\x12\n" +
