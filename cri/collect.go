@@ -33,7 +33,8 @@ func (s *Server) collect(ctx context.Context) error {
 	}
 	for _, c := range ctrs {
 		if c.State == store.ContainerCreated && !c.Removing {
-			errs = append(errs, s.finishStart(ctx, c))
+			_, err := s.finishStart(ctx, c)
+			errs = append(errs, err)
 		}
 	}
 	pods, err := s.store.ListSandboxes(store.SandboxFilter{})
@@ -67,21 +68,22 @@ func (s *Server) collect(ctx context.Context) error {
 }
 
 // finishStart records the start of container c if its shim started it
-// and ketchd died before the record said so; the container watchers
-// started after collect then follow it like any other.
-func (s *Server) finishStart(ctx context.Context, c store.Container) error {
+// and ketchd died before the record said so (the container watchers
+// started after collect then follow it like any other), or its exit if
+// the shim died. It returns whether it recorded either.
+func (s *Server) finishStart(ctx context.Context, c store.Container) (bool, error) {
 	st, err := s.containers.ContainerState(ctx, c.SandboxID, c.ID)
 	if errdefs.IsFailedPrecondition(err) || errdefs.IsUnavailable(err) {
-		return s.shimGone(ctx, c)
+		return true, s.shimGone(ctx, c)
 	}
 	if err != nil || st.StartedAt.IsZero() {
-		return nil
+		return false, nil
 	}
 	slog.Warn("recording the start of a container whose StartContainer was cut short", "container", c.ID, "pod", c.SandboxID, "pid", st.Pid)
 	if _, err := s.store.ContainerStarted(c.ID, st.Pid, st.StartedAt); err != nil {
-		return fmt.Errorf("record start of %s: %w", c.ID, err)
+		return false, fmt.Errorf("record start of %s: %w", c.ID, err)
 	}
-	return nil
+	return true, nil
 }
 
 // shimGone ends created container c, whose pod's shim died: it can never

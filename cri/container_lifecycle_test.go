@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/containerd/errdefs"
 	"github.com/opencontainers/runtime-spec/specs-go"
 	"go.uber.org/mock/gomock"
 	"google.golang.org/grpc/codes"
@@ -92,15 +94,47 @@ func TestContainerExits(t *testing.T) {
 }
 
 func TestStartContainerFails(t *testing.T) {
+	for _, tc := range []struct {
+		desc string
+		// what the shim's state says after the failed call
+		state    shim.State
+		stateErr error
+		want     runtimeapi.ContainerState
+		reason   string
+	}{
+		{desc: "the program cannot start", state: shim.State{Status: shim.StatusStopped},
+			want: runtimeapi.ContainerState_CONTAINER_EXITED, reason: "StartError"},
+		// The call was cut short (its client went away), the start not.
+		{desc: "started all the same", state: shim.State{Status: shim.StatusRunning, Pid: 99, StartedAt: time.Now()},
+			want: runtimeapi.ContainerState_CONTAINER_RUNNING},
+		// Whatever the start began is ended with the shim's leftovers.
+		{desc: "the shim died under it", stateErr: fmt.Errorf("shim: %w", errdefs.ErrUnavailable),
+			want: runtimeapi.ContainerState_CONTAINER_EXITED, reason: "ShimDied"},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			d := newTestDeps(t, Config{})
+			pod, id := createdContainer(t, d)
+			d.containers.EXPECT().StartContainer(gomock.Any(), pod, id).Return(shim.Started{}, errors.New("exec: \"nope\": executable file not found in $PATH"))
+			d.containers.EXPECT().ContainerState(gomock.Any(), pod, id).Return(tc.state, tc.stateErr)
+			switch tc.reason {
+			case "":
+				d.containers.EXPECT().WaitContainer(gomock.Any(), pod, id).DoAndReturn(func(ctx context.Context, _, _ string) (shim.Exit, error) {
+					<-ctx.Done() // watched until the server closes
+					return shim.Exit{}, ctx.Err()
+				})
+			case "ShimDied":
+				d.containers.EXPECT().DeleteContainer(gomock.Any(), pod, id).Return(nil)
+			}
+			if _, err := intercept(t, d.srv.StartContainer, &runtimeapi.StartContainerRequest{ContainerId: id}); err == nil {
+				t.Fatal("a start that failed succeeded")
+			}
+			st := containerStatusOf(t, d, id)
+			if st.State != tc.want || st.Reason != tc.reason || (tc.reason == "StartError" && st.ExitCode != 128) {
+				t.Errorf("after a failed start: %v %d %q, want %v %q", st.State, st.ExitCode, st.Reason, tc.want, tc.reason)
+			}
+		})
+	}
 	d := newTestDeps(t, Config{})
-	pod, id := createdContainer(t, d)
-	d.containers.EXPECT().StartContainer(gomock.Any(), pod, id).Return(shim.Started{}, errors.New("exec: \"nope\": executable file not found in $PATH"))
-	if _, err := intercept(t, d.srv.StartContainer, &runtimeapi.StartContainerRequest{ContainerId: id}); err == nil {
-		t.Fatal("a start that failed succeeded")
-	}
-	if st := containerStatusOf(t, d, id); st.State != runtimeapi.ContainerState_CONTAINER_EXITED || st.ExitCode != 128 || st.Reason != "StartError" {
-		t.Errorf("after a failed start: %v %d %q, want EXITED 128 StartError", st.State, st.ExitCode, st.Reason)
-	}
 	for _, req := range []*runtimeapi.StartContainerRequest{{}, {ContainerId: "ffff"}} {
 		if _, err := intercept(t, d.srv.StartContainer, req); status.Code(err) != map[string]codes.Code{"": codes.InvalidArgument, "ffff": codes.NotFound}[req.ContainerId] {
 			t.Errorf("start %q: %v", req.ContainerId, err)

@@ -25,13 +25,7 @@ func (s *Server) StartContainer(ctx context.Context, req *runtimeapi.StartContai
 	}
 	st, err := s.containers.StartContainer(ctx, c.SandboxID, c.ID)
 	if err != nil {
-		rec, changed, uerr := s.store.ContainerExited(c.ID, store.Exit{Code: 128, At: time.Now(), Reason: reasonStartError, Message: err.Error()})
-		if changed {
-			// A main container that cannot start has ended its step as
-			// surely as one that exited.
-			s.stopSidecarsOf(rec)
-		}
-		return nil, errors.Join(fmt.Errorf("start container %s: %w", c.ID, err), uerr)
+		return nil, errors.Join(fmt.Errorf("start container %s: %w", c.ID, err), s.startFailed(c, err))
 	}
 	if _, err := s.store.ContainerStarted(c.ID, st.Pid, st.At); err != nil {
 		return nil, fmt.Errorf("start container %s: %w", c.ID, err)
@@ -39,6 +33,33 @@ func (s *Server) StartContainer(ctx context.Context, req *runtimeapi.StartContai
 	s.watchContainer(c.SandboxID, c.ID)
 	return &runtimeapi.StartContainerResponse{}, nil
 }
+
+// startFailed records what a start that failed with err left. The shim
+// may have started the container all the same, the call cut short (its
+// client went away, or the connection), or died under it: the shim's
+// state says which, as after a crash (finishStart). Only a start the
+// shim did not make is a StartError; a process never runs on behind an
+// EXITED record.
+func (s *Server) startFailed(c store.Container, err error) error {
+	ctx, cancel := context.WithTimeout(s.bg, startCheckTimeout)
+	defer cancel()
+	if done, ferr := s.finishStart(ctx, c); done || ferr != nil {
+		if rec, gerr := s.store.GetContainer(c.ID); gerr == nil && rec.State == store.ContainerRunning {
+			s.watchContainer(c.SandboxID, c.ID)
+		}
+		return ferr
+	}
+	rec, changed, uerr := s.store.ContainerExited(c.ID, store.Exit{Code: 128, At: time.Now(), Reason: reasonStartError, Message: err.Error()})
+	if changed {
+		// A main container that cannot start has ended its step as
+		// surely as one that exited.
+		s.stopSidecarsOf(rec)
+	}
+	return uerr
+}
+
+// startCheckTimeout bounds startFailed's question to the shim.
+const startCheckTimeout = 30 * time.Second
 
 // maxMessage is what kubelet keeps of a termination message.
 const maxMessage = 4 << 10

@@ -277,6 +277,7 @@ func TestContainerEventsOnce(t *testing.T) {
 		pod, id := createdContainer(t, d)
 		c := subscribe(t, dialTestServer(t, d.srv), d.srv)
 		d.containers.EXPECT().StartContainer(gomock.Any(), pod, id).Return(shim.Started{}, errors.New("exec: no such file"))
+		d.containers.EXPECT().ContainerState(gomock.Any(), pod, id).Return(shim.State{ID: id, Status: shim.StatusStopped}, nil)
 		if _, err := intercept(t, d.srv.StartContainer, &runtimeapi.StartContainerRequest{ContainerId: id}); err == nil {
 			t.Fatal("a failed start succeeded")
 		}

@@ -220,6 +220,7 @@ func TestSidecarsStopWhenMainCannotStart(t *testing.T) {
 		}
 	}
 	d.containers.EXPECT().StartContainer(gomock.Any(), pod, main).Return(shim.Started{}, errors.New(`exec: "step": executable file not found in $PATH`))
+	d.containers.EXPECT().ContainerState(gomock.Any(), pod, main).Return(shim.State{ID: main, Status: shim.StatusStopped}, nil)
 	expectSidecar(d, pod, proxy, syscall.SIGTERM, exitsOnSignal)
 	if _, err := intercept(t, d.srv.StartContainer, &runtimeapi.StartContainerRequest{ContainerId: main}); err == nil {
 		t.Fatal("a start that failed succeeded")
