@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -56,7 +57,7 @@ func TestMetrics(t *testing.T) {
 		t.Error("no process metrics")
 	}
 	d.mustPull(t, busybox)
-	pod, podCfg, _ := d.podWithLogs(t, "metrics")
+	pod, podCfg, logs := d.podWithLogs(t, "metrics")
 
 	cfg := containerConfig("oom", "tail", "/dev/zero")
 	cfg.Linux.Resources = &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 16 << 20}
@@ -75,10 +76,12 @@ func TestMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A container in init mode whose ketch-init passes TERM on.
-	icfg := containerConfig("init", "sh", "-c", `trap "exit 0" TERM; while true; do sleep 0.1; done`)
+	icfg := containerConfig("init", "sh", "-c", `trap "exit 0" TERM; echo trapped; while true; do sleep 0.1; done`)
 	icfg.Annotations = map[string]string{"ketch.dev/init": "true"}
 	withInit := d.createContainer(t, pod, podCfg, icfg)
 	d.startContainer(t, withInit)
+	// A TERM before the shell has set its trap would kill it (143).
+	waitLog(t, filepath.Join(logs, "init.log"), "trapped")
 	if _, err := d.rt.StopContainer(ctxT(t, 30*time.Second), &runtimeapi.StopContainerRequest{ContainerId: withInit, Timeout: 10}); err != nil {
 		t.Fatal(err)
 	}
