@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"ketch.dev/ketch/oci/shim/api"
+	"ketch.dev/ketch/pidfd"
 )
 
 // Client is ketchd's connection to one pod's shim. Closing it, or ketchd
@@ -224,26 +225,6 @@ func (c *Client) pidfd() int {
 	return fd
 }
 
-// waitChild reaps cmd once it has exited, holding no OS thread meanwhile:
-// exec.Cmd.Wait blocks one in waitid for as long as the child lives, which
-// made ketchd's thread count grow with its pods. A pidfd is readable once
-// its process has exited, and Go's netpoller waits on it with the rest.
-func waitChild(cmd *exec.Cmd) error {
-	fd, err := unix.PidfdOpen(cmd.Process.Pid, unix.PIDFD_NONBLOCK)
-	if err != nil {
-		return cmd.Wait() // a kernel without pidfds: a thread it is
-	}
-	f := os.NewFile(uintptr(fd), "pidfd")
-	defer f.Close()
-	if rc, err := f.SyscallConn(); err == nil {
-		_ = rc.Read(func(fd uintptr) bool {
-			n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 0)
-			return n > 0 || err != nil && err != unix.EINTR
-		})
-	}
-	return cmd.Wait()
-}
-
 // waitExit waits until the process behind pidfd has exited.
 func waitExit(ctx context.Context, pidfd int, bound time.Duration) error {
 	deadline := time.Now().Add(bound)
@@ -320,7 +301,7 @@ func Launch(ctx context.Context, o LaunchOptions) (_ *Client, retErr error) {
 	exited := make(chan error, 1)
 	// While ketchd lives it is the shim's parent and must reap it; after a
 	// restart the shim's new parent does.
-	go func() { exited <- waitChild(cmd) }()
+	go func() { exited <- pidfd.WaitCmd(cmd) }()
 	defer func() {
 		if retErr != nil {
 			_ = cmd.Process.Kill()

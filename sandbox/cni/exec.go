@@ -15,6 +15,8 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
 	"golang.org/x/sys/unix"
+
+	"ketch.dev/ketch/pidfd"
 )
 
 // pipeGrace bounds how long a plugin's output pipes may stay open after the
@@ -47,7 +49,10 @@ func (*pluginExec) ExecPlugin(ctx context.Context, path string, stdin []byte, en
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 		cmd.Cancel = func() error { return unix.Kill(-cmd.Process.Pid, unix.SIGKILL) }
 		cmd.WaitDelay = pipeGrace
-		err := cmd.Run()
+		err := cmd.Start()
+		if err == nil {
+			err = pidfd.WaitCmd(cmd) // not cmd.Wait: no thread per plugin running
+		}
 		switch {
 		case err == nil:
 			return stdout.Bytes(), nil
