@@ -48,6 +48,7 @@ func restart(t *testing.T, cfg Config, st *store.Store, expect func(*testDeps)) 
 	d.containers.EXPECT().ContainerRootfs(gomock.Any()).DoAndReturn(func(id string) string {
 		return filepath.Join(dir, id, "rootfs")
 	}).AnyTimes()
+	d.sandboxes.EXPECT().NotifyShimLost(gomock.Any()).AnyTimes()
 	expect(d)
 	srv, err := New(cfg, d.images, d.network, st, d.sandboxes, d.containers)
 	if err != nil {
@@ -111,13 +112,13 @@ func specOf(id, name string) gomock.Matcher {
 }
 
 // expectAdopted expects the ready pod id (named name) to be adopted and
-// watched once.
+// watched, once at most: a test may end before the watch begins.
 func expectAdopted(d *testDeps, id, name string) {
 	d.sandboxes.EXPECT().Adopt(specOf(id, name)).Return(nil)
 	d.sandboxes.EXPECT().Wait(gomock.Any(), id).DoAndReturn(func(ctx context.Context, _ string) error {
 		<-ctx.Done()
 		return ctx.Err()
-	})
+	}).MaxTimes(1)
 }
 
 // expectNothingLeft expects the sweep of what no record holds to find
@@ -221,6 +222,7 @@ func TestCollectCutShortStarts(t *testing.T) {
 			st := openStore(t)
 			pod := storePod(t, st, "web")
 			id := storeContainer(t, st, pod, "app", store.ContainerCreated, false)
+			followed := make(chan struct{})
 			d := restart(t, Config{}, st, func(d *testDeps) {
 				expectAdopted(d, pod, "web")
 				expectNothingLeft(d)
@@ -231,11 +233,22 @@ func TestCollectCutShortStarts(t *testing.T) {
 				if tc.want == runtimeapi.ContainerState_CONTAINER_RUNNING {
 					// Followed like any container left running.
 					d.containers.EXPECT().WaitContainer(gomock.Any(), pod, id).DoAndReturn(func(ctx context.Context, _, _ string) (shim.Exit, error) {
+						close(followed)
 						<-ctx.Done()
 						return shim.Exit{}, ctx.Err()
 					})
 				}
 			})
+			if tc.want == runtimeapi.ContainerState_CONTAINER_RUNNING {
+				waitFor(t, "the container's exit waited for", func() bool {
+					select {
+					case <-followed:
+						return true
+					default:
+						return false
+					}
+				})
+			}
 			s := containerStatusOf(t, d, id)
 			if s.State != tc.want || s.ExitCode != tc.exitCode || s.Reason != tc.reason {
 				t.Errorf("after the restart: %v exit %d %q, want %v exit %d %q", s.State, s.ExitCode, s.Reason, tc.want, tc.exitCode, tc.reason)

@@ -30,7 +30,7 @@ func (s *Server) StartContainer(ctx context.Context, req *runtimeapi.StartContai
 	if _, err := s.store.ContainerStarted(c.ID, st.Pid, st.At); err != nil {
 		return nil, fmt.Errorf("start container %s: %w", c.ID, err)
 	}
-	s.watchContainer(c.SandboxID, c.ID)
+	s.watchContainer(c.SandboxID, c.ID, st.Pid)
 	return &runtimeapi.StartContainerResponse{}, nil
 }
 
@@ -45,7 +45,7 @@ func (s *Server) startFailed(c store.Container, err error) error {
 	defer cancel()
 	if done, ferr := s.finishStart(ctx, c); done || ferr != nil {
 		if rec, gerr := s.store.GetContainer(c.ID); gerr == nil && rec.State == store.ContainerRunning {
-			s.watchContainer(c.SandboxID, c.ID)
+			s.watchContainer(c.SandboxID, c.ID, rec.PID)
 		}
 		return ferr
 	}

@@ -5,6 +5,7 @@ package cri
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,6 +19,7 @@ import (
 	"ketch.dev/ketch/cri/store"
 	"ketch.dev/ketch/metrics"
 	"ketch.dev/ketch/oci/shim"
+	"ketch.dev/ketch/pidfd"
 	"ketch.dev/ketch/sandbox"
 )
 
@@ -30,10 +32,48 @@ const (
 	reasonShimDied   = "ShimDied"   // the pod's shim died before the exit was recorded
 )
 
+// exitSet watches processes for their exit (pidfd.Set).
+type exitSet interface {
+	// Watch has fn called once process pid has exited; false when pid
+	// cannot be watched.
+	Watch(pid int, fn func()) bool
+	Close() error
+}
+
+// newExitSet makes a Server's exitSet. Unit tests replace it: their PIDs
+// are made up, maybe some real process's.
+var newExitSet = func() (exitSet, error) {
+	s, err := pidfd.NewSet()
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
 // watchContainer records the container's exit once its shim has, whoever
 // ended it, so status and lists tell the truth without asking the shim.
-func (s *Server) watchContainer(podID, id string) {
-	s.watchers.Add(1)
+// Until then it holds no goroutine: pid, the container's host PID, is
+// watched through a pidfd, and its exit, or the end of the connection to
+// the pod's shim (shimLost), starts the wait that asks the shim for the
+// exit. A container whose process cannot be watched is waited for at once.
+func (s *Server) watchContainer(podID, id string, pid int) {
+	if !s.watch(pid, func() { s.waitContainer(podID, id) }) {
+		s.waitContainer(podID, id)
+	}
+}
+
+// watch has fn called once process pid has exited; false if it cannot be
+// watched.
+func (s *Server) watch(pid int, fn func()) bool {
+	return pid > 0 && s.exits != nil && s.exits.Watch(pid, fn)
+}
+
+// waitContainer asks the pod's shim for the container's exit, which it
+// answers once there is one, and records it.
+func (s *Server) waitContainer(podID, id string) {
+	if !s.addWatcher() {
+		return
+	}
 	go func() {
 		defer s.watchers.Done()
 		e, err := s.containers.WaitContainer(s.bg, podID, id)
@@ -42,6 +82,36 @@ func (s *Server) watchContainer(podID, id string) {
 		}
 		s.containerExited(podID, id, e, err)
 	}()
+}
+
+// addWatcher counts a goroutine that waits under s.bg, unless the server
+// is closing: Close waits for those counted.
+func (s *Server) addWatcher() bool {
+	s.watchersMu.Lock()
+	defer s.watchersMu.Unlock()
+	if s.bg.Err() != nil {
+		return false
+	}
+	s.watchers.Add(1)
+	return true
+}
+
+// shimLost: a connection to the pod's shim ended. If the shim died, its
+// pod and the containers it ran are over as far as anyone can tell, and
+// their waits say so; a live shim answers them on a new connection.
+func (s *Server) shimLost(podID string) {
+	if s.bg.Err() != nil {
+		return
+	}
+	s.waitSandbox(podID)
+	running := store.ContainerRunning
+	ctrs, err := s.store.ListContainers(store.ContainerFilter{SandboxID: podID, State: &running})
+	if err != nil {
+		slog.Error("containers of a pod whose shim connection ended", "pod", podID, "err", err)
+	}
+	for _, c := range ctrs {
+		s.waitContainer(podID, c.ID)
+	}
 }
 
 // containerExited writes an exit the shim reported (or the loss of the shim)
@@ -105,11 +175,12 @@ func resultMessage(b []byte) string {
 // taken meanwhile) is logged and still watched: it runs, and kubelet
 // decides what to do.
 //
-// The watchers start after New returns, a few at a time, so that ketchd
-// serves at once: each asks its shim to report an exit, and a thousand
-// shims woken together held a restarted ketchd's first answers up for
-// seconds on two CPUs. A pod that died while ketchd was down is marked
-// NOTREADY a moment later, when its watcher finds its shim gone.
+// The watches start after New returns, a few at a time, so that ketchd
+// serves at once. Each asks the shim whether what the record calls running
+// still runs, after its process is watched, so that an exit while ketchd
+// was down (its PID maybe someone else's by now) is waited for at once,
+// and one from then on is seen. A pod that died while ketchd was down is
+// marked NOTREADY a moment later.
 func (s *Server) recover() error {
 	ready := store.SandboxReady
 	pods, err := s.store.ListSandboxes(store.SandboxFilter{State: &ready})
@@ -129,7 +200,9 @@ func (s *Server) recover() error {
 		}
 	}
 	metrics.PodsAdopted.Set(float64(len(pods)))
-	s.watchers.Add(1)
+	if !s.addWatcher() {
+		return nil
+	}
 	go func() {
 		defer s.watchers.Done()
 		for i := range len(pods) + len(ctrs) {
@@ -140,24 +213,53 @@ func (s *Server) recover() error {
 				case <-time.After(time.Millisecond):
 				}
 			}
+			ctx, cancel := context.WithTimeout(s.bg, recoverCheckTimeout)
 			if i < len(pods) {
-				s.watchSandbox(pods[i].ID)
+				p := pods[i]
+				// Ready also connects to the shim, whose death is then
+				// seen (shimLost).
+				if !s.watch(p.PID, func() { s.waitSandbox(p.ID) }) {
+					s.waitSandbox(p.ID)
+				} else if ok, err := s.sandboxes.Ready(ctx, p.ID); !ok || err != nil {
+					s.waitSandbox(p.ID)
+				}
 			} else {
 				c := ctrs[i-len(pods)]
-				s.watchContainer(c.SandboxID, c.ID)
+				if !s.watch(c.PID, func() { s.waitContainer(c.SandboxID, c.ID) }) {
+					s.waitContainer(c.SandboxID, c.ID)
+				} else if st, err := s.containers.ContainerState(ctx, c.SandboxID, c.ID); err != nil || st.Status != shim.StatusRunning || st.Pid != c.PID {
+					s.waitContainer(c.SandboxID, c.ID)
+				}
 			}
+			cancel()
 		}
 	}()
 	return nil
 }
 
-// watchBatch is how many watchers recover starts a millisecond.
-const watchBatch = 4
+// watchBatch is how many pods and containers recover checks a millisecond;
+// recoverCheckTimeout bounds each check.
+const (
+	watchBatch          = 4
+	recoverCheckTimeout = 10 * time.Second
+)
 
 // watchSandbox marks the pod NOTREADY once its PID 1 exits or its shim
-// dies, whoever caused it, so lists never show a dead pod as ready.
-func (s *Server) watchSandbox(id string) {
-	s.watchers.Add(1)
+// dies, whoever caused it, so lists never show a dead pod as ready. Like
+// watchContainer, it holds no goroutine until then: pid, the pod's PID 1,
+// is watched through a pidfd.
+func (s *Server) watchSandbox(id string, pid int) {
+	if !s.watch(pid, func() { s.waitSandbox(id) }) {
+		s.waitSandbox(id)
+	}
+}
+
+// waitSandbox asks the pod's shim to answer once its PID 1 has exited, and
+// marks the pod NOTREADY then.
+func (s *Server) waitSandbox(id string) {
+	if !s.addWatcher() {
+		return
+	}
 	go func() {
 		defer s.watchers.Done()
 		if err := s.sandboxes.Wait(s.bg, id); err != nil {

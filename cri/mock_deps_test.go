@@ -305,6 +305,18 @@ func (mr *MockSandboxesMockRecorder) Collect(ctx, known any) *gomock.Call {
 	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "Collect", reflect.TypeOf((*MockSandboxes)(nil).Collect), ctx, known)
 }
 
+// NotifyShimLost mocks base method.
+func (m *MockSandboxes) NotifyShimLost(f func(string)) {
+	m.ctrl.T.Helper()
+	m.ctrl.Call(m, "NotifyShimLost", f)
+}
+
+// NotifyShimLost indicates an expected call of NotifyShimLost.
+func (mr *MockSandboxesMockRecorder) NotifyShimLost(f any) *gomock.Call {
+	mr.mock.ctrl.T.Helper()
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "NotifyShimLost", reflect.TypeOf((*MockSandboxes)(nil).NotifyShimLost), f)
+}
+
 // PortForward mocks base method.
 func (m *MockSandboxes) PortForward(ctx context.Context, s sandbox.Spec, port int32, stream io.ReadWriteCloser) error {
 	m.ctrl.T.Helper()

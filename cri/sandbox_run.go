@@ -61,7 +61,7 @@ func (s *Server) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPodSandbo
 	if err := s.store.SandboxReady(id, pod.PID, pod.NetNSPath, ips); err != nil {
 		return nil, fmt.Errorf("run pod sandbox %s: %w", id, err)
 	}
-	s.watchSandbox(id)
+	s.watchSandbox(id, pod.PID)
 	slog.Info("pod running", "pod", id, "name", rec.Key, "pid", pod.PID, "ips", pod.IPs)
 	return &runtimeapi.RunPodSandboxResponse{PodSandboxId: id}, nil
 }

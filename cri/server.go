@@ -74,6 +74,9 @@ type Sandboxes interface {
 	// Wait returns nil once the pod's PID 1 has exited or its shim is
 	// gone, and ctx's error if ctx ends first.
 	Wait(ctx context.Context, id string) error
+	// NotifyShimLost has f called whenever a connection to a pod's shim
+	// ends.
+	NotifyShimLost(f func(podID string))
 	// Adopt takes over a pod an earlier ketchd ran.
 	Adopt(s sandbox.Spec) error
 	// Stats reads the pod's resource usage.
@@ -172,11 +175,14 @@ type Server struct {
 	sandboxes  Sandboxes
 	containers Containers
 
-	// bg lives as long as the server: the goroutines that watch pods for
-	// their PID 1's exit run under it, counted by watchers.
-	bg       context.Context
-	stop     context.CancelFunc
-	watchers sync.WaitGroup
+	// bg lives as long as the server: the goroutines that wait for exits
+	// run under it, counted by watchers (addWatcher), while exits watches
+	// the processes through pidfds until they exit (exits.go).
+	bg         context.Context
+	stop       context.CancelFunc
+	watchersMu sync.Mutex // makes the count and Close's stop one step each
+	watchers   sync.WaitGroup
+	exits      exitSet // nil where the kernel has no epoll: every wait starts at once
 
 	events events
 
@@ -197,9 +203,16 @@ func New(cfg Config, images ImageStore, network Network, st *store.Store, sb San
 	bg, stop := context.WithCancel(context.Background())
 	s := &Server{cfg: cfg, images: images, network: network, store: st, sandboxes: sb, containers: ctrs, bg: bg, stop: stop}
 	st.Notify(s.changed)
+	sb.NotifyShimLost(s.shimLost)
+	exits, err := newExitSet()
+	if err != nil {
+		slog.Warn("exits are waited for a goroutine each", "err", err)
+	} else {
+		s.exits = exits
+	}
 	start := time.Now()
 	cctx, cancel := context.WithTimeout(bg, collectTimeout)
-	err := s.collect(cctx)
+	err = s.collect(cctx)
 	cancel()
 	if err != nil {
 		// Logged, not fatal: what could not be removed now is found again
@@ -230,7 +243,12 @@ const collectTimeout = 2 * time.Minute
 // Close stops the server's watchers and streaming sessions; pods keep
 // running.
 func (s *Server) Close() {
+	s.watchersMu.Lock()
 	s.stop()
+	s.watchersMu.Unlock()
+	if s.exits != nil {
+		s.exits.Close()
+	}
 	if s.stream != nil {
 		s.stream.Close()
 	}

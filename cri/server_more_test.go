@@ -4,6 +4,7 @@ import (
 	"context"
 	"maps"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 
 	"github.com/containerd/errdefs"
@@ -26,20 +27,20 @@ func TestNewRefusesOpenStreamAddress(t *testing.T) {
 	images, network, sandboxes, containers := NewMockImageStore(ctrl), NewMockNetwork(ctrl), NewMockSandboxes(ctrl), NewMockContainers(ctrl)
 	sandboxes.EXPECT().Collect(gomock.Any(), gomock.Any()).Return(nil)
 	containers.EXPECT().ContainerDirs().Return(nil, nil)
+	sandboxes.EXPECT().NotifyShimLost(gomock.Any())
 	sandboxes.EXPECT().Adopt(specOf(pod, "web")).Return(nil)
-	watched := make(chan struct{}, 1)
+	var waits, returned atomic.Int32
 	sandboxes.EXPECT().Wait(gomock.Any(), pod).DoAndReturn(func(ctx context.Context, _ string) error {
+		waits.Add(1)
+		defer returned.Add(1)
 		<-ctx.Done()
-		watched <- struct{}{}
 		return ctx.Err()
-	})
+	}).MaxTimes(1) // New may fail before the watch begins
 	_, err = New(Config{StreamAddress: "0.0.0.0:0"}, images, network, st, sandboxes, containers)
 	if !errdefs.IsInvalidArgument(err) {
 		t.Fatalf("New with an open streaming address: %v, want InvalidArgument", err)
 	}
-	select {
-	case <-watched:
-	default:
+	if waits.Load() != returned.Load() {
 		t.Error("New failed and left a pod's watcher running")
 	}
 }

@@ -58,6 +58,7 @@ func newTestDeps(t *testing.T, cfg Config) *testDeps {
 	// A fresh store holds nothing a crash could have left.
 	d.sandboxes.EXPECT().Collect(gomock.Any(), gomock.Any()).Return(nil).AnyTimes()
 	d.containers.EXPECT().ContainerDirs().Return(nil, nil).AnyTimes()
+	d.sandboxes.EXPECT().NotifyShimLost(gomock.Any()).AnyTimes()
 	d.srv, err = New(cfg, d.images, d.network, st, d.sandboxes, d.containers)
 	if err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os/exec"
+	"runtime"
 	"testing"
 	"time"
 )
@@ -41,5 +42,61 @@ func TestWaitCmd(t *testing.T) {
 				t.Fatalf("exit code %v, want %d", cmd.ProcessState, tc.code)
 			}
 		})
+	}
+}
+
+// TestSet: each watch fires once its own process has exited, not before,
+// from one goroutine however many are watched; a process already gone
+// cannot be watched.
+func TestSet(t *testing.T) {
+	s, err := NewSet()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	const n = 50
+	fired := make(chan int, n+1)
+	var cmds []*exec.Cmd
+	for i := range n {
+		cmd := exec.Command("sleep", "30")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+		cmds = append(cmds, cmd)
+		if !s.Watch(cmd.Process.Pid, func() { fired <- i }) {
+			t.Fatalf("cannot watch process %d", i)
+		}
+	}
+	before := runtime.NumGoroutine()
+	// Every other one exits; the others' watches must not fire.
+	for i := 0; i < n; i += 2 {
+		_ = cmds[i].Process.Kill()
+	}
+	got := map[int]bool{}
+	for range n / 2 {
+		select {
+		case i := <-fired:
+			if i%2 != 0 || got[i] {
+				t.Fatalf("watch %d fired (again: %v) while its process runs", i, got[i])
+			}
+			got[i] = true
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%d of %d exits seen", len(got), n/2)
+		}
+	}
+	if g := runtime.NumGoroutine(); g > before {
+		t.Errorf("%d goroutines while watching, %d before the exits", g, before)
+	}
+	// A reaped process is gone: not watchable (PIDs are handed out in
+	// turn, so its PID is not someone else's yet).
+	_ = cmds[0].Wait()
+	if s.Watch(cmds[0].Process.Pid, func() {}) {
+		t.Error("a reaped process could be watched")
+	}
+	select {
+	case i := <-fired:
+		t.Errorf("watch %d fired after the others", i)
+	case <-time.After(100 * time.Millisecond):
 	}
 }

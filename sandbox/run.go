@@ -195,7 +195,8 @@ func groupPassable(dir string, gid int) error {
 func (m *Manager) startInit(ctx context.Context, s Spec, f podFiles, shmPath, netnsPath string) (int, error) {
 	dir := m.podDir(s.ID)
 	c, err := shim.Launch(ctx, shim.LaunchOptions{
-		Binary: m.o.ShimBinary, ID: s.ID, Dir: dir, Log: filepath.Join(dir, "shim.log"), ClientOpts: shimClientOpts,
+		Binary: m.o.ShimBinary, ID: s.ID, Dir: dir, Log: filepath.Join(dir, "shim.log"),
+		OnClose: func() { m.shimLost(s.ID) }, ClientOpts: shimClientOpts,
 	})
 	if err != nil {
 		return 0, err
@@ -394,10 +395,7 @@ func (m *Manager) Wait(ctx context.Context, id string) error {
 		case !c.Gone(err):
 			return nil
 		case m.gone(ctx, id, c, err):
-			// Stop and Remove end ketch-init first, so a shim that
-			// dies under a pod's watcher is one that was killed.
-			metrics.ShimDeaths.Inc()
-			return nil
+			return nil // counted as a death by shimLost
 		}
 		// The shim lives; only the connection ended: wait again.
 		if err := sleepCtx(ctx, redialPause); err != nil {

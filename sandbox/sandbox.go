@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -25,6 +26,7 @@ import (
 	"github.com/opencontainers/runtime-spec/specs-go"
 	"go.opentelemetry.io/otel/trace"
 
+	"ketch.dev/ketch/metrics"
 	"ketch.dev/ketch/oci/shim"
 	"ketch.dev/ketch/sandbox/cni"
 	"ketch.dev/ketch/tracing"
@@ -125,6 +127,9 @@ type Manager struct {
 	// it one step for InitCounts.
 	countsMu      sync.Mutex
 	removedCounts shim.InitCounts
+
+	// lost is called when a connection to a pod's shim ends (NotifyShimLost).
+	lost atomic.Pointer[func(podID string)]
 }
 
 type podLock struct {
@@ -251,7 +256,7 @@ func (m *Manager) client(ctx context.Context, id string) (*shim.Client, error) {
 	if c != nil {
 		return c, nil
 	}
-	c, err := shim.Connect(ctx, m.podDir(id), shimClientOpts...)
+	c, err := shim.Connect(ctx, m.podDir(id), func() { m.shimLost(id) }, shimClientOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -264,6 +269,30 @@ func (m *Manager) client(ctx context.Context, id string) (*shim.Client, error) {
 	m.shims[id] = c
 	return c, nil
 }
+
+// NotifyShimLost has f called, with the pod's ID, when a pod's shim ends
+// its connection: it died, or (a live one) dropped it. Whoever waits for
+// the pod's exits learns it there, holding nothing meanwhile.
+func (m *Manager) NotifyShimLost(f func(podID string)) { m.lost.Store(&f) }
+
+// shimLost: pod id's shim ended its connection. One that no longer answers
+// its socket died (Stop and Remove do not end it that way); a live one is
+// connected to again, so that its death is seen later.
+func (m *Manager) shimLost(id string) {
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), lostCheckTimeout)
+		defer cancel()
+		if _, err := m.client(ctx, id); errdefs.IsNotFound(err) {
+			metrics.ShimDeaths.Inc()
+		}
+		if f := m.lost.Load(); f != nil {
+			(*f)(id)
+		}
+	}()
+}
+
+// lostCheckTimeout bounds shimLost's connect.
+const lostCheckTimeout = 10 * time.Second
 
 // forget drops the connection to pod id's shim.
 func (m *Manager) forget(id string) {

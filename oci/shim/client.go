@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -35,12 +36,14 @@ type Client struct {
 	shim   api.ShimService
 	dir    string
 	closed chan struct{} // closed when the connection ends, by either side
+	ending atomic.Bool   // Close or Shutdown ends the connection: no news
 }
 
-// Connect reaches the shim serving the pod directory dir; opts add to the
-// connection's (ketchd's tracing). When no shim serves it, the error is
-// errdefs.ErrNotFound.
-func Connect(ctx context.Context, dir string, opts ...ttrpc.ClientOpts) (*Client, error) {
+// Connect reaches the shim serving the pod directory dir; onClose, if not
+// nil, is called if the connection ends other than by Close or Shutdown:
+// the shim died, most likely. opts add to the connection's (ketchd's
+// tracing). When no shim serves it, the error is errdefs.ErrNotFound.
+func Connect(ctx context.Context, dir string, onClose func(), opts ...ttrpc.ClientOpts) (*Client, error) {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", filepath.Join(dir, sockFile))
 	if err != nil {
@@ -49,13 +52,22 @@ func Connect(ctx context.Context, dir string, opts ...ttrpc.ClientOpts) (*Client
 		}
 		return nil, fmt.Errorf("connect to shim in %s: %w", dir, err)
 	}
-	closed := make(chan struct{})
-	c := ttrpc.NewClient(conn, append(opts, ttrpc.WithOnClose(func() { close(closed) }))...)
-	return &Client{conn: c, shim: api.NewShimClient(c), dir: dir, closed: closed}, nil
+	c := &Client{dir: dir, closed: make(chan struct{})}
+	c.conn = ttrpc.NewClient(conn, append(opts, ttrpc.WithOnClose(func() {
+		close(c.closed)
+		if onClose != nil && !c.ending.Load() {
+			onClose()
+		}
+	}))...)
+	c.shim = api.NewShimClient(c.conn)
+	return c, nil
 }
 
 // Close drops the connection; the shim keeps running.
-func (c *Client) Close() error { return c.conn.Close() }
+func (c *Client) Close() error {
+	c.ending.Store(true)
+	return c.conn.Close()
+}
 
 // Closed reports whether the connection has ended: closed here, or the
 // shim gone. Connect again to reach a shim that serves the pod now.
@@ -183,6 +195,7 @@ func (c *Client) Shutdown(ctx context.Context) error {
 	if pidfd >= 0 {
 		defer unix.Close(pidfd)
 	}
+	c.ending.Store(true)
 	_, err := c.shim.Shutdown(ctx, &api.ShutdownRequest{})
 	// The shim may close the connection before its reply is out (ttrpc
 	// closes connections it believes idle). It removes its socket only
@@ -266,7 +279,8 @@ type LaunchOptions struct {
 	ID     string // the pod id
 	Dir    string // the pod directory
 	Log    string // the shim's log file; empty discards its output
-	// ClientOpts are the connection's, as Connect takes them.
+	// OnClose and ClientOpts are the connection's, as Connect takes them.
+	OnClose    func()             `json:"-"`
 	ClientOpts []ttrpc.ClientOpts `json:"-"`
 }
 
@@ -327,5 +341,5 @@ func Launch(ctx context.Context, o LaunchOptions) (_ *Client, retErr error) {
 	case <-ctx.Done():
 		return nil, fmt.Errorf("start shim for %s: %w", o.ID, ctx.Err())
 	}
-	return Connect(ctx, o.Dir, o.ClientOpts...)
+	return Connect(ctx, o.Dir, o.OnClose, o.ClientOpts...)
 }

@@ -253,7 +253,7 @@ func (p *pod) kill(t *testing.T) {
 	if p.shimFD >= 0 && !p.shimExited(0) {
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 		defer cancel()
-		c, err := shim.Connect(ctx, p.dir)
+		c, err := shim.Connect(ctx, p.dir, nil)
 		if err == nil {
 			err = c.Shutdown(ctx)
 		}

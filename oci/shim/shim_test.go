@@ -50,7 +50,7 @@ func TestSandboxLifecycle(t *testing.T) {
 	if !alive(p.shimPid) || !alive(pid) {
 		t.Fatal("closing the client stopped the shim or the pod")
 	}
-	c, err = shim.Connect(ctx(t), p.dir)
+	c, err = shim.Connect(ctx(t), p.dir, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -263,7 +263,7 @@ func TestShimOutlivesKetchd(t *testing.T) {
 		t.Error("with no netns path the sandbox must have the host's netns")
 	}
 
-	c, err := shim.Connect(ctx(t), p.dir)
+	c, err := shim.Connect(ctx(t), p.dir, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
