@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -284,6 +285,24 @@ type LaunchOptions struct {
 	ClientOpts []ttrpc.ClientOpts `json:"-"`
 }
 
+// shims watches the shims Launch started, to reap them.
+var shims = sync.OnceValues(pidfd.NewSet)
+
+// reap collects child pid, which has exited, and says how it ended.
+func reap(pid int) error {
+	var ws unix.WaitStatus
+	if _, err := unix.Wait4(pid, &ws, 0, nil); err != nil {
+		return err
+	}
+	if ws.Exited() && ws.ExitStatus() == 0 {
+		return nil
+	}
+	if ws.Signaled() {
+		return fmt.Errorf("killed by %v", ws.Signal())
+	}
+	return fmt.Errorf("exit status %d", ws.ExitStatus())
+}
+
 // Launch starts a shim for a pod and connects to it once it serves. The
 // shim runs in its own session, so neither ketchd's exit nor a signal to
 // ketchd's process group reaches it.
@@ -314,11 +333,21 @@ func Launch(ctx context.Context, o LaunchOptions) (_ *Client, retErr error) {
 	}
 	exited := make(chan error, 1)
 	// While ketchd lives it is the shim's parent and must reap it; after a
-	// restart the shim's new parent does.
-	go func() { exited <- pidfd.WaitCmd(cmd) }()
+	// restart the shim's new parent does. One epoll watches every shim
+	// ketchd started, rather than a goroutine each, and reaps it by PID (a
+	// child not yet reaped keeps its PID), so nothing of cmd is kept.
+	pid := cmd.Process.Pid
+	set, err := shims()
+	watched := err == nil && set.Watch(pid, func() { exited <- reap(pid) })
+	if !watched {
+		go func() { exited <- pidfd.WaitCmd(cmd) }()
+	}
 	defer func() {
-		if retErr != nil {
-			_ = cmd.Process.Kill()
+		switch {
+		case retErr != nil:
+			_ = cmd.Process.Kill() // by pidfd: never another process
+		case watched:
+			_ = cmd.Process.Release()
 		}
 	}()
 

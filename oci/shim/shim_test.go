@@ -41,8 +41,9 @@ func TestSandboxLifecycle(t *testing.T) {
 	if _, err := c.StartSandbox(ctx(t), cfg); !errdefs.IsAlreadyExists(err) {
 		t.Errorf("second StartSandbox: got %v, want AlreadyExists", err)
 	}
-	if _, err := shim.Launch(ctx(t), p.launchOptions()); err == nil || !strings.Contains(err.Error(), "already serves") {
-		t.Errorf("second shim for the same pod: got %v, want a refusal", err)
+	// Refused, and reaped: the error tells how the second shim ended.
+	if _, err := shim.Launch(ctx(t), p.launchOptions()); err == nil || !strings.Contains(err.Error(), "already serves") || !strings.Contains(err.Error(), "exit status") {
+		t.Errorf("second shim for the same pod: got %v, want a refusal and its exit status", err)
 	}
 
 	// ketchd goes away and comes back: the shim and the pod stay.
