@@ -295,14 +295,7 @@ func TestContainerEventsOnce(t *testing.T) {
 	t.Run("the pod's PID 1 dies, then kubelet stops it", func(t *testing.T) {
 		d := newTestDeps(t, Config{})
 		died := make(chan struct{})
-		d.sandboxes.EXPECT().Wait(gomock.Any(), gomock.Any()).DoAndReturn(func(ctx context.Context, _ string) error {
-			select {
-			case <-died:
-				return nil
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		}).AnyTimes()
+		waitUntil(d.sandboxes, died)
 		pod := runTestPod(t, d, testPodConfig("web"))
 		c := subscribe(t, dialTestServer(t, d.srv), d.srv)
 		close(died)

@@ -1,19 +1,14 @@
 package cri
 
 import (
-	"context"
 	"fmt"
 	"io"
-	"net"
 	"strings"
 	"testing"
 
 	"go.uber.org/mock/gomock"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/test/bufconn"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"ketch.dev/ketch/cri/store"
@@ -43,21 +38,10 @@ func TestListLimitAndStreams(t *testing.T) {
 	maxListMessage, streamBatch = 20_000, 5_000
 	t.Cleanup(func() { maxListMessage, streamBatch = oldMax, oldBatch })
 
-	lis := bufconn.Listen(1 << 20)
-	g := grpc.NewServer(grpc.UnaryInterceptor(UnaryInterceptor), grpc.StreamInterceptor(StreamInterceptor))
-	d.srv.Register(g)
-	go func() { _ = g.Serve(lis) }()
-	t.Cleanup(g.Stop)
-	conn, err := grpc.NewClient("passthrough:///bufnet",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
+	conn := dialTestServer(t, d.srv)
 	rt := runtimeapi.NewRuntimeServiceClient(conn)
 
-	_, err = rt.ListContainers(t.Context(), &runtimeapi.ListContainersRequest{})
+	_, err := rt.ListContainers(t.Context(), &runtimeapi.ListContainersRequest{})
 	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "StreamContainers") {
 		t.Errorf("ListContainers of 30 containers over a 20 kB limit: %v, want ResourceExhausted naming StreamContainers", err)
 	}

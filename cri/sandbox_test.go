@@ -40,6 +40,18 @@ func blockWait(sb *MockSandboxes) {
 	}).AnyTimes()
 }
 
+// waitUntil makes every pod's PID 1 exit when died is closed.
+func waitUntil(sb *MockSandboxes, died <-chan struct{}) {
+	sb.EXPECT().Wait(gomock.Any(), gomock.Any()).DoAndReturn(func(ctx context.Context, _ string) error {
+		select {
+		case <-died:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}).AnyTimes()
+}
+
 // runTestPod runs a pod through a Run that succeeds, and returns its ID.
 func runTestPod(t *testing.T, d *testDeps, cfg *runtimeapi.PodSandboxConfig) string {
 	t.Helper()
@@ -311,14 +323,7 @@ func TestStopAndRemovePodSandbox(t *testing.T) {
 func TestDeadPodIsNotReady(t *testing.T) {
 	d := newTestDeps(t, Config{})
 	died := make(chan struct{})
-	d.sandboxes.EXPECT().Wait(gomock.Any(), gomock.Any()).DoAndReturn(func(ctx context.Context, _ string) error {
-		select {
-		case <-died:
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}).AnyTimes()
+	waitUntil(d.sandboxes, died)
 	a := runTestPod(t, d, testPodConfig("a"))
 	b := runTestPod(t, d, testPodConfig("b"))
 

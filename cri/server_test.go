@@ -7,7 +7,6 @@ import (
 	"go/ast"
 	"go/parser"
 	"go/token"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,9 +17,7 @@ import (
 	"go.uber.org/mock/gomock"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/test/bufconn"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"ketch.dev/ketch/cri/store"
@@ -181,20 +178,8 @@ func TestRegisterOverGRPC(t *testing.T) {
 	srv, images, _ := newTestServer(t, Config{})
 	images.EXPECT().Remove(gomock.Any(), "busybox").Return(errdefs.ErrFailedPrecondition)
 
-	lis := bufconn.Listen(1 << 20)
-	g := grpc.NewServer(grpc.UnaryInterceptor(UnaryInterceptor), grpc.StreamInterceptor(StreamInterceptor))
-	srv.Register(g)
-	go func() { _ = g.Serve(lis) }()
-	t.Cleanup(g.Stop)
-	conn, err := grpc.NewClient("passthrough:///bufnet",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
-
-	_, err = runtimeapi.NewImageServiceClient(conn).RemoveImage(t.Context(),
+	conn := dialTestServer(t, srv)
+	_, err := runtimeapi.NewImageServiceClient(conn).RemoveImage(t.Context(),
 		&runtimeapi.RemoveImageRequest{Image: &runtimeapi.ImageSpec{Image: "busybox"}})
 	if status.Code(err) != codes.FailedPrecondition {
 		t.Errorf("RemoveImage: got %v, want FailedPrecondition", err)

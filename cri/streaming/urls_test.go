@@ -20,6 +20,17 @@ const urlsInFlight = 1000
 // leaves at once does.
 func useV5(t *testing.T, rawURL string) {
 	t.Helper()
+	r := upgradeV5(t, rawURL)
+	r.Body.Close()
+	if r.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("v5 session: %s", r.Status)
+	}
+}
+
+// upgradeV5 asks for the session behind rawURL over websocket with the v5
+// protocol (kubectl's) and returns the server's answer.
+func upgradeV5(t *testing.T, rawURL string) *http.Response {
+	t.Helper()
 	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, rawURL, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -33,10 +44,7 @@ func useV5(t *testing.T, rawURL string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.Body.Close()
-	if r.StatusCode != http.StatusSwitchingProtocols {
-		t.Fatalf("v5 session: %s", r.Status)
-	}
+	return r
 }
 
 // TestUsedURLsFreeTheirSlot: a URL a v5 session used is no longer in
