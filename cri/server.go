@@ -74,8 +74,8 @@ type Sandboxes interface {
 	// Wait returns nil once the pod's PID 1 has exited or its shim is
 	// gone, and ctx's error if ctx ends first.
 	Wait(ctx context.Context, id string) error
-	// NotifyShimLost has f called whenever a connection to a pod's shim
-	// ends.
+	// NotifyShimLost has f called when a pod's shim ends its connection
+	// (it died, most likely); not when ketchd closes it.
 	NotifyShimLost(f func(podID string))
 	// Adopt takes over a pod an earlier ketchd ran.
 	Adopt(s sandbox.Spec) error
