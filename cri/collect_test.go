@@ -64,7 +64,7 @@ func restart(t *testing.T, cfg Config, st *store.Store, expect func(*testDeps)) 
 func testID(name string) string { return fmt.Sprintf("%x", sha256.Sum256([]byte(name))) }
 
 // storePod records a ready pod named name, as RunPodSandbox leaves it.
-func storePod(t *testing.T, st *store.Store, name string) string {
+func storePod(t testing.TB, st *store.Store, name string) string {
 	t.Helper()
 	cfg := testPodConfig(name)
 	raw, err := proto.Marshal(cfg)
@@ -91,7 +91,7 @@ func setPod(t *testing.T, st *store.Store, id string, state store.SandboxState, 
 }
 
 // storeContainer records container name of pod in state.
-func storeContainer(t *testing.T, st *store.Store, pod, name string, state store.ContainerState, removing bool) string {
+func storeContainer(t testing.TB, st *store.Store, pod, name string, state store.ContainerState, removing bool) string {
 	t.Helper()
 	id := testID("container " + pod + name)
 	c := store.Container{ID: id, SandboxID: pod, Name: name, Key: pod + "/" + name + "_0", State: state,

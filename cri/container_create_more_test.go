@@ -130,8 +130,8 @@ func TestCreateContainerUndo(t *testing.T) {
 			if ctrs, _ := d.store.ListContainers(store.ContainerFilter{}); len(ctrs) != 0 {
 				t.Errorf("a failed create left records: %v", ctrs)
 			}
-			if l, _ := intercept(t, d.srv.ListContainers, &runtimeapi.ListContainersRequest{}); len(l.Containers) != 0 {
-				t.Errorf("a failed create is listed: %v", l.Containers)
+			if l := listContainers(t, d.srv, nil); len(l) != 0 {
+				t.Errorf("a failed create is listed: %v", l)
 			}
 			expectCreateUntil(t, d, pod, stepDone, nil)
 			resp, err := intercept(t, d.srv.CreateContainer, createRequest(pod, "app"))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -119,15 +120,32 @@ var fromCRIContainerState = map[runtimeapi.ContainerState]store.ContainerState{
 // ListContainers lists the containers the filter selects. A state filter
 // of UNKNOWN selects nothing: ketch records no container in that state.
 func (s *Server) ListContainers(ctx context.Context, req *runtimeapi.ListContainersRequest) (*runtimeapi.ListContainersResponse, error) {
-	items, err := s.listContainers(req.GetFilter())
+	f := req.GetFilter()
+	ctrs, err := s.selectContainers(f)
 	if err != nil {
 		return nil, err
 	}
-	resp := &runtimeapi.ListContainersResponse{Containers: items}
-	return resp, checkListSize(resp, "ListContainers", "StreamContainers", len(items))
+	all := f.GetId() == "" && f.GetPodSandboxId() == "" && f.GetState() == nil && len(f.GetLabelSelector()) == 0
+	resp, err := s.listItems.response(ctrs, all)
+	if err != nil {
+		return nil, fmt.Errorf("list containers: %w", err)
+	}
+	return resp, checkListSize(resp, "ListContainers", "StreamContainers", len(ctrs))
 }
 
+// listContainers is what ListContainers lists, as items.
 func (s *Server) listContainers(f *runtimeapi.ContainerFilter) ([]*runtimeapi.Container, error) {
+	ctrs, err := s.selectContainers(f)
+	items := make([]*runtimeapi.Container, len(ctrs))
+	for i, c := range ctrs {
+		items[i] = containerItem(c)
+	}
+	return items, err
+}
+
+// selectContainers is the records the filter selects, but for those still
+// being created.
+func (s *Server) selectContainers(f *runtimeapi.ContainerFilter) ([]store.Container, error) {
 	filter := store.ContainerFilter{ID: f.GetId(), SandboxID: f.GetPodSandboxId(), LabelSelector: f.GetLabelSelector()}
 	if sv := f.GetState(); sv != nil {
 		st, ok := fromCRIContainerState[sv.GetState()]
@@ -140,23 +158,5 @@ func (s *Server) listContainers(f *runtimeapi.ContainerFilter) ([]*runtimeapi.Co
 	if err != nil {
 		return nil, fmt.Errorf("list containers: %w", err)
 	}
-	var items []*runtimeapi.Container
-	for _, c := range ctrs {
-		if c.State == store.ContainerCreating {
-			continue
-		}
-		items = append(items, &runtimeapi.Container{
-			Id:           c.ID,
-			PodSandboxId: c.SandboxID,
-			Metadata:     &runtimeapi.ContainerMetadata{Name: c.Name, Attempt: c.Attempt},
-			Image:        &runtimeapi.ImageSpec{Image: c.Image},
-			ImageRef:     c.ImageRef,
-			ImageId:      c.ImageID,
-			State:        criContainerState(c.State),
-			CreatedAt:    c.CreatedAt.UnixNano(),
-			Labels:       c.Labels,
-			Annotations:  c.Annotations,
-		})
-	}
-	return items, nil
+	return slices.DeleteFunc(ctrs, func(c store.Container) bool { return c.State == store.ContainerCreating }), nil
 }

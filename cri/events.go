@@ -100,6 +100,9 @@ var eventTypes = map[store.ChangeKind]runtimeapi.ContainerEventType{
 // the statuses as they are now in the store, or for a deleted pod, as its
 // last record had them.
 func (s *Server) changed(c store.Change) {
+	if c.Kind == store.Deleted {
+		s.listItems.forget(c.ID)
+	}
 	if !s.events.listening() {
 		return
 	}
@@ -118,7 +121,10 @@ func (s *Server) changed(c store.Change) {
 			if c.State == store.ContainerCreating {
 				continue // not listed either
 			}
-			if st, _, err := containerStatus(c); err == nil {
+			// The status needs the config, which lists leave out.
+			if full, err := s.store.GetContainer(c.ID); err != nil {
+				slog.Debug("event statuses", "pod", podID, "container", c.ID, "err", err)
+			} else if st, _, err := containerStatus(full); err == nil {
 				ev.ContainersStatuses = append(ev.ContainersStatuses, st)
 			}
 		}

@@ -24,7 +24,7 @@ import (
 
 // dialTestServer serves srv over an in-memory gRPC connection with ketch's
 // interceptors, as ketchd wires it, and returns the client's connection.
-func dialTestServer(t *testing.T, srv *Server) *grpc.ClientConn {
+func dialTestServer(t testing.TB, srv *Server) *grpc.ClientConn {
 	t.Helper()
 	lis := bufconn.Listen(1 << 20)
 	g := grpc.NewServer(grpc.UnaryInterceptor(UnaryInterceptor), grpc.StreamInterceptor(StreamInterceptor))

@@ -184,7 +184,8 @@ type Server struct {
 	watchers   sync.WaitGroup
 	exits      exitSet // nil where the kernel has no epoll: every wait starts at once
 
-	events events
+	events    events
+	listItems listItems // ListContainers' items, encoded
 
 	cpuRates cpuRates   // the CPU usage rates of pods and containers
 	stats    statsCache // the last figures of running containers and ready pods

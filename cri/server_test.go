@@ -26,7 +26,7 @@ import (
 // newTestServer builds a Server over mocks. gomock's controller fails the
 // test on any call no row expected and, at cleanup, on any expected call
 // that did not happen.
-func newTestServer(t *testing.T, cfg Config) (*Server, *MockImageStore, *MockNetwork) {
+func newTestServer(t testing.TB, cfg Config) (*Server, *MockImageStore, *MockNetwork) {
 	t.Helper()
 	d := newTestDeps(t, cfg)
 	return d.srv, d.images, d.network
@@ -43,7 +43,7 @@ type testDeps struct {
 	store      *store.Store
 }
 
-func newTestDeps(t *testing.T, cfg Config) *testDeps {
+func newTestDeps(t testing.TB, cfg Config) *testDeps {
 	t.Helper()
 	ctrl := gomock.NewController(t)
 	st, err := store.Open(filepath.Join(t.TempDir(), "meta.db"))

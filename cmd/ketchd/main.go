@@ -135,12 +135,14 @@ func run() error {
 		return err
 	}
 	defer images.Close()
+	imagesOpened := time.Since(started)
 
 	st, err := store.Open(filepath.Join(cfg.Root, "cri", "meta.db"))
 	if err != nil {
 		return err
 	}
 	defer st.Close()
+	storeOpened := time.Since(started)
 
 	driver := cgroupDriver(cfg.CgroupDriver)
 	network := cni.Config{
@@ -202,7 +204,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	slog.Info("ketchd serving", "after", time.Since(started), "socket", cfg.Socket, "version", version, "root", cfg.Root, "cgroup_driver", driver.String())
+	slog.Info("ketchd serving", "after", time.Since(started), "images_opened", imagesOpened, "store_opened", storeOpened, "socket", cfg.Socket, "version", version, "root", cfg.Root, "cgroup_driver", driver.String())
 	errc := make(chan error, 1)
 	go func() { errc <- g.Serve(l) }()
 	select {

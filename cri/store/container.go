@@ -54,8 +54,8 @@ type Container struct {
 	// create from the config and the image's /etc/passwd and /etc/group.
 	User *User `json:"user,omitempty"`
 	// Spec is the runtime spec the container was created with (JSON), for
-	// verbose status.
-	Spec json.RawMessage `json:"spec,omitempty"`
+	// verbose status; kept in its detail, as Config is.
+	Spec json.RawMessage `json:"-"`
 	// WantResult: the container keeps its stdout as its result, which its
 	// exit brings: the bytes as captured, and whether the cap cut them.
 	WantResult      bool   `json:"want_result,omitempty"`
@@ -65,7 +65,18 @@ type Container struct {
 	// Removing: RemoveContainer has begun, so a restart finishes it.
 	Removing bool `json:"removing,omitempty"`
 	// Config is the marshalled CRI ContainerConfig.
-	Config []byte `json:"config"`
+	Config []byte `json:"-"`
+	// Rev is the record's revision in this Store: listed records with the
+	// same ID and Rev are the same, so what a caller derives from one
+	// stays true while its Rev does. Not stored.
+	Rev uint64 `json:"-"`
+}
+
+// detail is what of a container the containers bucket leaves to
+// container-details.
+type detail struct {
+	Spec   json.RawMessage `json:"spec,omitempty"`
+	Config []byte          `json:"config"`
 }
 
 func (c Container) ident() (string, string) { return c.ID, c.Key }
@@ -121,28 +132,21 @@ func (s *Store) CreateContainer(c Container) error {
 	return err
 }
 
-// cache keeps a copy of committed record c, Spec left out, for lists; the
-// caller holds write.
+// cache keeps a copy of committed record c, but for its detail, for lists;
+// the caller holds write.
 func (s *Store) cache(c Container) {
-	c.Spec = nil
-	c = c.listed()
-	c.Result, c.Config = slices.Clone(c.Result), slices.Clone(c.Config)
-	s.mu.Lock()
-	s.ctrs[c.ID] = &c
-	s.mu.Unlock()
-}
-
-// listed is the copy of a cached record a list returns: its maps are the
-// caller's to change; its byte slices (config, result), which nothing
-// changes in place, are shared, copying them would be most of a list's cost.
-func (c Container) listed() Container {
-	c.Labels, c.Annotations = maps.Clone(c.Labels), maps.Clone(c.Annotations)
+	c.Spec, c.Config = nil, nil
+	c.Labels, c.Annotations, c.Result = maps.Clone(c.Labels), maps.Clone(c.Annotations), slices.Clone(c.Result)
 	if c.User != nil {
 		u := *c.User
 		u.Groups = slices.Clone(u.Groups)
 		c.User = &u
 	}
-	return c
+	s.rev++
+	c.Rev = s.rev
+	s.mu.Lock()
+	s.ctrs[c.ID] = &c
+	s.mu.Unlock()
 }
 
 // GetContainer returns the container with this ID or unique ID prefix:
@@ -183,7 +187,7 @@ func (s *Store) DeleteContainer(id string) error {
 }
 
 // ListContainers returns the containers f selects, in ID order, from the
-// cache (their Spec empty: GetContainer has it). The ID and pod filters
+// cache (their Spec and Config empty: GetContainer has them). The ID and pod filters
 // are resolved in the file, where a prefix is one seek.
 func (s *Store) ListContainers(f ContainerFilter) ([]Container, error) {
 	var id, sbID string
@@ -220,7 +224,7 @@ func (s *Store) ListContainers(f ContainerFilter) ([]Container, error) {
 	slices.SortFunc(found, func(a, b *Container) int { return strings.Compare(a.ID, b.ID) })
 	out := make([]Container, len(found))
 	for i, c := range found {
-		out[i] = c.listed()
+		out[i] = *c
 	}
 	return out, nil
 }

@@ -1,6 +1,8 @@
 package store
 
 import (
+	"bytes"
+	"encoding/base64"
 	"errors"
 	"path/filepath"
 	"reflect"
@@ -359,6 +361,71 @@ func TestOpen(t *testing.T) {
 		}
 		_, err = Open(path)
 		wantErr(t, err, errdefs.ErrFailedPrecondition, "99")
+	})
+	// A version 1 file, as the ketchd before it wrote one: a container's
+	// spec and config in its record.
+	t.Run("version 1 is migrated", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "cri.db")
+		db, err := bolt.Open(path, 0o600, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v1 := `{"id":"c1","sandbox_id":"pod1","name":"web","key":"pod1/web_0","state":"exited","labels":{"c":"web"},` +
+			`"spec":{"ociVersion":"1.2.0"},"config":"` + base64.StdEncoding.EncodeToString([]byte("cfg")) + `"}`
+		err = db.Update(func(tx *bolt.Tx) error {
+			for _, b := range [][]byte{metaBucket, sandboxes.records, sandboxes.names, containers.records, containers.names} {
+				if _, err := tx.CreateBucket(b); err != nil {
+					return err
+				}
+			}
+			return errors.Join(tx.Bucket(metaBucket).Put(versionKey, []byte("1")),
+				tx.Bucket(containers.records).Put([]byte("c1"), []byte(v1)),
+				tx.Bucket(containers.names).Put([]byte("pod1/web_0"), []byte("c1")))
+		})
+		db.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		got, err := s.GetContainer("c1")
+		if err != nil || string(got.Spec) != `{"ociVersion":"1.2.0"}` || string(got.Config) != "cfg" || got.State != ContainerExited || got.Labels["c"] != "web" {
+			t.Fatalf("migrated container: %+v, %v", got, err)
+		}
+		if list, err := s.ListContainers(ContainerFilter{}); err != nil || len(list) != 1 || list[0].Name != "web" || list[0].Spec != nil || list[0].Config != nil {
+			t.Fatalf("listed after the migration: %+v, %v", list, err)
+		}
+		err = s.db.View(func(tx *bolt.Tx) error {
+			if v := tx.Bucket(metaBucket).Get(versionKey); string(v) != "2" {
+				t.Errorf("version %s, want 2", v)
+			}
+			if rec := tx.Bucket(containers.records).Get([]byte("c1")); bytes.Contains(rec, []byte("ociVersion")) {
+				t.Errorf("the record still holds the spec: %s", rec)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A transition keeps the detail; a removal takes it.
+		if _, err := s.UpdateContainer("c1", func(c *Container) error { c.Reason = "Completed"; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := s.GetContainer("c1"); err != nil || string(got.Config) != "cfg" || got.Reason != "Completed" {
+			t.Fatalf("after an update: %+v, %v", got, err)
+		}
+		if err := s.DeleteContainer("c1"); err != nil {
+			t.Fatal(err)
+		}
+		_ = s.db.View(func(tx *bolt.Tx) error {
+			if n := tx.Bucket(containerDetails).Stats().KeyN; n != 0 {
+				t.Errorf("%d details left after the container's removal", n)
+			}
+			return nil
+		})
 	})
 	t.Run("file held by another store", func(t *testing.T) {
 		_, path := newStore(t)
