@@ -153,7 +153,7 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 	if err != nil {
 		return nil, err
 	}
-	if err := s.store.ContainerCreated(id, store.User{UID: u.UID, GID: u.GID, Groups: u.AdditionalGids}, specJSON); err != nil {
+	if err := s.store.ContainerCreated(id, store.User{UID: u.UID, GID: u.GID, Groups: u.AdditionalGids}, specJSON, spec.Linux.CgroupsPath); err != nil {
 		return nil, fmt.Errorf("create container %s: %w", id, err)
 	}
 	return &runtimeapi.CreateContainerResponse{ContainerId: id}, nil

@@ -14,6 +14,7 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/cgroups"
+	"github.com/opencontainers/cgroups/systemd"
 	"github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -447,6 +448,52 @@ func cgroupsPath(in Input) (string, error) {
 	}
 	return "", fmt.Errorf("cgroup driver %q: want %q or %q: %w", in.CgroupDriver, CgroupDriverCgroupfs, CgroupDriverSystemd, errdefs.ErrInvalidArgument)
 }
+
+// CgroupPaths is where libcontainer makes the cgroup of the container whose
+// spec's cgroupsPath is p, by controller as its managers take paths (""
+// for cgroup v2's one directory): ketchd reads a container's usage there
+// without a round trip to its shim. Where libcontainer would place it
+// relative to systemd's own cgroups (cgroup v1 with the systemd driver) it
+// is ErrNotImplemented.
+func CgroupPaths(p string) (map[string]string, error) {
+	rel := p
+	if !path.IsAbs(p) {
+		parts := strings.Split(p, ":")
+		if len(parts) != 3 || parts[2] == "" {
+			return nil, fmt.Errorf("cgroups path %q: %w", p, errdefs.ErrInvalidArgument)
+		}
+		slice, err := systemd.ExpandSlice(parts[0])
+		if err != nil {
+			return nil, fmt.Errorf("cgroups path %q: %w: %w", p, errdefs.ErrInvalidArgument, err)
+		}
+		if !cgroups.IsCgroup2UnifiedMode() {
+			return nil, fmt.Errorf("cgroups path %q on cgroup v1: %w", p, errdefs.ErrNotImplemented)
+		}
+		rel = path.Join(slice, parts[1]+"-"+parts[2]+".scope")
+	}
+	if cgroups.IsCgroup2UnifiedMode() {
+		return map[string]string{"": path.Join(cgroupRoot, rel)}, nil
+	}
+	mounts, err := v1Mounts()
+	if err != nil {
+		return nil, err
+	}
+	paths := map[string]string{}
+	for _, m := range mounts {
+		for _, sub := range m.Subsystems {
+			// As libcontainer's fs manager does for an absolute path.
+			paths[sub] = path.Join(cgroupRoot, path.Base(m.Mountpoint), rel)
+		}
+	}
+	return paths, nil
+}
+
+// cgroupRoot is where the cgroup hierarchies are mounted.
+const cgroupRoot = "/sys/fs/cgroup"
+
+// v1Mounts are the cgroup v1 hierarchies, read once: the mount table is
+// long on a node of many pods.
+var v1Mounts = sync.OnceValues(func() ([]cgroups.Mount, error) { return cgroups.GetCgroupMounts(false) })
 
 // Resources is the runtime-spec form of a container's CRI resources, for
 // UpdateContainerResources: what Spec would set, device rules aside.

@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -1056,26 +1057,55 @@ func TestDevices(t *testing.T) {
 	})
 }
 
+// TestCgroupsPath: the spec's cgroupsPath for each driver, and the
+// directories libcontainer makes for it, where ketchd reads its usage.
 func TestCgroupsPath(t *testing.T) {
 	for _, tc := range []struct {
-		desc, driver, parent, want string
-		wantErr                    func(error) bool
+		desc, driver, parent, want, dir string
+		wantErr                         func(error) bool
 	}{
-		{desc: "cgroupfs default parent", want: "/ketch/c1"},
-		{desc: "cgroupfs parent", driver: "cgroupfs", parent: "kubepods/burstable/pod1", want: "/kubepods/burstable/pod1/c1"},
+		{desc: "cgroupfs default parent", want: "/ketch/c1", dir: "/sys/fs/cgroup/ketch/c1"},
+		{desc: "cgroupfs parent", driver: "cgroupfs", parent: "kubepods/burstable/pod1", want: "/kubepods/burstable/pod1/c1",
+			dir: "/sys/fs/cgroup/kubepods/burstable/pod1/c1"},
 		{desc: "cgroupfs parent climbing out", driver: "cgroupfs", parent: "/a/../../b", wantErr: errdefs.IsInvalidArgument},
-		{desc: "systemd default slice", driver: "systemd", want: "system.slice:ketch:c1"},
-		{desc: "systemd slice", driver: "systemd", parent: "kubepods-burstable-pod1.slice", want: "kubepods-burstable-pod1.slice:ketch:c1"},
-		{desc: "systemd slice path", driver: "systemd", parent: "/kubepods.slice/kubepods-besteffort.slice", want: "kubepods-besteffort.slice:ketch:c1"},
+		{desc: "systemd default slice", driver: "systemd", want: "system.slice:ketch:c1", dir: "/sys/fs/cgroup/system.slice/ketch-c1.scope"},
+		{desc: "systemd slice", driver: "systemd", parent: "kubepods-burstable-pod1.slice", want: "kubepods-burstable-pod1.slice:ketch:c1",
+			dir: "/sys/fs/cgroup/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice/ketch-c1.scope"},
+		{desc: "systemd slice path", driver: "systemd", parent: "/kubepods.slice/kubepods-besteffort.slice", want: "kubepods-besteffort.slice:ketch:c1",
+			dir: "/sys/fs/cgroup/kubepods.slice/kubepods-besteffort.slice/ketch-c1.scope"},
 		{desc: "systemd non-slice", driver: "systemd", parent: "/ketch", wantErr: errdefs.IsInvalidArgument},
 		{desc: "unknown driver", driver: "cgroupv3", wantErr: errdefs.IsInvalidArgument},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
 			s, err := buildErr(t, func(in *Input) { in.CgroupDriver, in.CgroupParent = tc.driver, tc.parent })
-			if checkErr(t, err, tc.wantErr) && s.Linux.CgroupsPath != tc.want {
+			if !checkErr(t, err, tc.wantErr) {
+				return
+			}
+			if s.Linux.CgroupsPath != tc.want {
 				t.Errorf("cgroups path %q, want %q", s.Linux.CgroupsPath, tc.want)
 			}
+			paths, err := CgroupPaths(s.Linux.CgroupsPath)
+			switch {
+			case cgroups.IsCgroup2UnifiedMode():
+				if err != nil || len(paths) != 1 || paths[""] != tc.dir {
+					t.Errorf("cgroup paths %v, %v; want %q", paths, err, tc.dir)
+				}
+			case tc.driver == "systemd":
+				checkErr(t, err, errdefs.IsNotImplemented)
+			default:
+				// cgroup v1: the same path under each controller's
+				// hierarchy, as libcontainer makes it.
+				want := strings.TrimPrefix(tc.dir, "/sys/fs/cgroup")
+				if err != nil || paths["memory"] != "/sys/fs/cgroup/memory"+want || paths["cpuacct"] == "" || !strings.HasSuffix(paths["cpuacct"], want) {
+					t.Errorf("cgroup paths %v, %v; want each controller's hierarchy, then %q", paths, err, want)
+				}
+			}
 		})
+	}
+	for _, bad := range []string{"", "ketch", "system.slice:ketch", "system.slice:ketch:", "-bad.slice:ketch:c1"} {
+		if _, err := CgroupPaths(bad); !errdefs.IsInvalidArgument(err) {
+			t.Errorf("CgroupPaths(%q) = %v, want InvalidArgument", bad, err)
+		}
 	}
 }
 

@@ -319,7 +319,11 @@ func (m *Manager) gone(ctx context.Context, id string, c *shim.Client, err error
 		delete(m.shims, id)
 	}
 	m.mu.Unlock()
-	c.Close()
+	// Not c.Close(): the connection ended on its own, and its end must
+	// still be reported (shimLost). A call can see it before the
+	// connection's own close does, and closing it here then silenced the
+	// report: the pod's other waits never started, and a container of a
+	// killed shim stayed RUNNING.
 	_, derr := m.client(ctx, id)
 	return errdefs.IsNotFound(derr)
 }

@@ -53,6 +53,9 @@ type Container struct {
 	// User is the identity the container's process runs as, resolved at
 	// create from the config and the image's /etc/passwd and /etc/group.
 	User *User `json:"user,omitempty"`
+	// CgroupsPath is its spec's linux.cgroupsPath: where ketchd reads its
+	// usage without asking its shim.
+	CgroupsPath string `json:"cgroups_path,omitempty"`
 	// Spec is the runtime spec the container was created with (JSON), for
 	// verbose status; kept in its detail, as Config is.
 	Spec json.RawMessage `json:"-"`

@@ -73,13 +73,13 @@ type Exit struct {
 }
 
 // ContainerCreated: creating → created, with the identity its process runs
-// as and its runtime spec.
-func (s *Store) ContainerCreated(id string, u User, spec json.RawMessage) error {
+// as, its runtime spec and the spec's cgroupsPath.
+func (s *Store) ContainerCreated(id string, u User, spec json.RawMessage, cgroupsPath string) error {
 	_, _, err := s.containerTransition(id, Created, func(c *Container) error {
 		if c.State != ContainerCreating {
 			return refused(c.ID, c.State, "created")
 		}
-		c.State, c.User, c.Spec = ContainerCreated, &u, spec
+		c.State, c.User, c.Spec, c.CgroupsPath = ContainerCreated, &u, spec, cgroupsPath
 		return nil
 	})
 	return err

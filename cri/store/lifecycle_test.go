@@ -16,7 +16,9 @@ func TestContainerTransitions(t *testing.T) {
 	at := time.Date(2026, 12, 4, 10, 0, 0, 0, time.UTC)
 	exit := Exit{Code: 3, At: at, Reason: "Error", Message: "m", Result: []byte("r")}
 	transitions := map[string]func(s *Store) (bool, error){
-		"created": func(s *Store) (bool, error) { return true, s.ContainerCreated("c1", User{UID: 7}, []byte(`{}`)) },
+		"created": func(s *Store) (bool, error) {
+			return true, s.ContainerCreated("c1", User{UID: 7}, []byte(`{}`), "/kubepods/c1")
+		},
 		"started": func(s *Store) (bool, error) { return s.ContainerStarted("c1", 42, at) },
 		"exited": func(s *Store) (bool, error) {
 			_, changed, err := s.ContainerExited("c1", exit)
@@ -101,8 +103,8 @@ func TestContainerTransitions(t *testing.T) {
 						t.Errorf("exited: %+v", rec)
 					}
 				case name == "created":
-					if rec.User == nil || rec.User.UID != 7 || string(rec.Spec) != "{}" {
-						t.Errorf("created: user %v, spec %s", rec.User, rec.Spec)
+					if rec.User == nil || rec.User.UID != 7 || string(rec.Spec) != "{}" || rec.CgroupsPath != "/kubepods/c1" {
+						t.Errorf("created: user %v, spec %s, cgroups path %q", rec.User, rec.Spec, rec.CgroupsPath)
 					}
 				case name == "removing":
 					if !rec.Removing {

@@ -71,7 +71,7 @@ type record interface {
 // BenchmarkListSandboxes). Containers can be many (a workflow node keeps
 // thousands of exited ones until kubelet's GC, and kubelet lists them all
 // every second): their lists read an in-memory copy of every record but its
-// runtime spec, which each container write updates after its transaction
+// spec and config, which each container write updates after its transaction
 // committed (BenchmarkListPodContainers). A prefix lookup is one cursor
 // seek. Callers may change what they are given, but for what listed
 // containers point to (labels, annotations, user, result): shared with the

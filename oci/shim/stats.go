@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/containerd/errdefs"
 	"github.com/opencontainers/cgroups"
 	"github.com/opencontainers/cgroups/fs"
 	"github.com/opencontainers/cgroups/manager"
@@ -79,6 +81,25 @@ func (s *Service) Stats(_ context.Context, id string, o StatsOptions) (Stats, er
 		st.OpenFilesLimit = openFilesLimit(c.pid)
 	}
 	return st, nil
+}
+
+// ReadCgroup reads the usage of the cgroup at paths (by controller, as
+// oci.CgroupPaths gives them), as Stats does a container's without
+// options: ketchd reads a container's figures for the CRI itself, without
+// a round trip to its shim. A cgroup that is gone is ErrNotFound.
+func ReadCgroup(paths map[string]string) (Stats, error) {
+	for _, key := range []string{"", "memory"} { // v2's directory, a v1 controller's
+		if p, ok := paths[key]; ok {
+			if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
+				return Stats{}, fmt.Errorf("cgroup %s: %w", p, errdefs.ErrNotFound)
+			}
+		}
+	}
+	cg, err := readCgroup(paths, false)
+	if err != nil {
+		return Stats{}, fmt.Errorf("cgroup: %w", err)
+	}
+	return Stats{At: time.Now(), Cgroup: *cg, OOMKills: oomKills(paths), CPUQuota: -1}, nil
 }
 
 // criControllers are the cgroup v1 controllers whose figures the CRI's

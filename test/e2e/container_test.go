@@ -144,6 +144,12 @@ func TestContainerLifecycle(t *testing.T) {
 	if st.State != runtimeapi.ContainerState_CONTAINER_EXITED || st.ExitCode != 137 || st.Reason != "Error" || st.FinishedAt < st.StartedAt {
 		t.Errorf("stopped status = %v", st)
 	}
+	// An exited container keeps its writable layer, not its mount: a
+	// node keeps thousands of them.
+	waitFor(t, 5*time.Second, "the exited container's rootfs unmounted", func() bool {
+		mi, _ := os.ReadFile("/proc/self/mountinfo")
+		return !strings.Contains(string(mi), filepath.Join(d.state, "containers", id))
+	})
 	if _, err := d.rt.StopContainer(ctxT(t, 10*time.Second), &runtimeapi.StopContainerRequest{ContainerId: id}); err != nil {
 		t.Errorf("second stop: %v", err)
 	}

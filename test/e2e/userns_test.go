@@ -62,11 +62,6 @@ func TestUserNamespacePod(t *testing.T) {
 		!strings.Contains(log, " stdout F 0\n") || !strings.Contains(log, " stdout F wrote\n") {
 		t.Errorf("exit %d, log:\n%s", st.ExitCode, log)
 	}
-	var fi syscall.Stat_t
-	if err := syscall.Stat(filepath.Join(d.state, "containers", id, "rootfs/tmp/x"), &fi); err != nil || fi.Uid != 100000 || fi.Gid != 100000 {
-		t.Errorf("the file the container's root wrote is %d:%d on the node (%v), want 100000:100000", fi.Uid, fi.Gid, err)
-	}
-
 	// A second container joins the same namespace, and so does an exec.
 	sleeper := containerConfig("sleeper", "sleep", "300")
 	sid := d.createContainer(t, pod, podCfg, sleeper)
@@ -76,6 +71,15 @@ func TestUserNamespacePod(t *testing.T) {
 	}
 	if out, code := d.exec(t, sid, "readlink", "/proc/1/ns/user"); code != 0 || out != fmt.Sprintf("user:[%d]", podUserns) {
 		t.Errorf("the second container's user namespace is %q (exit %d), want the pod's %d", out, code, podUserns)
+	}
+	// What the container's root writes is the mapped root's on the node
+	// (seen while the container runs: an exited one's rootfs is unmounted).
+	if _, code := d.exec(t, sid, "touch", "/tmp/x"); code != 0 {
+		t.Errorf("touch in the container: exit %d", code)
+	}
+	var fi syscall.Stat_t
+	if err := syscall.Stat(filepath.Join(d.state, "containers", sid, "rootfs/tmp/x"), &fi); err != nil || fi.Uid != 100000 || fi.Gid != 100000 {
+		t.Errorf("the file the container's root wrote is %d:%d on the node (%v), want 100000:100000", fi.Uid, fi.Gid, err)
 	}
 
 	node := containerConfig("node", "true")
