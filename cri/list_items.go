@@ -14,9 +14,9 @@ import (
 // listItems keeps every listed container's ListContainers item encoded,
 // with the Rev of the record it was made from. kubelet lists every
 // container each second; on a workflow node of 11,000, encoding the items
-// (their labels and annotations, maps, most of it) cost ~40 ms a list and
-// copying encoded ones costs ~2 ms (BenchmarkListContainers). The
-// apiserver's watch cache encodes each object once for the same reason.
+// (their labels and annotations, maps, most of it) made the handler and
+// its encoding take 75–86 ms a list; answering from encoded ones, 13–17 ms.
+// The apiserver's watch cache encodes each object once for the same reason.
 type listItems struct {
 	mu sync.Mutex          // held through a list: kubelet's come one at a time
 	m  map[string]listItem // by container ID; guarded by mu
