@@ -28,12 +28,12 @@ func (s *Server) collect(ctx context.Context) error {
 	for _, c := range ctrs {
 		if c.State == store.ContainerCreating || c.Removing {
 			slog.Warn("removing a container whose create or remove was cut short", "container", c.ID, "pod", c.SandboxID, "state", c.State)
-			errs = append(errs, s.removeContainer(ctx, c))
+			errs = append(errs, s.removeContainer(ctx, *c))
 		}
 	}
 	for _, c := range ctrs {
 		if c.State == store.ContainerCreated && !c.Removing {
-			_, err := s.finishStart(ctx, c)
+			_, err := s.finishStart(ctx, *c)
 			errs = append(errs, err)
 		}
 	}

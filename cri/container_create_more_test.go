@@ -130,7 +130,7 @@ func TestCreateContainerUndo(t *testing.T) {
 			if ctrs, _ := d.store.ListContainers(store.ContainerFilter{}); len(ctrs) != 0 {
 				t.Errorf("a failed create left records: %v", ctrs)
 			}
-			if l := listContainers(t, d.srv, nil); len(l) != 0 {
+			if l := listContainers(t, runtimeapi.NewRuntimeServiceClient(dialTestServer(t, d.srv)), nil); len(l) != 0 {
 				t.Errorf("a failed create is listed: %v", l)
 			}
 			expectCreateUntil(t, d, pod, stepDone, nil)

@@ -25,7 +25,7 @@ func (s *Server) ContainerStats(ctx context.Context, req *runtimeapi.ContainerSt
 	if c.State != store.ContainerRunning {
 		return nil, fmt.Errorf("container stats %s: it is %s: %w", c.ID, c.State, errdefs.ErrNotFound)
 	}
-	st, err := s.containerStats(ctx, c)
+	st, err := s.containerStats(ctx, &c)
 	if err != nil {
 		return nil, err
 	}
@@ -55,15 +55,15 @@ func (s *Server) listContainerStats(ctx context.Context, f *runtimeapi.Container
 }
 
 // containerStatsOf answers from the stats cache where it can.
-func (s *Server) containerStatsOf(ctx context.Context, ctrs []store.Container) ([]*runtimeapi.ContainerStats, error) {
+func (s *Server) containerStatsOf(ctx context.Context, ctrs []*store.Container) ([]*runtimeapi.ContainerStats, error) {
 	s.stats.touch()
-	cached := func(c store.Container) *runtimeapi.ContainerStats { return s.stats.container(c.ID, s.statsMaxAge()) }
+	cached := func(c *store.Container) *runtimeapi.ContainerStats { return s.stats.container(c.ID, s.statsMaxAge()) }
 	return cachedOr(ctx, ctrs, cached, ctrAttrs, s.containerStats)
 }
 
 // containerStats reads container c's figures now, and keeps them in the
 // stats cache when there is one.
-func (s *Server) containerStats(ctx context.Context, c store.Container) (*runtimeapi.ContainerStats, error) {
+func (s *Server) containerStats(ctx context.Context, c *store.Container) (*runtimeapi.ContainerStats, error) {
 	st, err := s.containerUsage(ctx, c)
 	if err != nil {
 		return nil, fmt.Errorf("stats of container %s: %w", c.ID, err)
@@ -102,7 +102,7 @@ func (s *Server) containerStats(ctx context.Context, c store.Container) (*runtim
 // on two CPUs (the shim's wake-up, its libcontainer state and the
 // figures' JSON both ways, each). Records older than CgroupsPath, and
 // systemd's cgroups on v1, still ask the shim.
-func (s *Server) containerUsage(ctx context.Context, c store.Container) (shim.Stats, error) {
+func (s *Server) containerUsage(ctx context.Context, c *store.Container) (shim.Stats, error) {
 	if paths, err := oci.CgroupPaths(c.CgroupsPath); c.CgroupsPath != "" && err == nil {
 		return readCgroup(paths)
 	}

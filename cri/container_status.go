@@ -145,7 +145,7 @@ func (s *Server) listContainers(f *runtimeapi.ContainerFilter) ([]*runtimeapi.Co
 
 // selectContainers is the records the filter selects, but for those still
 // being created.
-func (s *Server) selectContainers(f *runtimeapi.ContainerFilter) ([]store.Container, error) {
+func (s *Server) selectContainers(f *runtimeapi.ContainerFilter) ([]*store.Container, error) {
 	filter := store.ContainerFilter{ID: f.GetId(), SandboxID: f.GetPodSandboxId(), LabelSelector: f.GetLabelSelector()}
 	if sv := f.GetState(); sv != nil {
 		st, ok := fromCRIContainerState[sv.GetState()]
@@ -158,5 +158,5 @@ func (s *Server) selectContainers(f *runtimeapi.ContainerFilter) ([]store.Contai
 	if err != nil {
 		return nil, fmt.Errorf("list containers: %w", err)
 	}
-	return slices.DeleteFunc(ctrs, func(c store.Container) bool { return c.State == store.ContainerCreating }), nil
+	return slices.DeleteFunc(ctrs, func(c *store.Container) bool { return c.State == store.ContainerCreating }), nil
 }

@@ -26,7 +26,7 @@ var containerLabels = []string{"container", "id", "image", "name", "namespace", 
 
 // ctrFacts is what one container's metrics are read from.
 type ctrFacts struct {
-	c      store.Container
+	c      *store.Container
 	st     shim.Stats
 	usage  fsUsage // its writable layer
 	fs     fsFacts // the file system the writable layer is on
@@ -305,7 +305,7 @@ func (s *Server) listPodSandboxMetrics(ctx context.Context) ([]*runtimeapi.PodSa
 	if err != nil {
 		return nil, fmt.Errorf("list pod sandbox metrics: %w", err)
 	}
-	byPod := map[string][]store.Container{}
+	byPod := map[string][]*store.Container{}
 	for _, c := range ctrs {
 		byPod[c.SandboxID] = append(byPod[c.SandboxID], c)
 	}
@@ -317,7 +317,7 @@ func (s *Server) listPodSandboxMetrics(ctx context.Context) ([]*runtimeapi.PodSa
 
 // podMetrics reads pod sb's metrics and those of ctrs, its running
 // containers.
-func (s *Server) podMetrics(ctx context.Context, sb store.Sandbox, ctrs []store.Container, fs fsFacts, device string) (*runtimeapi.PodSandboxMetrics, error) {
+func (s *Server) podMetrics(ctx context.Context, sb store.Sandbox, ctrs []*store.Container, fs fsFacts, device string) (*runtimeapi.PodSandboxMetrics, error) {
 	spec, err := storedSpec(sb)
 	if err != nil {
 		return nil, err

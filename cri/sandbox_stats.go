@@ -53,7 +53,7 @@ func (s *Server) listPodSandboxStats(ctx context.Context, f *runtimeapi.PodSandb
 	for _, sb := range pods {
 		selected[sb.ID] = true
 	}
-	ctrs = slices.DeleteFunc(ctrs, func(c store.Container) bool { return !selected[c.SandboxID] })
+	ctrs = slices.DeleteFunc(ctrs, func(c *store.Container) bool { return !selected[c.SandboxID] })
 	// Containers before pods, so that a pod's counters, read last, are
 	// never below the sum of its containers'.
 	cstats, err := s.containerStatsOf(ctx, ctrs)

@@ -37,7 +37,7 @@ func (s *Server) StopPodSandbox(ctx context.Context, req *runtimeapi.StopPodSand
 	}
 	// The CRI asks for the containers to be ended forcibly: no grace.
 	for _, c := range ctrs {
-		if err := s.stopContainer(ctx, c, 0); err != nil {
+		if err := s.stopContainer(ctx, *c, 0); err != nil {
 			return nil, fmt.Errorf("stop pod sandbox %s: container %s: %w", sb.ID, c.ID, err)
 		}
 	}
@@ -84,7 +84,7 @@ func (s *Server) RemovePodSandbox(ctx context.Context, req *runtimeapi.RemovePod
 	g.SetLimit(removeParallel)
 	for _, c := range ctrs {
 		g.Go(func() error {
-			if err := s.removeContainer(gctx, c); err != nil {
+			if err := s.removeContainer(gctx, *c); err != nil {
 				return fmt.Errorf("remove pod sandbox %s: container %s: %w", sb.ID, c.ID, err)
 			}
 			return nil

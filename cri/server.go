@@ -15,6 +15,8 @@ import (
 
 	"github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/encoding"
+	"google.golang.org/grpc/encoding/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"ketch.dev/ketch/cri/store"
@@ -254,6 +256,14 @@ func (s *Server) Close() {
 		s.stream.Close()
 	}
 	s.watchers.Wait()
+}
+
+// ServerOptions are what a gRPC server serving a Server needs: the
+// interceptors and the codec that sends ListContainers' encoded items as
+// they are.
+func ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{grpc.UnaryInterceptor(UnaryInterceptor), grpc.StreamInterceptor(StreamInterceptor),
+		grpc.ForceServerCodecV2(codec{encoding.GetCodecV2(proto.Name)})}
 }
 
 // Register serves s on g.

@@ -34,7 +34,7 @@ func (s *Server) stopSidecarsOf(c store.Container) {
 			slog.Info("main container exited: stopping sidecar", "pod", sb.ID, "main", c.ID, "container", sc.ID)
 			ctx, cancel := context.WithTimeout(s.bg, s.cfg.Workflow.SidecarGrace+time.Minute)
 			defer cancel()
-			if err := s.stopContainer(ctx, sc, s.cfg.Workflow.SidecarGrace); err != nil {
+			if err := s.stopContainer(ctx, *sc, s.cfg.Workflow.SidecarGrace); err != nil {
 				slog.Warn("stop sidecar", "pod", sb.ID, "container", sc.ID, "err", err)
 			}
 		}()

@@ -212,4 +212,4 @@ func cachedOr[T any, R comparable](ctx context.Context, items []T, cached func(T
 	return kept, nil
 }
 
-func ctrAttrs(c store.Container) []any { return []any{"container", c.ID, "pod", c.SandboxID} }
+func ctrAttrs(c *store.Container) []any { return []any{"container", c.ID, "pod", c.SandboxID} }

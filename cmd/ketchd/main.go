@@ -197,7 +197,7 @@ func run() error {
 			slog.Info("metrics serving", "address", addr.String())
 		}
 	}
-	g := grpc.NewServer(grpc.UnaryInterceptor(cri.UnaryInterceptor), grpc.StreamInterceptor(cri.StreamInterceptor))
+	g := grpc.NewServer(cri.ServerOptions()...)
 	srv.Register(g)
 
 	l, err := listen(cfg.Socket, cfg.SocketGID)
