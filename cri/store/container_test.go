@@ -217,7 +217,7 @@ func fillContainers(b *testing.B, s *Store, pods, perPod int) {
 			b.Fatal(err)
 		}
 	}
-	if err := s.loadContainers(); err != nil {
+	if err := s.load(); err != nil {
 		b.Fatal(err)
 	}
 }

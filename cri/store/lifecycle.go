@@ -136,7 +136,7 @@ func (s *Store) ContainerRemoving(id string) (Container, error) {
 func (s *Store) SandboxReady(id string, pid int, netns string, ips []string) error {
 	s.write.Lock()
 	defer s.write.Unlock()
-	_, err := update(s.db, sandboxes, id, func(sb *Sandbox) error {
+	sb, err := update(s.db, sandboxes, id, func(sb *Sandbox) error {
 		if sb.State != SandboxCreating {
 			return refused(sb.ID, sb.State, "ready")
 		}
@@ -144,6 +144,7 @@ func (s *Store) SandboxReady(id string, pid int, netns string, ips []string) err
 		return nil
 	})
 	if err == nil {
+		s.cachePod(sb)
 		s.publish(Change{PodID: id, ID: id, Kind: Created})
 		s.publish(Change{PodID: id, ID: id, Kind: Started})
 	}
@@ -159,7 +160,7 @@ func (s *Store) SandboxNotReady(id string, removing bool) (bool, error) {
 	s.write.Lock()
 	defer s.write.Unlock()
 	wasReady := false
-	_, err := update(s.db, sandboxes, id, func(sb *Sandbox) error {
+	sb, err := update(s.db, sandboxes, id, func(sb *Sandbox) error {
 		wasReady = sb.State == SandboxReady
 		if !wasReady && (sb.Removing || !removing) && sb.State != SandboxCreating {
 			return errNoChange
@@ -172,6 +173,9 @@ func (s *Store) SandboxNotReady(id string, removing bool) (bool, error) {
 	})
 	if errors.Is(err, errNoChange) {
 		return false, nil
+	}
+	if err == nil {
+		s.cachePod(sb)
 	}
 	if err == nil && wasReady {
 		s.publish(Change{PodID: id, ID: id, Kind: Stopped})

@@ -79,9 +79,9 @@ type record interface {
 type Store struct {
 	db *bolt.DB
 
-	// write is held across a container write's transaction and its cache
-	// update, and across a transition and its publishing, so that the
-	// cache and the changes published follow commit order.
+	// write is held across a write's transaction and its cache update,
+	// and across a transition and its publishing, so that the caches and
+	// the changes published follow commit order.
 	write sync.Mutex
 	// notify receives every Change (lifecycle.go); guarded by write.
 	notify func(Change)
@@ -92,6 +92,8 @@ type Store struct {
 	// (spec and config: status reads them, through GetContainer); guarded
 	// by mu.
 	ctrs map[string]*Container
+	// pods holds every sandbox record as committed; guarded by mu.
+	pods map[string]*Sandbox
 }
 
 // Open opens (creating if needed) the metadata file at path.
@@ -113,29 +115,33 @@ func Open(path string) (*Store, error) {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
 	s := &Store{db: db}
-	if err := s.loadContainers(); err != nil {
+	if err := s.load(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
 	return s, nil
 }
 
-// loadContainers fills the container cache from the file, before any
-// write can run (it sets rev unguarded).
-func (s *Store) loadContainers() error {
-	ctrs := map[string]*Container{}
+// load fills the caches from the file, before any write can run (it sets
+// rev unguarded).
+func (s *Store) load() error {
+	ctrs, pods := map[string]*Container{}, map[string]*Sandbox{}
 	err := s.db.View(func(tx *bolt.Tx) error {
-		return each(tx, containers, func(c Container) {
+		err := each(tx, containers, func(c Container) {
 			s.rev++
 			c.Rev = s.rev
 			ctrs[c.ID] = &c
 		})
+		if err != nil {
+			return err
+		}
+		return each(tx, sandboxes, func(sb Sandbox) { pods[sb.ID] = &sb })
 	})
 	if err != nil {
 		return err
 	}
 	s.mu.Lock()
-	s.ctrs = ctrs
+	s.ctrs, s.pods = ctrs, pods
 	s.mu.Unlock()
 	return nil
 }

@@ -279,10 +279,71 @@ func TestUpdateSandbox(t *testing.T) {
 			if tc.want == nil && !reflect.DeepEqual(got, stored) {
 				t.Fatalf("returned %+v, stored %+v", got, stored)
 			}
+			if list, _ := s.ListSandboxes(SandboxFilter{}); len(list) != 1 || !reflect.DeepEqual(list[0], stored) {
+				t.Fatalf("listed %+v, stored %+v", list, stored)
+			}
 			if tc.check != nil {
 				tc.check(t, stored)
 			}
 		})
+	}
+}
+
+// TestSandboxListFollowsWrites: ListSandboxes answers from a cache, which
+// every write, a reopen and a delete keep equal to the file.
+func TestSandboxListFollowsWrites(t *testing.T) {
+	s, path := newStore(t)
+	same := func(when string) {
+		t.Helper()
+		list, err := s.ListSandboxes(SandboxFilter{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var stored []Sandbox
+		if err := s.db.View(func(tx *bolt.Tx) error {
+			return each(tx, sandboxes, func(sb Sandbox) { stored = append(stored, sb) })
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(list, stored) {
+			t.Errorf("%s: listed %+v, stored %+v", when, list, stored)
+		}
+	}
+	sb, other := testSandbox("aaa", "k1"), testSandbox("bbb", "k2")
+	mustCreate(t, s, sb, other)
+	sb.Labels["app"] = "mutated" // by the creator, after the create
+	again := testSandbox("aaa", "k1")
+	again.Name = "changed"
+	if err := s.CreateSandbox(again); err != nil {
+		t.Fatal(err)
+	}
+	same("created, the create retried")
+	if err := s.SandboxReady("aaa", 7, "/run/ketch/netns/aaa", []string{"10.0.0.7"}); err != nil {
+		t.Fatal(err)
+	}
+	same("ready")
+	if _, err := s.UpdateSandbox("aaa", func(sb *Sandbox) error { sb.Resources = []byte(`{}`); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.UpdateSandbox("aaa", func(sb *Sandbox) error { sb.PID = 1; return errors.New("refused") }); err == nil {
+		t.Fatal("a refused update succeeded")
+	}
+	same("updated, an update refused")
+	if _, err := s.SandboxNotReady("aaa", true); err != nil {
+		t.Fatal(err)
+	}
+	same("not ready, removing")
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openStore(t, path)
+	same("reopened")
+	if err := s.DeleteSandbox("aaa"); err != nil {
+		t.Fatal(err)
+	}
+	same("deleted")
+	if list, _ := s.ListSandboxes(SandboxFilter{}); len(list) != 1 || list[0].ID != "bbb" {
+		t.Errorf("after a delete: %+v", list)
 	}
 }
 
