@@ -10,7 +10,7 @@ export KETCH_TEST_CACHE
 # Packages with goroutines shared state: unit-tested with the race detector.
 RACE_PKGS := ./image/... ./cri/... ./reaper/...
 
-.PHONY: all build run stop install test lint unit e2e e2e-kubelet e2e-argo cluster cluster-down critest crashtest fuzz bench scale generate clean
+.PHONY: all build run stop install test lint unit e2e e2e-kubelet e2e-argo cluster cluster-down critest crashtest fuzz bench compare scale generate clean
 
 all: build
 
@@ -126,7 +126,8 @@ test:
 
 # Image benchmarks 10 runs each; 50 sequential pod lifecycles, container lifecycles, ExecSyncs;
 # memory with 20 pods of one container; the store's open and the container
-# lists at 11,000 containers; then critest's own benchmark mode.
+# lists at 11,000 containers; `make compare`'s workloads, critest's own benchmark mode
+# among them, for ketch alone.
 BENCH = KETCHD=$(CURDIR)/bin/ketchd $(GO) test -tags e2e -run '^$$' -count=1 -timeout 30m ./test/e2e/... -bench
 bench: build
 	test/setup.sh
@@ -137,8 +138,17 @@ bench: build
 	$(BENCH) 'Restart' -benchtime 3x
 	$(BENCH) 'Stats$$' -benchtime 200x
 	$(BENCH) 'Scale$$' -benchtime 1x
+	KETCH_COMPARE=ketch $(BENCH) 'Compare$$' -benchtime 1x
 	$(GO) test -run '^$$' -count=1 -bench 'Open$$|ListPodContainers|ListContainers$$' -benchmem ./cri/...
-	test/critest-bench.sh
+
+# ketch and its peers, one after another in one run, through the same workloads
+# (BenchmarkCompare): critest -benchmark, 110 pods with the memory of each runtime's
+# per-pod processes, ExecSync, a 5-layer pull; one table with ketch's ratios. The peers:
+# Debian's containerd 1.6 + runc, and CRI-O 1.36 built by test/crio.sh with Debian's conmon.
+compare: build
+	test/setup.sh
+	test/crio.sh
+	$(BENCH) 'Compare$$' -benchtime 1x -timeout 60m
 
 # 1,000 pods of one container, 10,000 exited containers, ketchd killed -9 and
 # restarted, everything removed: ketchd's threads, memory, fds and latencies

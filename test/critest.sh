@@ -3,7 +3,7 @@
 # registry mappings) and prints critest's totals. test/setup.sh must have run.
 #
 # FOCUS selects the validation spec groups (all of them; the benchmark specs run with
-# test/critest-bench.sh). SKIP names single specs, each with the reason it cannot pass here.
+# `make compare`). SKIP names single specs, each with the reason it cannot pass here.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 CACHE=${KETCH_TEST_CACHE:-/var/cache/ketch-test}

@@ -6,7 +6,7 @@
 #   registry.sh push   images -> 127.0.0.1:5000 under their upstream paths
 #   hosts.sh           registry host configs    -> $KETCH_TEST_CACHE/certs.d
 # Needs Go 1.26 and these Debian 12 packages (CI: apt-get install -y $KETCH_TEST_DEBS):
-KETCH_TEST_DEBS="docker-registry skopeo umoci busybox-static libseccomp-dev pkg-config containernetworking-plugins apache2-utils gcc libc6-dev jq curl etcd-server openssl bsdutils containerd runc apparmor protobuf-compiler"
+KETCH_TEST_DEBS="docker-registry skopeo umoci busybox-static libseccomp-dev pkg-config containernetworking-plugins apache2-utils gcc libc6-dev jq curl etcd-server openssl bsdutils containerd runc conmon apparmor protobuf-compiler"
 set -euo pipefail
 export KETCH_TEST_CACHE=${KETCH_TEST_CACHE:-/var/cache/ketch-test}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

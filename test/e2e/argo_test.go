@@ -288,7 +288,7 @@ func TestArgo(t *testing.T) {
 		times["ketch"] = c.runWorkflows(t, true)
 	})
 	t.Run("containerd", func(t *testing.T) {
-		c := startCluster(t, clusterOpts{argo: true, endpoint: startContainerd(t)})
+		c := startCluster(t, clusterOpts{argo: true, endpoint: startContainerd(t).endpoint})
 		times["containerd"] = c.runWorkflows(t, false)
 	})
 	var report strings.Builder

@@ -188,6 +188,11 @@ func (d *daemon) launch(tb testing.TB) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	d.dial(tb)
+}
+
+// dial connects the CRI clients to d.socket.
+func (d *daemon) dial(tb testing.TB) {
 	// kubelet receives up to 16 MiB a message; so does the tests' client.
 	conn, err := grpc.NewClient("unix://"+d.socket, grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16<<20)))

@@ -175,7 +175,7 @@ func (d *daemon) pods(tb testing.TB, f *runtimeapi.PodSandboxFilter) []*runtimea
 }
 
 // removeAllPods removes what a test left running, so a failure does not
-// leave pods on the host. It runs before ketchd stops.
+// leave pods on the host. It runs before ketchd, or a peer runtime, stops.
 func (d *daemon) removeAllPods(tb testing.TB) {
 	if d.stopped || d.rt == nil {
 		return
@@ -186,7 +186,15 @@ func (d *daemon) removeAllPods(tb testing.TB) {
 	if err != nil {
 		return
 	}
+	// A peer runtime refuses to remove a pod that runs, and gives each
+	// container that ignores TERM a grace period when it stops a pod.
+	if ctrs, err := d.rt.ListContainers(ctx, &runtimeapi.ListContainersRequest{}); err == nil {
+		for _, c := range ctrs.Containers {
+			_, _ = d.rt.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: c.Id})
+		}
+	}
 	for _, p := range resp.Items {
+		_, _ = d.rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: p.Id})
 		if _, err := d.rt.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: p.Id}); err != nil {
 			tb.Errorf("clean-up: remove pod %s: %v", p.Id, err)
 		}

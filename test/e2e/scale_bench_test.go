@@ -40,13 +40,13 @@ func BenchmarkScale(b *testing.B) {
 			if to > pods || to <= from {
 				continue
 			}
-			s.parallel(workers, from, to, func(i int) error { return s.startPod(i, logs) })
+			inParallel(s.b, workers, from, to, func(i int) error { return s.startPod(i, logs) })
 			s.mark(to)
 			from = to
 		}
 
 		start := time.Now()
-		s.parallel(workers, 0, exited, func(i int) error { return s.exitedContainer(i) })
+		inParallel(s.b, workers, 0, exited, func(i int) error { return s.exitedContainer(i) })
 		b.Logf("%d exited containers made in %v", exited, time.Since(start).Round(time.Millisecond))
 		s.lists(fmt.Sprintf("%d pods, %d containers", pods, pods+exited))
 
@@ -71,7 +71,7 @@ func BenchmarkScale(b *testing.B) {
 		b.ReportMetric(float64(restarted.Milliseconds()), "restart-to-all-ready-ms")
 
 		start = time.Now()
-		s.parallel(workers, 0, pods, func(i int) error {
+		inParallel(s.b, workers, 0, pods, func(i int) error {
 			if _, err := s.d.rt.StopPodSandbox(ctxT(b, time.Minute), &runtimeapi.StopPodSandboxRequest{PodSandboxId: s.ids[i]}); err != nil {
 				return err
 			}
@@ -96,35 +96,6 @@ type scaleRun struct {
 
 	mu                 sync.Mutex
 	run, create, start []time.Duration // since the last mark; guarded by mu
-}
-
-// parallel calls f(i) for i in [from, to) on n goroutines, and fails the
-// benchmark with the first error.
-func (s *scaleRun) parallel(n, from, to int, f func(int) error) {
-	next := make(chan int)
-	errs := make(chan error, n)
-	var wg sync.WaitGroup
-	for range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				if err := f(i); err != nil {
-					errs <- fmt.Errorf("#%d: %w", i, err)
-					return
-				}
-			}
-		}()
-	}
-	for i := from; i < to; i++ {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		s.b.Fatal(err)
-	}
 }
 
 func (s *scaleRun) timed(into *[]time.Duration, f func() error) error {

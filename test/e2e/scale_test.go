@@ -53,9 +53,9 @@ func TestThreadsFlatInPods(t *testing.T) {
 	}()
 	pid, logs := d.cmd.Process.Pid, t.TempDir()
 	idle := threads(t, pid)
-	s.parallel(workers, 0, warm, func(i int) error { return s.startPod(i, logs) })
+	inParallel(s.b, workers, 0, warm, func(i int) error { return s.startPod(i, logs) })
 	warmed := threads(t, pid)
-	s.parallel(workers, warm, pods, func(i int) error { return s.startPod(i, logs) })
+	inParallel(s.b, workers, warm, pods, func(i int) error { return s.startPod(i, logs) })
 	after := threads(t, pid)
 	t.Logf("ketchd threads: idle %d, with %d pods %d, with %d pods %d", idle, warm, warmed, pods, after)
 	if running := len(d.containers(t, &runtimeapi.ContainerFilter{State: &runtimeapi.ContainerStateValue{State: runtimeapi.ContainerState_CONTAINER_RUNNING}})); running != pods {
