@@ -207,25 +207,29 @@ func (s *Store) ListContainers(f ContainerFilter) ([]*Container, error) {
 	if err != nil || !ok {
 		return nil, err
 	}
-	var found []*Container
-	keep := func(c *Container) {
-		if (id == "" || c.ID == id) && (sbID == "" || c.SandboxID == sbID) &&
-			(f.State == nil || c.State == *f.State) && matchLabels(c.Labels, f.LabelSelector) {
-			found = append(found, c)
-		}
-	}
+	return cached(s, s.ctrs, id, func(c *Container) string { return c.ID }, func(c *Container) bool {
+		return (sbID == "" || c.SandboxID == sbID) && (f.State == nil || c.State == *f.State) && matchLabels(c.Labels, f.LabelSelector)
+	}), nil
+}
+
+// cached returns the records of cache (s.pods or s.ctrs) that keep
+// selects, in ID order: the one with id, or all when id is "". Cached
+// records are replaced, never changed: they may be read unlocked.
+func cached[T any](s *Store, cache map[string]*T, id string, idOf func(*T) string, keep func(*T) bool) []*T {
+	var found []*T
 	s.mu.RLock()
 	if id != "" {
-		if c, ok := s.ctrs[id]; ok {
-			keep(c)
+		if r, ok := cache[id]; ok && keep(r) {
+			found = append(found, r)
 		}
 	} else {
-		for _, c := range s.ctrs {
-			keep(c)
+		for _, r := range cache {
+			if keep(r) {
+				found = append(found, r)
+			}
 		}
 	}
 	s.mu.RUnlock()
-	// Cached records are replaced, never changed: they may be read unlocked.
-	slices.SortFunc(found, func(a, b *Container) int { return strings.Compare(a.ID, b.ID) })
-	return found, nil
+	slices.SortFunc(found, func(a, b *T) int { return strings.Compare(idOf(a), idOf(b)) })
+	return found
 }

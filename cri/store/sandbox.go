@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -157,23 +156,12 @@ func (s *Store) ListSandboxes(f SandboxFilter) ([]Sandbox, error) {
 	if err != nil || !ok {
 		return nil, err
 	}
+	found := cached(s, s.pods, id, func(sb *Sandbox) string { return sb.ID }, func(sb *Sandbox) bool {
+		return (f.State == nil || sb.State == *f.State) && matchLabels(sb.Labels, f.LabelSelector)
+	})
 	var out []Sandbox
-	keep := func(sb *Sandbox) {
-		if (id == "" || sb.ID == id) && (f.State == nil || sb.State == *f.State) && matchLabels(sb.Labels, f.LabelSelector) {
-			out = append(out, *sb)
-		}
+	for _, sb := range found {
+		out = append(out, *sb)
 	}
-	s.mu.RLock()
-	if id != "" {
-		if sb, ok := s.pods[id]; ok {
-			keep(sb)
-		}
-	} else {
-		for _, sb := range s.pods {
-			keep(sb)
-		}
-	}
-	s.mu.RUnlock()
-	slices.SortFunc(out, func(a, b Sandbox) int { return strings.Compare(a.ID, b.ID) })
 	return out, nil
 }
