@@ -188,10 +188,13 @@ func TestContainerExits(t *testing.T) {
 		// so can be killed from inside.
 		{"killed by a signal", []string{"sh", "-c", "kill -9 $$"}, 0, 137, "Error"},
 		{"out of memory", []string{"tail", "/dev/zero"}, 16 << 20, 137, "OOMKilled"},
+		// A process the shell left in the pod's PID namespace dies with
+		// the container, as in containerd, not when it is removed.
+		{"leaves a process behind", []string{"sh", "-c", "sleep 300 & exit 0"}, 0, 0, "Completed"},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
 			cfg := containerConfig(strings.ReplaceAll(tc.desc, " ", "-"), tc.cmd...)
-			if tc.desc == "killed by a signal" {
+			if tc.desc == "killed by a signal" || tc.desc == "leaves a process behind" {
 				cfg.Linux.SecurityContext.NamespaceOptions.Pid = runtimeapi.NamespaceMode_POD
 			}
 			if tc.limit > 0 {
@@ -202,6 +205,19 @@ func TestContainerExits(t *testing.T) {
 			st := d.waitExited(t, id, 30*time.Second)
 			if st.ExitCode != tc.code || st.Reason != tc.reason {
 				t.Errorf("exit %d %q, want %d %q", st.ExitCode, st.Reason, tc.code, tc.reason)
+			}
+			// Exited, not removed: its rootfs stays for the removal, but
+			// no process, mount or cgroup of it.
+			if pids := processesOf(id); len(pids) > 0 {
+				t.Errorf("processes of exited container %s: %v", id, pids)
+			}
+			if mi, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(mi), id) {
+				t.Errorf("a mount of exited container %s is left", id)
+			}
+			for _, mnt := range cgroupMounts() {
+				if dirs, _ := filepath.Glob(filepath.Join(mnt, cgroupParent, id)); len(dirs) > 0 {
+					t.Errorf("cgroup of exited container %s is left: %v", id, dirs)
+				}
 			}
 		})
 	}
