@@ -243,8 +243,8 @@ func processFromSpec(p *specs.Process) *libcontainer.Process {
 }
 
 // exitedApp records an app container's exit once its output has reached
-// the log (bounded: see drainTimeout) and says whether it was an OOM kill,
-// then lets go of what the container held.
+// the log (bounded: see drainTimeout) and what the container held is let
+// go, and says whether it was an OOM kill.
 // It runs on its own goroutine, so that the drain never holds the reaper.
 // cio is handed over rather than read from c: a program that exits at once
 // can be reaped before start has recorded its stdio in c.
