@@ -115,7 +115,7 @@ func specOf(id, name string) gomock.Matcher {
 // watched, once at most: a test may end before the watch begins.
 func expectAdopted(d *testDeps, id, name string) {
 	d.sandboxes.EXPECT().Adopt(specOf(id, name)).Return(nil)
-	d.sandboxes.EXPECT().Wait(gomock.Any(), id).DoAndReturn(func(ctx context.Context, _ string) error {
+	d.sandboxes.EXPECT().Wait(gomock.Any(), podWithID(id)).DoAndReturn(func(ctx context.Context, _ sandbox.Spec) error {
 		<-ctx.Done()
 		return ctx.Err()
 	}).MaxTimes(1)

@@ -167,7 +167,6 @@ func (s *Server) containerSpec(sb store.Sandbox, podCfg *runtimeapi.PodSandboxCo
 		Pod:          podCfg,
 		Image:        imgCfg,
 		Rootfs:       rootfs,
-		SandboxPID:   sb.PID,
 		CgroupDriver: s.cfg.ShimCgroupDriver,
 		CgroupParent: podCfg.GetLinux().GetCgroupParent(),
 	}

@@ -50,7 +50,8 @@ func expectCreateWith(t *testing.T, d *testDeps, pod string, fail int, err error
 		}
 	}
 	d.containers.EXPECT().Paths(gomock.Any()).Return(sandbox.PodPaths{NetNS: "/run/ketch/netns/x", Hosts: filepath.Join(dir, "hosts"),
-		ResolvConf: filepath.Join(dir, "resolv.conf"), Hostname: filepath.Join(dir, "hostname")}).AnyTimes()
+		ResolvConf: filepath.Join(dir, "resolv.conf"), Hostname: filepath.Join(dir, "hostname"),
+		Namespaces: map[string]string{"ipc": filepath.Join(dir, "ipcns"), "uts": filepath.Join(dir, "utsns"), "pid": filepath.Join(dir, "pidns")}}).AnyTimes()
 	d.containers.EXPECT().ContainerRootfs(gomock.Any()).DoAndReturn(func(id string) string {
 		return filepath.Join(dir, id, "rootfs")
 	}).AnyTimes()

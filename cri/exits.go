@@ -217,10 +217,13 @@ func (s *Server) recover() error {
 			if i < len(pods) {
 				p := pods[i]
 				// Ready also connects to the shim, whose death is then
-				// seen (shimLost).
-				if !s.watch(p.PID, func() { s.waitSandbox(p.ID) }) {
+				// seen (shimLost); a pod without a PID 1 is watched
+				// through that alone.
+				if p.PID > 0 && !s.watch(p.PID, func() { s.waitSandbox(p.ID) }) {
 					s.waitSandbox(p.ID)
-				} else if ok, err := s.sandboxes.Ready(ctx, p.ID); !ok || err != nil {
+				} else if spec, err := storedSpec(p); err != nil {
+					slog.Error("pod record unreadable", "pod", p.ID, "err", err)
+				} else if ok, err := s.sandboxes.Ready(ctx, spec); !ok || err != nil {
 					s.waitSandbox(p.ID)
 				}
 			} else {
@@ -248,8 +251,11 @@ const (
 // dies, whoever caused it, so lists never show a dead pod as ready. Like
 // watchContainer, it holds no goroutine until then: pid, the pod's PID 1,
 // is watched through a pidfd.
+//
+// A pod without a PID 1 (pid 0) lives as long as its shim, whose
+// connection's end is already reported (shimLost).
 func (s *Server) watchSandbox(id string, pid int) {
-	if !s.watch(pid, func() { s.waitSandbox(id) }) {
+	if pid > 0 && !s.watch(pid, func() { s.waitSandbox(id) }) {
 		s.waitSandbox(id)
 	}
 }
@@ -262,7 +268,16 @@ func (s *Server) waitSandbox(id string) {
 	}
 	go func() {
 		defer s.watchers.Done()
-		if err := s.sandboxes.Wait(s.bg, id); err != nil {
+		sb, err := s.store.GetSandbox(id)
+		if err != nil {
+			return // removed meanwhile
+		}
+		spec, err := storedSpec(sb)
+		if err != nil {
+			slog.Error("pod record unreadable", "pod", id, "err", err)
+			return
+		}
+		if err := s.sandboxes.Wait(s.bg, spec); err != nil {
 			return // ketchd is stopping
 		}
 		s.podDied(id)

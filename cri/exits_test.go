@@ -82,10 +82,10 @@ func TestExitsWatched(t *testing.T) {
 				d.containers.EXPECT().WaitContainer(gomock.Any(), pod, id).Return(shim.Exit{Code: 137, At: time.Now()}, nil)
 			}
 			if tc.podEnds {
-				d.sandboxes.EXPECT().Wait(gomock.Any(), pod).Return(nil)
+				d.sandboxes.EXPECT().Wait(gomock.Any(), podWithID(pod)).Return(nil)
 			} else {
 				// The pod's PID 1 still runs: its wait, had it begun, blocks.
-				d.sandboxes.EXPECT().Wait(gomock.Any(), pod).DoAndReturn(func(ctx context.Context, _ string) error {
+				d.sandboxes.EXPECT().Wait(gomock.Any(), podWithID(pod)).DoAndReturn(func(ctx context.Context, _ sandbox.Spec) error {
 					<-ctx.Done()
 					return ctx.Err()
 				}).MaxTimes(1)

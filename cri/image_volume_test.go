@@ -54,7 +54,8 @@ func TestImageVolumes(t *testing.T) {
 				}
 			}
 			d.containers.EXPECT().Paths(gomock.Any()).Return(sandbox.PodPaths{NetNS: "/run/ketch/netns/x", Hosts: filepath.Join(pod1, "hosts"),
-				ResolvConf: filepath.Join(pod1, "resolv.conf"), Hostname: filepath.Join(pod1, "hostname")}).AnyTimes()
+				ResolvConf: filepath.Join(pod1, "resolv.conf"), Hostname: filepath.Join(pod1, "hostname"),
+				Namespaces: map[string]string{"ipc": filepath.Join(pod1, "ipcns"), "uts": filepath.Join(pod1, "utsns"), "pid": filepath.Join(pod1, "pidns")}}).AnyTimes()
 			d.containers.EXPECT().ContainerRootfs(gomock.Any()).DoAndReturn(func(id string) string {
 				return filepath.Join(dir, id, "rootfs")
 			}).AnyTimes()

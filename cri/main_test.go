@@ -3,6 +3,9 @@ package cri
 import (
 	"os"
 	"testing"
+
+	"go.uber.org/mock/gomock"
+	"ketch.dev/ketch/sandbox"
 )
 
 // TestMain has the Servers under test watch no process: their PIDs are
@@ -18,3 +21,8 @@ type noExits struct{}
 
 func (noExits) Watch(int, func()) bool { return false }
 func (noExits) Close() error           { return nil }
+
+// podWithID matches the sandbox.Spec of pod id.
+func podWithID(id string) gomock.Matcher {
+	return gomock.Cond(func(s sandbox.Spec) bool { return s.ID == id })
+}

@@ -332,18 +332,18 @@ func (mr *MockSandboxesMockRecorder) PortForward(ctx, s, port, stream any) *gomo
 }
 
 // Ready mocks base method.
-func (m *MockSandboxes) Ready(ctx context.Context, id string) (bool, error) {
+func (m *MockSandboxes) Ready(ctx context.Context, s sandbox.Spec) (bool, error) {
 	m.ctrl.T.Helper()
-	ret := m.ctrl.Call(m, "Ready", ctx, id)
+	ret := m.ctrl.Call(m, "Ready", ctx, s)
 	ret0, _ := ret[0].(bool)
 	ret1, _ := ret[1].(error)
 	return ret0, ret1
 }
 
 // Ready indicates an expected call of Ready.
-func (mr *MockSandboxesMockRecorder) Ready(ctx, id any) *gomock.Call {
+func (mr *MockSandboxesMockRecorder) Ready(ctx, s any) *gomock.Call {
 	mr.mock.ctrl.T.Helper()
-	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "Ready", reflect.TypeOf((*MockSandboxes)(nil).Ready), ctx, id)
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "Ready", reflect.TypeOf((*MockSandboxes)(nil).Ready), ctx, s)
 }
 
 // Remove mocks base method.
@@ -405,17 +405,17 @@ func (mr *MockSandboxesMockRecorder) Stop(ctx, s any) *gomock.Call {
 }
 
 // Wait mocks base method.
-func (m *MockSandboxes) Wait(ctx context.Context, id string) error {
+func (m *MockSandboxes) Wait(ctx context.Context, s sandbox.Spec) error {
 	m.ctrl.T.Helper()
-	ret := m.ctrl.Call(m, "Wait", ctx, id)
+	ret := m.ctrl.Call(m, "Wait", ctx, s)
 	ret0, _ := ret[0].(error)
 	return ret0
 }
 
 // Wait indicates an expected call of Wait.
-func (mr *MockSandboxesMockRecorder) Wait(ctx, id any) *gomock.Call {
+func (mr *MockSandboxesMockRecorder) Wait(ctx, s any) *gomock.Call {
 	mr.mock.ctrl.T.Helper()
-	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "Wait", reflect.TypeOf((*MockSandboxes)(nil).Wait), ctx, id)
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "Wait", reflect.TypeOf((*MockSandboxes)(nil).Wait), ctx, s)
 }
 
 // MockContainers is a mock of Containers interface.

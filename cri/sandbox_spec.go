@@ -123,6 +123,7 @@ func podSpec(id string, cfg *runtimeapi.PodSandboxConfig) sandbox.Spec {
 		HostNetwork:  ns.GetNetwork() == runtimeapi.NamespaceMode_NODE,
 		HostPID:      ns.GetPid() == runtimeapi.NamespaceMode_NODE,
 		HostIPC:      ns.GetIpc() == runtimeapi.NamespaceMode_NODE,
+		SharedPID:    ns.GetPid() == runtimeapi.NamespaceMode_POD,
 		CgroupParent: cfg.GetLinux().GetCgroupParent(),
 		Sysctls:      cfg.GetLinux().GetSysctls(),
 	}

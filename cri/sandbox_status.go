@@ -21,7 +21,11 @@ func (s *Server) PodSandboxStatus(ctx context.Context, req *runtimeapi.PodSandbo
 		return nil, fmt.Errorf("pod sandbox status: %w", err)
 	}
 	if sb.State == store.SandboxReady {
-		ready, err := s.sandboxes.Ready(ctx, sb.ID)
+		spec, err := storedSpec(sb)
+		if err != nil {
+			return nil, err
+		}
+		ready, err := s.sandboxes.Ready(ctx, spec)
 		if err != nil {
 			return nil, fmt.Errorf("pod sandbox status %s: %w", sb.ID, err)
 		}

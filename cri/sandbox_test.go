@@ -34,7 +34,7 @@ func testPodConfig(name string) *runtimeapi.PodSandboxConfig {
 
 // blockWait makes the pod's watcher wait until the server closes.
 func blockWait(sb *MockSandboxes) {
-	sb.EXPECT().Wait(gomock.Any(), gomock.Any()).DoAndReturn(func(ctx context.Context, _ string) error {
+	sb.EXPECT().Wait(gomock.Any(), gomock.Any()).DoAndReturn(func(ctx context.Context, _ sandbox.Spec) error {
 		<-ctx.Done()
 		return ctx.Err()
 	}).AnyTimes()
@@ -42,7 +42,7 @@ func blockWait(sb *MockSandboxes) {
 
 // waitUntil makes every pod's PID 1 exit when died is closed.
 func waitUntil(sb *MockSandboxes, died <-chan struct{}) {
-	sb.EXPECT().Wait(gomock.Any(), gomock.Any()).DoAndReturn(func(ctx context.Context, _ string) error {
+	sb.EXPECT().Wait(gomock.Any(), gomock.Any()).DoAndReturn(func(ctx context.Context, _ sandbox.Spec) error {
 		select {
 		case <-died:
 			return nil
@@ -175,7 +175,7 @@ func TestRunPodSandboxRecordsPod(t *testing.T) {
 	if len(id) != 64 {
 		t.Errorf("ID %q is not 64 hex digits", id)
 	}
-	d.sandboxes.EXPECT().Ready(gomock.Any(), id).Return(true, nil)
+	d.sandboxes.EXPECT().Ready(gomock.Any(), podWithID(id)).Return(true, nil)
 	st, err := intercept(t, d.srv.PodSandboxStatus, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: id[:10], Verbose: true})
 	if err != nil {
 		t.Fatal(err)
@@ -219,10 +219,10 @@ func TestPodSpecTranslation(t *testing.T) {
 		{"node namespaces", func(c *runtimeapi.PodSandboxConfig) {
 			c.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{NamespaceOptions: &runtimeapi.NamespaceOption{
 				Network: runtimeapi.NamespaceMode_NODE, Pid: runtimeapi.NamespaceMode_NODE, Ipc: runtimeapi.NamespaceMode_NODE}}
-		}, func(s *sandbox.Spec) { s.HostNetwork, s.HostPID, s.HostIPC = true, true, true }},
+		}, func(s *sandbox.Spec) { s.HostNetwork, s.HostPID, s.HostIPC, s.SharedPID = true, true, true, false }},
 		{"per-container pid namespaces", func(c *runtimeapi.PodSandboxConfig) {
 			c.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{NamespaceOptions: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_CONTAINER}}
-		}, func(*sandbox.Spec) {}},
+		}, func(s *sandbox.Spec) { s.SharedPID = false }},
 		{"user namespace of its own", func(c *runtimeapi.PodSandboxConfig) {
 			r := &runtimeapi.RunPodSandboxRequest{Config: c}
 			userns(runtimeapi.NamespaceMode_POD, idMap(0, 100000, 65536))(r)
@@ -246,7 +246,8 @@ func TestPodSpecTranslation(t *testing.T) {
 		t.Run(tc.desc, func(t *testing.T) {
 			cfg := testPodConfig("web")
 			tc.mutate(cfg)
-			want := sandbox.Spec{ID: "id1", Name: "web", Namespace: "ns", UID: "uid-web", Hostname: "web", CgroupParent: "/kubepods/pod-web"}
+			// The CRI's default PID mode is POD: one namespace for the pod.
+			want := sandbox.Spec{ID: "id1", Name: "web", Namespace: "ns", UID: "uid-web", Hostname: "web", CgroupParent: "/kubepods/pod-web", SharedPID: true}
 			tc.want(&want)
 			if got := podSpec("id1", cfg); !reflect.DeepEqual(got, want) {
 				t.Errorf("podSpec =\n %+v\nwant\n %+v", got, want)
@@ -328,7 +329,7 @@ func TestDeadPodIsNotReady(t *testing.T) {
 	b := runTestPod(t, d, testPodConfig("b"))
 
 	// b's PID 1 died a moment ago: status asks the shim.
-	d.sandboxes.EXPECT().Ready(gomock.Any(), b).Return(false, nil)
+	d.sandboxes.EXPECT().Ready(gomock.Any(), podWithID(b)).Return(false, nil)
 	st, err := intercept(t, d.srv.PodSandboxStatus, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: b})
 	if err != nil || st.Status.State != runtimeapi.PodSandboxState_SANDBOX_NOTREADY {
 		t.Fatalf("status = %v, %v; want NOTREADY", st, err)

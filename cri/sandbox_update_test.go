@@ -37,7 +37,7 @@ func TestUpdatePodSandboxResources(t *testing.T) {
 	if _, err := intercept(t, d.srv.UpdatePodSandboxResources, &runtimeapi.UpdatePodSandboxResourcesRequest{PodSandboxId: id, Resources: want}); err != nil {
 		t.Fatal(err)
 	}
-	d.sandboxes.EXPECT().Ready(gomock.Any(), id).Return(true, nil).AnyTimes()
+	d.sandboxes.EXPECT().Ready(gomock.Any(), podWithID(id)).Return(true, nil).AnyTimes()
 	resp, err := intercept(t, d.srv.PodSandboxStatus, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: id, Verbose: true})
 	if err != nil {
 		t.Fatal(err)

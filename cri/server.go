@@ -71,11 +71,12 @@ type Sandboxes interface {
 	Run(ctx context.Context, s sandbox.Spec) (sandbox.Pod, error)
 	Stop(ctx context.Context, s sandbox.Spec) error
 	Remove(ctx context.Context, s sandbox.Spec) error
-	// Ready reports whether the pod's PID 1 runs.
-	Ready(ctx context.Context, id string) (bool, error)
+	// Ready reports whether the pod's PID 1 runs, or for a pod without
+	// one, its shim.
+	Ready(ctx context.Context, s sandbox.Spec) (bool, error)
 	// Wait returns nil once the pod's PID 1 has exited or its shim is
 	// gone, and ctx's error if ctx ends first.
-	Wait(ctx context.Context, id string) error
+	Wait(ctx context.Context, s sandbox.Spec) error
 	// NotifyShimLost has f called when a pod's shim ends its connection
 	// (it died, most likely); not when ketchd closes it.
 	NotifyShimLost(f func(podID string))

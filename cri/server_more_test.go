@@ -11,6 +11,7 @@ import (
 	"go.uber.org/mock/gomock"
 
 	"ketch.dev/ketch/cri/store"
+	"ketch.dev/ketch/sandbox"
 )
 
 // TestNewRefusesOpenStreamAddress: a streaming address off loopback
@@ -30,7 +31,7 @@ func TestNewRefusesOpenStreamAddress(t *testing.T) {
 	sandboxes.EXPECT().NotifyShimLost(gomock.Any())
 	sandboxes.EXPECT().Adopt(specOf(pod, "web")).Return(nil)
 	var waits, returned atomic.Int32
-	sandboxes.EXPECT().Wait(gomock.Any(), pod).DoAndReturn(func(ctx context.Context, _ string) error {
+	sandboxes.EXPECT().Wait(gomock.Any(), podWithID(pod)).DoAndReturn(func(ctx context.Context, _ sandbox.Spec) error {
 		waits.Add(1)
 		defer returned.Add(1)
 		<-ctx.Done()

@@ -179,10 +179,7 @@ func sandboxNamespace(in Input, t specs.LinuxNamespaceType, name string) (specs.
 	if pin := in.SandboxNS[name]; pin != "" {
 		return specs.LinuxNamespace{Type: t, Path: pin}, nil
 	}
-	if in.SandboxPID <= 0 {
-		return specs.LinuxNamespace{}, fmt.Errorf("%s namespace of the pod without its PID: %w", name, errdefs.ErrInvalidArgument)
-	}
-	return specs.LinuxNamespace{Type: t, Path: fmt.Sprintf("/proc/%d/ns/%s", in.SandboxPID, name)}, nil
+	return specs.LinuxNamespace{}, fmt.Errorf("the pod has no %s namespace of its own to join: %w", name, errdefs.ErrInvalidArgument)
 }
 
 func hasNamespace(l *specs.Linux, t specs.LinuxNamespaceType) bool {

@@ -46,12 +46,10 @@ type Input struct {
 	// Rootfs is the mounted rootfs directory; the user and groups are
 	// looked up in its etc/passwd and etc/group.
 	Rootfs string
-	// SandboxPID is the host PID of the pod's PID 1, whose IPC, UTS and PID
-	// namespaces the container joins, and its user namespace if the pod
-	// has one of its own: through SandboxNS's pins, where the pod has them
-	// ("ipc", "uts", "pid", "user"), else through /proc/<SandboxPID>.
-	SandboxPID int
-	SandboxNS  map[string]string
+	// SandboxNS are the pins of the pod's namespaces the container joins,
+	// by kind ("ipc", "uts", "pid", "user"); a pod without a PID 1 has
+	// no "pid", and one on the node's network no "uts".
+	SandboxNS map[string]string
 	// NetNSPath is the pod's pinned network namespace; "" when the pod uses
 	// the node's network.
 	NetNSPath string

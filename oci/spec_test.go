@@ -2,6 +2,7 @@ package oci
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -78,7 +79,7 @@ func testInput(t *testing.T) Input {
 			Hostname: "pod-host",
 		},
 		Rootfs:         rootfs,
-		SandboxPID:     4242,
+		SandboxNS:      pinsOf(4242),
 		NetNSPath:      "/run/ketch/netns/p1",
 		HostsPath:      filepath.Join(pod, "hosts"),
 		ResolvConfPath: filepath.Join(pod, "resolv.conf"),
@@ -766,10 +767,12 @@ func TestNamespaces(t *testing.T) {
 		wantErr func(error) bool
 	}{
 		{desc: "no options: all the pod's", edit: func(in *Input) {}, want: []specs.LinuxNamespace{mnt, net, uts, ipc, pid}},
-		{desc: "through the pod's pins where it has them", edit: func(in *Input) {
-			in.SandboxNS = map[string]string{"ipc": "/run/ketch/pods/p1/ipcns", "pid": "/run/ketch/pods/p1/pidns"}
-		}, want: []specs.LinuxNamespace{mnt, net, uts,
-			{Type: specs.IPCNamespace, Path: "/run/ketch/pods/p1/ipcns"}, {Type: specs.PIDNamespace, Path: "/run/ketch/pods/p1/pidns"}}},
+		{desc: "pid POD in a pod without a PID namespace of its own", edit: func(in *Input) { delete(in.SandboxNS, "pid") },
+			wantErr: errdefs.IsInvalidArgument},
+		{desc: "pid CONTAINER in a pod without a PID namespace of its own", edit: func(in *Input) {
+			delete(in.SandboxNS, "pid")
+			nsOpts(in).Pid = runtimeapi.NamespaceMode_CONTAINER
+		}, want: []specs.LinuxNamespace{mnt, net, uts, ipc, {Type: specs.PIDNamespace}}},
 		{desc: "pid CONTAINER", edit: func(in *Input) { nsOpts(in).Pid = runtimeapi.NamespaceMode_CONTAINER },
 			want: []specs.LinuxNamespace{mnt, net, uts, ipc, {Type: specs.PIDNamespace}}},
 		{desc: "pid NODE", edit: func(in *Input) { nsOpts(in).Pid = runtimeapi.NamespaceMode_NODE }, want: []specs.LinuxNamespace{mnt, net, uts, ipc}},
@@ -786,7 +789,7 @@ func TestNamespaces(t *testing.T) {
 				NamespaceOptions: &runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_NODE}}}
 		}, want: []specs.LinuxNamespace{mnt, ipc, pid}},
 		{desc: "pod network without a netns path", edit: func(in *Input) { in.NetNSPath = "" }, wantErr: errdefs.IsInvalidArgument},
-		{desc: "no sandbox PID", edit: func(in *Input) { in.SandboxPID = 0 }, wantErr: errdefs.IsInvalidArgument},
+		{desc: "no pins of the pod's namespaces", edit: func(in *Input) { in.SandboxNS = nil }, wantErr: errdefs.IsInvalidArgument},
 		{desc: "userns NODE", edit: func(in *Input) {
 			nsOpts(in).UsernsOptions = &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_NODE}
 		}, want: []specs.LinuxNamespace{mnt, net, uts, ipc, pid}},
@@ -1178,12 +1181,12 @@ func TestSpecsPassRuncValidation(t *testing.T) {
 		}},
 		{desc: "the pod's user namespace", edit: func(in *Input) {
 			podUserns(in)
-			in.SandboxPID = usernsProcess(t, 100000)
+			in.SandboxNS = pinsOf(usernsProcess(t, 100000))
 		}},
 		{desc: "the pod's user namespace on the node's network", edit: func(in *Input) {
 			podUserns(in)
 			in.Pod.Linux.SecurityContext.NamespaceOptions.Network, in.NetNSPath = runtimeapi.NamespaceMode_NODE, ""
-			in.SandboxPID = usernsProcess(t, 100000)
+			in.SandboxNS = pinsOf(usernsProcess(t, 100000))
 		}},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
@@ -1208,11 +1211,20 @@ func TestSpecsPassRuncValidation(t *testing.T) {
 func TestRuncChecksUserNamespaceMappings(t *testing.T) {
 	s := build(t, func(in *Input) {
 		podUserns(in)
-		in.SandboxPID = usernsProcess(t, 200000)
+		in.SandboxNS = pinsOf(usernsProcess(t, 200000))
 	})
 	if _, err := specconv.CreateLibcontainerConfig(&specconv.CreateOpts{CgroupName: "c1", Spec: s}); err == nil {
 		t.Error("specconv took mappings other than the namespace's")
 	}
+}
+
+// pinsOf names the namespaces of process pid as a pod's pins.
+func pinsOf(pid int) map[string]string {
+	pins := map[string]string{}
+	for _, ns := range []string{"ipc", "uts", "pid", "user"} {
+		pins[ns] = fmt.Sprintf("/proc/%d/ns/%s", pid, ns)
+	}
+	return pins
 }
 
 // usernsProcess starts a process in a user namespace that maps 0-65535 to

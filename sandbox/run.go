@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/containerd/ttrpc"
+
 	"github.com/containerd/errdefs"
 	"golang.org/x/sync/errgroup"
 
@@ -28,10 +30,10 @@ const networkDown = "network-down"
 // may be what made it fail.
 const cleanupTimeout = 30 * time.Second
 
-// Run starts pod s: its files, its netns and CNI network, its shim and
-// ketch-init. CNI ADD and the start of ketch-init run at the same time. A
-// failure at any step undoes every step before it, so a failed Run leaves
-// nothing behind and can be retried with the same Spec.
+// Run starts pod s: its files, its namespaces and CNI network, its shim
+// and, where it has one (hasInit), ketch-init. CNI ADD and the rest run at
+// the same time. A failure at any step undoes every step before it, so a
+// failed Run leaves nothing behind and can be retried with the same Spec.
 func (m *Manager) Run(ctx context.Context, s Spec) (_ Pod, retErr error) {
 	if s.Hostname == "" && !s.HostNetwork {
 		// What a new UTS namespace starts with, as in containerd.
@@ -96,11 +98,20 @@ func (m *Manager) Run(ctx context.Context, s Spec) (_ Pod, retErr error) {
 		})
 	}
 	g.Go(func() error {
-		var err error
-		if pod.PID, err = m.startInit(ctx, s, files, shm, pod.NetNSPath); err != nil {
+		c, err := m.launchShim(ctx, s.ID)
+		if err != nil {
 			return err
 		}
-		return m.pinNamespaces(s.ID, pod.PID)
+		if !hasInit(s) {
+			if err := shim.PrepareCgroup(m.podCgroup(s)); err != nil {
+				return err
+			}
+			return pinNamespaces(s, pod.NetNSPath, m.nsPins(s.ID))
+		}
+		if pod.PID, err = m.startInit(ctx, c, s, files, shm, pod.NetNSPath); err != nil {
+			return err
+		}
+		return m.pinInitNamespaces(s.ID, pod.PID)
 	})
 	if err := g.Wait(); err != nil {
 		return Pod{}, fmt.Errorf("run pod %s: %w", s.ID, err)
@@ -137,26 +148,28 @@ func (m *Manager) namespaces(s Spec) (string, error) {
 	return netnsPath, err
 }
 
-// pinnedNamespaces are the namespaces of a pod's PID 1 its containers join
-// through pins in the pod's directory, not through /proc/<pid>: should the
-// PID 1 die and its PID be reused before ketchd sees it, a new container
-// would join someone else's namespaces. A pinned PID namespace whose PID 1
-// died takes no new process, so such a container fails instead.
+// pinnedNamespaces are the namespaces of a pod its containers join through
+// pins in the pod's directory. A pod with a PID 1 has them pinned from it,
+// not joined through /proc/<pid>: should the PID 1 die and its PID be
+// reused before ketchd sees it, a new container would join someone else's
+// namespaces. A pinned PID namespace whose PID 1 died takes no new
+// process, so such a container fails instead.
 var pinnedNamespaces = []string{"ipc", "uts", "pid"}
 
-func (m *Manager) nsPins(id string) []string {
-	var pins []string
+// nsPins are the pins of pod id's namespaces, by kind.
+func (m *Manager) nsPins(id string) map[string]string {
+	pins := make(map[string]string, len(pinnedNamespaces))
 	for _, ns := range pinnedNamespaces {
-		pins = append(pins, filepath.Join(m.podDir(id), ns+"ns"))
+		pins[ns] = filepath.Join(m.podDir(id), ns+"ns")
 	}
 	return pins
 }
 
-// pinNamespaces pins the namespaces of the pod's PID 1, just started: its
-// shim is its parent, so the PID cannot be another process's yet.
-func (m *Manager) pinNamespaces(id string, pid int) error {
-	for i, pin := range m.nsPins(id) {
-		if err := userns.Pin(fmt.Sprintf("/proc/%d/ns/%s", pid, pinnedNamespaces[i]), pin); err != nil {
+// pinInitNamespaces pins the namespaces of the pod's PID 1, just started:
+// its shim is its parent, so the PID cannot be another process's yet.
+func (m *Manager) pinInitNamespaces(id string, pid int) error {
+	for ns, pin := range m.nsPins(id) {
+		if err := userns.Pin(fmt.Sprintf("/proc/%d/ns/%s", pid, ns), pin); err != nil {
 			return err
 		}
 	}
@@ -191,24 +204,34 @@ func groupPassable(dir string, gid int) error {
 	return os.Chmod(dir, 0o710)
 }
 
-// startInit launches the pod's shim and has it start ketch-init.
-func (m *Manager) startInit(ctx context.Context, s Spec, f podFiles, shmPath, netnsPath string) (int, error) {
-	dir := m.podDir(s.ID)
+// launchShim starts pod id's shim.
+func (m *Manager) launchShim(ctx context.Context, id string) (*shim.Client, error) {
+	dir := m.podDir(id)
 	c, err := shim.Launch(ctx, shim.LaunchOptions{
-		Binary: m.o.ShimBinary, ID: s.ID, Dir: dir, Log: filepath.Join(dir, "shim.log"),
-		OnClose: func() { m.shimLost(s.ID) }, ClientOpts: shimClientOpts,
+		Binary: m.o.ShimBinary, ID: id, Dir: dir, Log: filepath.Join(dir, "shim.log"),
+		OnClose: func() { m.shimLost(id) }, ClientOpts: shimClientOpts,
 	})
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	metrics.ShimLaunches.Inc()
 	m.mu.Lock()
-	m.shims[s.ID] = c
+	m.shims[id] = c
 	m.mu.Unlock()
+	return c, nil
+}
+
+// podCgroup is where the pod's sandbox cgroup goes, beside its containers'.
+func (m *Manager) podCgroup(s Spec) shim.Cgroup {
 	parent := s.CgroupParent
 	if parent == "" && m.o.CgroupDriver != shim.DriverSystemd {
 		parent = m.o.CgroupParent
 	}
+	return shim.Cgroup{Driver: m.o.CgroupDriver, Parent: parent, Name: s.ID}
+}
+
+// startInit has the pod's shim start ketch-init.
+func (m *Manager) startInit(ctx context.Context, c *shim.Client, s Spec, f podFiles, shmPath, netnsPath string) (int, error) {
 	hostname := s.Hostname
 	if s.HostNetwork {
 		hostname = ""
@@ -220,7 +243,7 @@ func (m *Manager) startInit(ctx context.Context, s Spec, f podFiles, shmPath, ne
 		HostPID:        s.HostPID,
 		HostIPC:        s.HostIPC,
 		HostUTS:        s.HostNetwork,
-		Cgroup:         shim.Cgroup{Driver: m.o.CgroupDriver, Parent: parent, Name: s.ID},
+		Cgroup:         m.podCgroup(s),
 		OOMScoreAdj:    sandboxOOMScoreAdj,
 		Sysctls:        s.Sysctls,
 		ShmPath:        shmPath,
@@ -238,7 +261,7 @@ func (m *Manager) startInit(ctx context.Context, s Spec, f podFiles, shmPath, ne
 // files and its shim stay until Remove. Stopping a stopped pod succeeds.
 func (m *Manager) Stop(ctx context.Context, s Spec) error {
 	defer m.lock(s.ID)()
-	if err := m.stopInit(ctx, s.ID); err != nil {
+	if err := m.stopInit(ctx, s); err != nil {
 		return fmt.Errorf("stop pod %s: %w", s.ID, err)
 	}
 	if err := m.teardown(ctx, s); err != nil {
@@ -251,8 +274,13 @@ func (m *Manager) Stop(ctx context.Context, s Spec) error {
 // stopInit kills ketch-init and waits until the shim has recorded its exit.
 // KILL rather than TERM: pause mode has nothing to clean up, and KILL of a
 // PID namespace's init ends every process left in it at once. When the
-// shim is gone, its pod's processes are killed without it.
-func (m *Manager) stopInit(ctx context.Context, id string) error {
+// shim is gone, its pod's processes are killed without it. A pod without
+// ketch-init has no process but its containers', which package cri stops.
+func (m *Manager) stopInit(ctx context.Context, s Spec) error {
+	if !hasInit(s) {
+		return nil
+	}
+	id := s.ID
 	c, err := m.client(ctx, id)
 	if errdefs.IsNotFound(err) {
 		return shim.Destroy(ctx, m.podDir(id), id)
@@ -331,7 +359,9 @@ func (m *Manager) remove(ctx context.Context, s Spec) error {
 	if err := netns.Remove(m.netnsPath(s.ID)); err != nil {
 		return err
 	}
-	for _, pin := range append([]string{m.usernsPath(s.ID)}, m.nsPins(s.ID)...) {
+	pins := m.nsPins(s.ID)
+	pins["user"] = m.usernsPath(s.ID)
+	for _, pin := range pins {
 		if err := netns.Remove(pin); err != nil {
 			return err
 		}
@@ -348,9 +378,10 @@ func (m *Manager) remove(ctx context.Context, s Spec) error {
 	return nil
 }
 
-// Ready reports whether the pod's ketch-init runs. A pod whose shim is gone
-// is not ready.
-func (m *Manager) Ready(ctx context.Context, id string) (bool, error) {
+// Ready reports whether the pod's ketch-init runs, or for a pod without
+// one, whether its shim answers. A pod whose shim is gone is not ready.
+func (m *Manager) Ready(ctx context.Context, s Spec) (bool, error) {
+	id := s.ID
 	c, err := m.client(ctx, id)
 	if errdefs.IsNotFound(err) {
 		return false, nil
@@ -358,6 +389,8 @@ func (m *Manager) Ready(ctx context.Context, id string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	// A pod without ketch-init has no container of the pod's ID in its
+	// shim: NotFound is the shim's answer, which is all that is asked.
 	st, err := c.State(ctx, id)
 	if c.Gone(err) && !m.gone(ctx, id, c, err) {
 		// The shim lives; only the connection ended: ask once more.
@@ -367,7 +400,7 @@ func (m *Manager) Ready(ctx context.Context, id string) (bool, error) {
 	}
 	switch {
 	case errdefs.IsNotFound(err):
-		return false, nil
+		return !hasInit(s) && c != nil && !c.Closed(), nil
 	case c != nil && c.Gone(err):
 		m.forget(id)
 		return false, nil
@@ -378,8 +411,10 @@ func (m *Manager) Ready(ctx context.Context, id string) (bool, error) {
 }
 
 // Wait blocks until the pod's ketch-init has exited or its shim is gone,
-// and returns nil then; it returns ctx's error if ctx ends first.
-func (m *Manager) Wait(ctx context.Context, id string) error {
+// and returns nil then; it returns ctx's error if ctx ends first. A pod
+// without ketch-init lasts as long as its shim.
+func (m *Manager) Wait(ctx context.Context, s Spec) error {
+	id := s.ID
 	for {
 		c, err := m.client(ctx, id)
 		if errdefs.IsNotFound(err) {
@@ -388,7 +423,15 @@ func (m *Manager) Wait(ctx context.Context, id string) error {
 		if err != nil {
 			return err
 		}
-		_, err = c.Wait(ctx, id)
+		if hasInit(s) {
+			_, err = c.Wait(ctx, id)
+		} else {
+			select {
+			case <-c.Done():
+				err = ttrpc.ErrClosed
+			case <-ctx.Done():
+			}
+		}
 		switch {
 		case ctx.Err() != nil:
 			return ctx.Err()
@@ -410,6 +453,11 @@ func checkSpec(s Spec) error {
 	}
 	if !s.HostNetwork && !shim.ValidHostname(s.Hostname) {
 		return fmt.Errorf("hostname %q is not an RFC 1123 name: %w", s.Hostname, errdefs.ErrInvalidArgument)
+	}
+	for name := range s.Sysctls {
+		if err := checkSysctl(s, name); err != nil {
+			return err
+		}
 	}
 	if s.DNS != nil {
 		for _, srv := range s.DNS.Servers {

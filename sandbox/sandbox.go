@@ -1,11 +1,12 @@
-// Package sandbox runs pods. A pod is a per-pod ketch-shim whose first
-// container is ketch-init in pause mode: PID 1 of the pod, holder of its
-// PID, IPC and UTS namespaces, joined to a network namespace pinned under
-// <state>/netns and networked through CNI. The pod's files (hosts,
-// resolv.conf, hostname, the /dev/shm tmpfs) live in <state>/pods/<id>.
-// A pod may have a user namespace of its own (pinned at
-// <state>/pods/<id>/userns), which owns its network namespace and the
-// namespaces ketch-init makes, and which its containers join.
+// Package sandbox runs pods. A pod is a per-pod ketch-shim, a network
+// namespace pinned under <state>/netns and networked through CNI, and IPC
+// and UTS namespaces pinned in <state>/pods/<id>, where the pod's files
+// (hosts, resolv.conf, hostname, the /dev/shm tmpfs) live too. A pod whose
+// containers share a PID namespace, or that has a user namespace of its
+// own, also runs ketch-init in pause mode as its first container: PID 1 of
+// the pod, holder of its PID, IPC and UTS namespaces. The user namespace
+// (pinned at <state>/pods/<id>/userns) owns the pod's network namespace
+// and the namespaces ketch-init makes, and its containers join it.
 //
 // Manager knows nothing of the CRI: package cri translates requests into a
 // Spec and keeps the pod records.
@@ -39,10 +40,13 @@ type Spec struct {
 	Name, Namespace, UID string
 	// Hostname of the pod; ignored with HostNetwork, where the pod has
 	// the node's UTS namespace, as kubelet expects of host-network pods.
-	Hostname     string
-	HostNetwork  bool
-	HostPID      bool
-	HostIPC      bool
+	Hostname    string
+	HostNetwork bool
+	HostPID     bool
+	HostIPC     bool
+	// SharedPID: the pod's containers share one PID namespace, whose PID
+	// 1 is ketch-init (hasInit); else each has its own, or the node's.
+	SharedPID    bool
 	DNS          *DNS // nil: the node's resolv.conf
 	PortMappings []cni.PortMapping
 	// CgroupParent is where the pod's cgroups go: a path for cgroupfs, a
@@ -69,7 +73,7 @@ type DNS struct {
 
 // Pod is what Run made.
 type Pod struct {
-	PID       int          // ketch-init's host PID
+	PID       int          // ketch-init's host PID; 0 for a pod without one
 	NetNSPath string       // "" with the node's network
 	IPs       []netip.Addr // the pod's IPs, IPv4 first; none with the node's network
 }

@@ -38,6 +38,17 @@ func TestCheckSpec(t *testing.T) {
 		{"upper-case hostname", func(s *Spec) { s.Hostname = "Web" }, false},
 		{"hostname too long", func(s *Spec) { s.Hostname = string(make([]byte, 64)) }, false},
 		{"DNS server not an IP", func(s *Spec) { s.DNS = &DNS{Servers: []string{"ns1"}} }, false},
+		{"IPC, network and UTS sysctls", func(s *Spec) {
+			s.Sysctls = map[string]string{"kernel.shm_rmid_forced": "1", "fs.mqueue.msg_max": "10", "net.ipv4.ip_forward": "1",
+				"net/ipv4/conf/eth0.100/forwarding": "1", "kernel.domainname": "example"}
+		}, true},
+		{"sysctl of the node", func(s *Spec) { s.Sysctls = map[string]string{"vm.swappiness": "1"} }, false},
+		{"kernel sysctl outside IPC", func(s *Spec) { s.Sysctls = map[string]string{"kernel.pid_max": "1"} }, false},
+		{"IPC sysctl with the node's IPC", func(s *Spec) { s.HostIPC, s.Sysctls = true, map[string]string{"kernel.sem": "1"} }, false},
+		{"net sysctl with the node's network", func(s *Spec) { s.HostNetwork, s.Sysctls = true, map[string]string{"net.core.somaxconn": "1"} }, false},
+		{"domainname with the node's network", func(s *Spec) { s.HostNetwork, s.Sysctls = true, map[string]string{"kernel.domainname": "x"} }, false},
+		{"sysctl path that escapes", func(s *Spec) { s.Sysctls = map[string]string{"net/../../etc/passwd": "x"} }, false},
+		{"empty sysctl part", func(s *Spec) { s.Sysctls = map[string]string{"net..ipv4": "x"} }, false},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
 			s := ok

@@ -7,11 +7,14 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/opencontainers/cgroups/systemd"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"ketch.dev/ketch/oci"
 	"ketch.dev/ketch/oci/shim"
 	"ketch.dev/ketch/sandbox/netns"
 )
@@ -37,7 +40,12 @@ func (m *Manager) Stats(ctx context.Context, s Spec) (Stats, error) {
 	if err != nil {
 		return Stats{}, fmt.Errorf("stats of pod %s: %w", s.ID, err)
 	}
-	st, err := c.Stats(ctx, s.ID, shim.StatsOptions{Pod: ownCgroup(s)})
+	var st shim.Stats
+	if hasInit(s) {
+		st, err = c.Stats(ctx, s.ID, shim.StatsOptions{Pod: ownCgroup(s)})
+	} else {
+		st, err = m.cgroupStats(s)
+	}
 	if err != nil {
 		return Stats{}, fmt.Errorf("stats of pod %s: %w", s.ID, err)
 	}
@@ -62,6 +70,26 @@ func (m *Manager) Stats(ctx context.Context, s Spec) (Stats, error) {
 		return Stats{}, fmt.Errorf("network stats of pod %s: %w", s.ID, err)
 	}
 	return out, nil
+}
+
+// cgroupStats reads the cgroup of a pod without ketch-init: its own, where
+// it has one; else it has no figures of its own, only its containers'.
+func (m *Manager) cgroupStats(s Spec) (shim.Stats, error) {
+	if !ownCgroup(s) {
+		return shim.Stats{At: time.Now()}, nil
+	}
+	p := path.Join("/", s.CgroupParent)
+	if m.o.CgroupDriver == shim.DriverSystemd {
+		var err error
+		if p, err = systemd.ExpandSlice(s.CgroupParent); err != nil {
+			return shim.Stats{}, fmt.Errorf("cgroup parent %q: %w: %w", s.CgroupParent, errdefs.ErrInvalidArgument, err)
+		}
+	}
+	paths, err := oci.CgroupPaths(p)
+	if err != nil {
+		return shim.Stats{}, err
+	}
+	return shim.ReadCgroup(paths)
 }
 
 // ownCgroup tells whether the pod's cgroup parent is the pod's own, which

@@ -81,6 +81,9 @@ func (c *Client) Closed() bool {
 	}
 }
 
+// Done is closed when the connection ends, as Closed then reports.
+func (c *Client) Done() <-chan struct{} { return c.closed }
+
 // Gone reports whether err, from a call on c, means the shim went away
 // (it died or was killed): what it held is then left for Destroy.
 func (c *Client) Gone(err error) bool {

@@ -267,6 +267,16 @@ func checkCgroup(c Cgroup) error {
 	return nil
 }
 
+// PrepareCgroup refuses a cgroup whose driver or parent cannot work and
+// creates a cgroupfs parent: what StartSandbox does for the cgroup of a
+// pod that has no PID 1, whose containers' cgroups go beside it.
+func PrepareCgroup(c Cgroup) error {
+	if err := checkCgroup(c); err != nil {
+		return err
+	}
+	return makeCgroupParent(c)
+}
+
 // makeCgroupParent creates a cgroupfs parent in every hierarchy, as
 // libcontainer would, so that one that cannot exist (a path through a
 // file, say) fails here with its name rather than half-way through

@@ -18,9 +18,20 @@ import (
 	shimapi "ketch.dev/ketch/oci/shim/api"
 )
 
-// podWithLogs runs a pod whose containers log under a directory of the
-// test's own, and returns its ID, config and log directory.
+// podWithLogs runs a pod as kubelet does by default (kubeletPod), whose
+// containers log under a directory of the test's own, and returns its ID,
+// config and log directory.
 func (d *daemon) podWithLogs(t testing.TB, name string) (string, *runtimeapi.PodSandboxConfig, string) {
+	t.Helper()
+	cfg := kubeletPod(podConfig(t, name))
+	cfg.LogDirectory = t.TempDir()
+	return d.runPod(t, cfg), cfg, cfg.LogDirectory
+}
+
+// sharedPIDPod is podWithLogs for a pod whose containers share one PID
+// namespace, as kubelet runs a pod with shareProcessNamespace: ketch-init
+// is its PID 1.
+func (d *daemon) sharedPIDPod(t testing.TB, name string) (string, *runtimeapi.PodSandboxConfig, string) {
 	t.Helper()
 	cfg := podConfig(t, name)
 	cfg.LogDirectory = t.TempDir()
@@ -174,7 +185,7 @@ func TestContainerLifecycle(t *testing.T) {
 func TestContainerExits(t *testing.T) {
 	d := startKetchd(t, daemonOpts{network: true})
 	d.mustPull(t, busybox)
-	pod, podCfg, _ := d.podWithLogs(t, "ctr-exits")
+	pod, podCfg, _ := d.sharedPIDPod(t, "ctr-exits")
 	for _, tc := range []struct {
 		desc   string
 		cmd    []string

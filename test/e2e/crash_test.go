@@ -88,6 +88,7 @@ type crashPod struct {
 	stopAsked, stopped     bool
 	removeAsked, gone      bool
 	shimKilled, initKilled bool
+	noInit                 bool // kubelet's default: a PID namespace per container, no ketch-init
 }
 
 type crashCtr struct {
@@ -147,7 +148,7 @@ func (c *crashTest) killVictim(d *daemon, shim bool) {
 	c.mu.Lock()
 	var p *crashPod
 	for _, q := range c.sortedPods() {
-		if q.id != "" && !q.stopAsked && !q.hurt() && (p == nil || c.rng.IntN(2) == 0) {
+		if q.id != "" && !q.stopAsked && !q.hurt() && (shim || !q.noInit) && (p == nil || c.rng.IntN(2) == 0) {
 			p = q
 		}
 	}
@@ -348,6 +349,9 @@ func (c *crashTest) runPod(ctx context.Context, d *daemon, failed failFunc) {
 	c.pods[p.name] = p
 	c.mu.Unlock()
 	p.cfg = podConfig(c.t, p.name)
+	if p.noInit = c.intn(2) == 0; p.noInit {
+		kubeletPod(p.cfg)
+	}
 	p.cfg.LogDirectory = filepath.Join(c.logs, p.name)
 	if err := os.MkdirAll(p.cfg.LogDirectory, 0o755); err != nil {
 		failed("log directory", err, func() bool { return false })
@@ -508,7 +512,11 @@ func (c *crashTest) check(d *daemon) []string {
 			if p.stopped || p.hurt() {
 				badf("pod %s is READY after it was stopped or lost its shim or init (stopped %v, shim killed %v, init killed %v)", p.name, p.stopped, p.shimKilled, p.initKilled)
 			}
-			if pid, err := d.initPID(sb.Id); err != nil || !alive(pid) {
+			if p.noInit {
+				if pid := d.shimPID(sb.Id); !alive(pid) {
+					badf("pod %s is READY but its shim (%d) is not running", p.name, pid)
+				}
+			} else if pid, err := d.initPID(sb.Id); err != nil || !alive(pid) {
 				badf("pod %s is READY but its ketch-init (%d, %v) is not running", p.name, pid, err)
 			}
 			if _, err := os.Stat(netnsPin); err != nil {

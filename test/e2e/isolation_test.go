@@ -241,7 +241,7 @@ func TestDefaultMasks(t *testing.T) {
 func TestContainersJoinPinnedNamespaces(t *testing.T) {
 	d := startKetchd(t, daemonOpts{network: true})
 	d.mustPull(t, busybox)
-	pod, podCfg, _ := d.podWithLogs(t, "pins")
+	pod, podCfg, _ := d.sharedPIDPod(t, "pins")
 	cfg := containerConfig("c", "sleep", "300")
 	cfg.Linux.SecurityContext.NamespaceOptions.Pid = runtimeapi.NamespaceMode_POD
 	id := d.createContainer(t, pod, podCfg, cfg)

@@ -57,7 +57,7 @@ func TestMetrics(t *testing.T) {
 		t.Error("no process metrics")
 	}
 	d.mustPull(t, busybox)
-	pod, podCfg, logs := d.podWithLogs(t, "metrics")
+	pod, podCfg, logs := d.sharedPIDPod(t, "metrics")
 
 	cfg := containerConfig("oom", "tail", "/dev/zero")
 	cfg.Linux.Resources = &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 16 << 20}

@@ -24,15 +24,30 @@ import (
 )
 
 // TestPodLifecycle runs a pod with everything a kubelet pod config carries
-// and checks each part on the host, then stops and removes it (twice each).
+// and checks each part on the host, then stops and removes it (twice each):
+// one whose containers share a PID namespace, held by ketch-init, and one
+// as kubelet makes by default, each container with a PID namespace of its
+// own, which runs no process of its own.
 func TestPodLifecycle(t *testing.T) {
 	d := startKetchd(t, daemonOpts{network: true})
+	for _, tc := range []struct {
+		name string
+		pid  runtimeapi.NamespaceMode
+	}{{"shared PID namespace", runtimeapi.NamespaceMode_POD}, {"a PID namespace per container", runtimeapi.NamespaceMode_CONTAINER}} {
+		t.Run(tc.name, func(t *testing.T) { testPodLifecycle(t, d, tc.pid) })
+	}
+}
+
+func testPodLifecycle(t *testing.T, d *daemon, pidMode runtimeapi.NamespaceMode) {
 	cfg := podConfig(t, "lifecycle")
+	if pidMode == runtimeapi.NamespaceMode_CONTAINER {
+		kubeletPod(cfg)
+	}
 	cfg.Labels = map[string]string{"app": "web", "io.kubernetes.pod.name": "lifecycle"}
 	cfg.Annotations = map[string]string{"note": "kept as is"}
 	cfg.DnsConfig = &runtimeapi.DNSConfig{Servers: []string{"10.10.10.10"}, Searches: []string{"e2e.test"}, Options: []string{"ndots:8"}}
 	cfg.PortMappings = []*runtimeapi.PortMapping{{Protocol: runtimeapi.Protocol_TCP, ContainerPort: 80, HostPort: 18080, HostIp: "127.0.0.1"}}
-	cfg.Linux.Sysctls = map[string]string{"kernel.shm_rmid_forced": "1"}
+	cfg.Linux.Sysctls = map[string]string{"kernel.shm_rmid_forced": "1", "net.ipv4.ip_unprivileged_port_start": "80"}
 	id := d.runPod(t, cfg)
 
 	st, _ := d.podStatus(t, id)
@@ -53,38 +68,65 @@ func TestPodLifecycle(t *testing.T) {
 		t.Fatalf("pod IP %q is not in %s", st.GetNetwork().GetIp(), podSubnet)
 	}
 
-	pid := d.podPID(t, id)
-	// ketch-init is PID 1 of a PID namespace of the pod's own.
-	if nspid := procField(t, pid, "NSpid"); !strings.HasSuffix(nspid, "\t1") {
-		t.Errorf("NSpid of ketch-init = %q, want PID 1 in its own namespace", nspid)
+	pod := filepath.Join(d.state, "pods", id)
+	pin := filepath.Join(d.state, "netns", id)
+	var pid int
+	if pidMode == runtimeapi.NamespaceMode_POD {
+		pid = d.podPID(t, id)
+		// ketch-init is PID 1 of a PID namespace of the pod's own.
+		if nspid := procField(t, pid, "NSpid"); !strings.HasSuffix(nspid, "\t1") {
+			t.Errorf("NSpid of ketch-init = %q, want PID 1 in its own namespace", nspid)
+		}
+		if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); strings.TrimSpace(string(comm)) != "ketch-init" {
+			t.Errorf("the pod's PID 1 is %q", comm)
+		}
+		if nsInode(t, pin) != nsInode(t, fmt.Sprintf("/proc/%d/ns/net", pid)) {
+			t.Error("ketch-init is not in the pod's pinned netns")
+		}
+		for _, ns := range []string{"ipc", "uts", "pid"} {
+			if nsInode(t, filepath.Join(pod, ns+"ns")) != nsInode(t, fmt.Sprintf("/proc/%d/ns/%s", pid, ns)) {
+				t.Errorf("the pod's %s pin is not ketch-init's namespace", ns)
+			}
+		}
+		if mi := readFile(t, fmt.Sprintf("/proc/%d/mountinfo", pid)); !strings.Contains(mi, " /dev/shm ") {
+			t.Error("the pod has no /dev/shm of its own")
+		}
+	} else {
+		if _, info := d.podStatus(t, id); !strings.Contains(info["info"], `"pid":0`) {
+			t.Errorf("verbose info of a pod without PID 1: %s, want pid 0", info["info"])
+		}
+		if pids := processesOf(id); len(pids) != 1 || procComm(pids[0]) != "ketch-shim" {
+			t.Errorf("processes of the pod: %v, want its shim alone", pids)
+		}
+		if _, err := os.Stat(filepath.Join(pod, "pidns")); err == nil {
+			t.Error("a pod without a shared PID namespace has a pin of one")
+		}
+		for _, ns := range []string{"ipc", "uts"} {
+			if nsInode(t, filepath.Join(pod, ns+"ns")) == nsInode(t, "/proc/self/ns/"+ns) {
+				t.Errorf("the pod's %s namespace is the node's", ns)
+			}
+		}
 	}
-	if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); strings.TrimSpace(string(comm)) != "ketch-init" {
-		t.Errorf("the pod's PID 1 is %q", comm)
-	}
-	if got := inPod(t, pid, "-u", "hostname"); got != "lifecycle" {
+	if got := inPins(t, pod, pin, "-u", "hostname"); got != "lifecycle" {
 		t.Errorf("hostname in the pod = %q", got)
 	}
-	pin := filepath.Join(d.state, "netns", id)
-	if nsInode(t, pin) != nsInode(t, fmt.Sprintf("/proc/%d/ns/net", pid)) {
-		t.Error("ketch-init is not in the pod's pinned netns")
-	}
-	if out := inPod(t, pid, "-n", "ip", "-4", "-o", "addr", "show", "eth0"); !strings.Contains(out, " "+ip.String()+"/") {
+	if out := inPins(t, pod, pin, "-n", "ip", "-4", "-o", "addr", "show", "eth0"); !strings.Contains(out, " "+ip.String()+"/") {
 		t.Errorf("eth0 in the pod: %q, want %s", out, ip)
 	}
-	if got := inPod(t, pid, "-i", "cat", "/proc/sys/kernel/shm_rmid_forced"); got != "1" {
+	if got := inPins(t, pod, pin, "-i", "cat", "/proc/sys/kernel/shm_rmid_forced"); got != "1" {
 		t.Errorf("sysctl kernel.shm_rmid_forced in the pod = %q, want 1", got)
 	}
-	resolv := readFile(t, fmt.Sprintf("/proc/%d/root/etc/resolv.conf", pid))
+	if got := inPins(t, pod, pin, "-n", "cat", "/proc/sys/net/ipv4/ip_unprivileged_port_start"); got != "80" {
+		t.Errorf("sysctl net.ipv4.ip_unprivileged_port_start in the pod = %q, want 80", got)
+	}
+	resolv := readFile(t, filepath.Join(pod, "resolv.conf"))
 	for _, want := range []string{"nameserver 10.10.10.10", "search e2e.test", "options ndots:8"} {
 		if !strings.Contains(resolv, want) {
 			t.Errorf("resolv.conf %q lacks %q", resolv, want)
 		}
 	}
-	if h := readFile(t, fmt.Sprintf("/proc/%d/root/etc/hostname", pid)); h != "lifecycle\n" {
+	if h := readFile(t, filepath.Join(pod, "hostname")); h != "lifecycle\n" {
 		t.Errorf("/etc/hostname = %q", h)
-	}
-	if mi := readFile(t, fmt.Sprintf("/proc/%d/mountinfo", pid)); !strings.Contains(mi, " /dev/shm ") {
-		t.Error("the pod has no /dev/shm of its own")
 	}
 	if out, _ := exec.Command("iptables-save", "-t", "nat").Output(); !strings.Contains(string(out), id) {
 		t.Error("no port mapping rule names the pod")
@@ -126,9 +168,12 @@ func TestPodLifecycle(t *testing.T) {
 		return stats.Stats.GetLinux().GetNetwork().GetDefaultInterface().GetRxBytes().GetValue() >= 1024
 	})
 	l := stats.Stats.GetLinux()
-	if stats.Stats.GetAttributes().GetId() != id || l.GetMemory().GetWorkingSetBytes().GetValue() == 0 ||
-		l.GetProcess().GetProcessCount().GetValue() == 0 || l.GetNetwork().GetDefaultInterface().GetName() != "eth0" {
+	if stats.Stats.GetAttributes().GetId() != id || l.GetNetwork().GetDefaultInterface().GetName() != "eth0" {
 		t.Errorf("PodSandboxStats = %v", stats.Stats)
+	}
+	// ketch-init is what a pod without containers runs.
+	if pid > 0 && (l.GetMemory().GetWorkingSetBytes().GetValue() == 0 || l.GetProcess().GetProcessCount().GetValue() == 0) {
+		t.Errorf("PodSandboxStats of a pod with ketch-init = %v", stats.Stats)
 	}
 
 	for range 2 {
@@ -137,7 +182,7 @@ func TestPodLifecycle(t *testing.T) {
 			t.Errorf("after stop: state %v", st.State)
 		}
 	}
-	if alive(pid) {
+	if pid > 0 && alive(pid) {
 		t.Error("ketch-init still runs after StopPodSandbox")
 	}
 	if ipam, _ := filepath.Glob(filepath.Join(d.dir, "ipam", "ketch-e2e", ip.String())); len(ipam) != 0 {
@@ -221,10 +266,14 @@ func TestPodReapsOrphans(t *testing.T) {
 	cfg.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{
 		NamespaceOptions: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_NODE},
 	}
+	// The node's PID namespace needs no PID 1 of the pod's: its
+	// containers' orphans go to the shim, their subreaper.
 	id = d.runPod(t, cfg)
-	pid = d.podPID(t, id)
-	if nsInode(t, fmt.Sprintf("/proc/%d/ns/pid", pid)) != nsInode(t, "/proc/self/ns/pid") {
-		t.Error("a pod with the node's PID namespace got one of its own")
+	if pid, err := d.initPID(id); err != nil || pid != 0 {
+		t.Errorf("a pod with the node's PID namespace: PID %d (%v), want none", pid, err)
+	}
+	if pids := processesOf(id); len(pids) != 1 || procComm(pids[0]) != "ketch-shim" {
+		t.Errorf("processes of a pod with the node's PID namespace: %v, want its shim alone", pids)
 	}
 	d.removePod(t, id)
 	d.checkPodGone(t, id)
@@ -285,34 +334,45 @@ func TestPodInitKilled(t *testing.T) {
 func TestPodShimKilled(t *testing.T) {
 	d := startKetchd(t, daemonOpts{network: true})
 	d.mustPull(t, busybox)
-	id, podCfg, _ := d.podWithLogs(t, "shimkilled")
-	pid := d.podPID(t, id)
-	ctr := d.createContainer(t, id, podCfg, containerConfig("sleeper", "sleep", "3600"))
-	d.startContainer(t, ctr)
-	ctrPID := d.ctrPID(t, ctr)
-	shimPid := d.shimPID(id)
-	if shimPid <= 0 {
-		t.Fatal("the pod's shim wrote no PID")
+	for _, shared := range []bool{true, false} {
+		t.Run(fmt.Sprintf("shared PID namespace %v", shared), func(t *testing.T) {
+			run := d.podWithLogs
+			if shared {
+				run = d.sharedPIDPod
+			}
+			id, podCfg, _ := run(t, "shimkilled")
+			var pid int
+			if shared {
+				pid = d.podPID(t, id)
+			}
+			ctr := d.createContainer(t, id, podCfg, containerConfig("sleeper", "sleep", "3600"))
+			d.startContainer(t, ctr)
+			ctrPID := d.ctrPID(t, ctr)
+			shimPid := d.shimPID(id)
+			if shimPid <= 0 {
+				t.Fatal("the pod's shim wrote no PID")
+			}
+			if err := syscall.Kill(shimPid, syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			waitNotReady(t, d, id)
+			if shared && !alive(pid) {
+				t.Fatal("ketch-init died with its shim; this test needs it orphaned")
+			}
+			if st := d.waitExited(t, ctr, 5*time.Second); st.Reason != "ShimDied" || st.ExitCode != 255 {
+				t.Errorf("the container of a dead shim: %s %d, want ShimDied 255", st.Reason, st.ExitCode)
+			}
+			if alive(ctrPID) {
+				t.Error("the container is reported exited but its process runs")
+			}
+			d.stopPod(t, id)
+			if shared && alive(pid) {
+				t.Error("StopPodSandbox left the orphaned ketch-init running")
+			}
+			d.removePod(t, id)
+			d.checkPodGone(t, id)
+		})
 	}
-	if err := syscall.Kill(shimPid, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	waitNotReady(t, d, id)
-	if !alive(pid) {
-		t.Fatal("ketch-init died with its shim; this test needs it orphaned")
-	}
-	if st := d.waitExited(t, ctr, 5*time.Second); st.Reason != "ShimDied" || st.ExitCode != 255 {
-		t.Errorf("the container of a dead shim: %s %d, want ShimDied 255", st.Reason, st.ExitCode)
-	}
-	if alive(ctrPID) {
-		t.Error("the container is reported exited but its process runs")
-	}
-	d.stopPod(t, id)
-	if alive(pid) {
-		t.Error("StopPodSandbox left the orphaned ketch-init running")
-	}
-	d.removePod(t, id)
-	d.checkPodGone(t, id)
 }
 
 // TestPodVanishedNetns: somebody unmounted the pod's netns; stop and
@@ -368,6 +428,27 @@ func inPod(t *testing.T, pid int, args ...string) string {
 		}
 	}
 	full := append(append([]string{"-t", strconv.Itoa(pid)}, flags...), append([]string{"--"}, cmd...)...)
+	out, err := exec.Command("nsenter", full...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("nsenter %s: %v\n%s", strings.Join(full, " "), err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// inPins runs a host program in the namespaces of the pod whose directory
+// is pod and netns pin is netns (nsenter's -n, -u, -i), through their pins,
+// and returns its trimmed output.
+func inPins(t *testing.T, pod, netns string, args ...string) string {
+	t.Helper()
+	pins := map[string]string{"-n": "--net=" + netns, "-u": "--uts=" + filepath.Join(pod, "utsns"), "-i": "--ipc=" + filepath.Join(pod, "ipcns")}
+	var full []string
+	for i, a := range args {
+		if pins[a] == "" {
+			full = append(append(full, "--"), args[i:]...)
+			break
+		}
+		full = append(full, pins[a])
+	}
 	out, err := exec.Command("nsenter", full...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("nsenter %s: %v\n%s", strings.Join(full, " "), err, out)
@@ -445,6 +526,14 @@ func TestRunPodSandboxBadInput(t *testing.T) {
 		}
 	}
 
+	// noInit has a case run a pod as kubelet does by default, whose
+	// containers each get a PID namespace: it has no PID 1.
+	noInit := func(m func(*runtimeapi.RunPodSandboxRequest)) func(*runtimeapi.RunPodSandboxRequest) {
+		return func(r *runtimeapi.RunPodSandboxRequest) {
+			kubeletPod(r.Config)
+			m(r)
+		}
+	}
 	for _, tc := range []struct {
 		desc    string
 		mutate  func(*runtimeapi.RunPodSandboxRequest)
@@ -486,6 +575,27 @@ func TestRunPodSandboxBadInput(t *testing.T) {
 		{desc: "host port a node process holds", mutate: func(r *runtimeapi.RunPodSandboxRequest) {
 			r.Config.PortMappings = []*runtimeapi.PortMapping{{ContainerPort: 80, HostPort: int32(heldPort), HostIp: "127.0.0.1"}}
 		}, code: codes.FailedPrecondition, inMsg: "in use"},
+		{desc: "sysctl of the node's IPC namespace", mutate: func(r *runtimeapi.RunPodSandboxRequest) {
+			r.Config.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{
+				NamespaceOptions: &runtimeapi.NamespaceOption{Ipc: runtimeapi.NamespaceMode_NODE}}
+			r.Config.Linux.Sysctls = map[string]string{"kernel.shm_rmid_forced": "1"}
+		}, code: codes.InvalidArgument, inMsg: "kernel.shm_rmid_forced"},
+		// A pod without a PID 1 makes its namespaces and cgroup parent
+		// itself: the same refusals, and the undo of its own steps.
+		{desc: "no PID 1: sysctl value the kernel refuses", mutate: noInit(func(r *runtimeapi.RunPodSandboxRequest) {
+			r.Config.Linux.Sysctls = map[string]string{"kernel.msgmax": "1024", "net.ipv4.ip_forward": "many"}
+		}), code: codes.InvalidArgument, inMsg: "net.ipv4.ip_forward"},
+		{desc: "no PID 1: sysctl that does not exist", mutate: noInit(func(r *runtimeapi.RunPodSandboxRequest) {
+			r.Config.Linux.Sysctls = map[string]string{"net.ipv4.no_such_sysctl": "1"}
+		}), code: codes.InvalidArgument, inMsg: "net.ipv4.no_such_sysctl"},
+		{desc: "no PID 1: sysctl path that escapes", mutate: noInit(func(r *runtimeapi.RunPodSandboxRequest) {
+			r.Config.Linux.Sysctls = map[string]string{"net/../../../etc/passwd": "x"}
+		}), code: codes.InvalidArgument},
+		{desc: "no PID 1: cgroup parent that cannot be created", mutate: noInit(func(r *runtimeapi.RunPodSandboxRequest) {
+			r.Config.Linux.CgroupParent = "/ketch-e2e/cgroup.procs/x"
+		}), code: codes.FailedPrecondition, inMsg: "cgroup"},
+		{desc: "no PID 1: failing CNI plugin", mutate: noInit(func(*runtimeapi.RunPodSandboxRequest) {}), setup: withPlugin("ketch-e2e-fail"),
+			code: codes.Unavailable, inMsg: "refuses every pod"},
 		{desc: "failing CNI plugin", setup: withPlugin("ketch-e2e-fail"), code: codes.Unavailable, inMsg: "refuses every pod"},
 		{desc: "hanging CNI plugin", setup: withPlugin("ketch-e2e-hang"), timeout: 3 * time.Second, code: codes.DeadlineExceeded},
 	} {
@@ -774,4 +884,10 @@ func TestUpgradeInit(t *testing.T) {
 	}
 	d.removePod(t, upgraded)
 	d.checkPodGone(t, upgraded)
+}
+
+// procComm is process pid's command name; "" once it is gone.
+func procComm(pid int) string {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	return strings.TrimSpace(string(b))
 }

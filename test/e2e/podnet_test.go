@@ -99,6 +99,16 @@ func podConfig(tb testing.TB, name string) *runtimeapi.PodSandboxConfig {
 	}
 }
 
+// kubeletPod is cfg as kubelet sends a pod that does not share its process
+// namespace (the default): each container gets a PID namespace of its own,
+// and the pod runs no PID 1 (podConfig's has the CRI's default, POD: one
+// namespace, whose PID 1 is ketch-init).
+func kubeletPod(cfg *runtimeapi.PodSandboxConfig) *runtimeapi.PodSandboxConfig {
+	cfg.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{
+		NamespaceOptions: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_CONTAINER}}
+	return cfg
+}
+
 func (d *daemon) runPod(tb testing.TB, cfg *runtimeapi.PodSandboxConfig) string {
 	tb.Helper()
 	resp, err := d.rt.RunPodSandbox(ctxT(tb, 30*time.Second), &runtimeapi.RunPodSandboxRequest{Config: cfg})

@@ -227,7 +227,7 @@ func TestExecSyncLeavesNothing(t *testing.T) {
 	runs := envInt("KETCH_EXECSYNC_RUNS", 200)
 	d := startKetchd(t, daemonOpts{network: true})
 	d.mustPull(t, busybox)
-	pod, cfg, _ := d.podWithLogs(t, "execs")
+	pod, cfg, _ := d.sharedPIDPod(t, "execs")
 	ccfg := containerConfig("target", "sleep", "3600")
 	ccfg.Linux.SecurityContext.NamespaceOptions.Pid = runtimeapi.NamespaceMode_POD
 	id := d.createContainer(t, pod, cfg, ccfg)

@@ -112,7 +112,7 @@ func TestTracing(t *testing.T) {
 	if s := one("cni.add", "RunPodSandbox"); s != nil && attr(s, "pod") != pod {
 		t.Errorf("cni.add span's pod %q, want %s", attr(s, "pod"), pod)
 	}
-	one("shim.StartSandbox", "RunPodSandbox")
+	one("shim.Shutdown", "RemovePodSandbox")
 	one("shim.CreateContainer", "CreateContainer")
 	if s := one("StartContainer", ""); s != nil && attr(s, "container") != ctr {
 		t.Errorf("StartContainer span's container %q, want %s", attr(s, "container"), ctr)
