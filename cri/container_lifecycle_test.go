@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -215,6 +216,26 @@ func TestStopAndRemoveContainer(t *testing.T) {
 				t.Errorf("status after remove: %v, want NotFound", err)
 			}
 		})
+	}
+}
+
+// TestRemoveExitedReleaseFails: an exited container's record goes before
+// its rootfs, so a rootfs that cannot be released is left to the next
+// start's collection (TestCollectLeftovers), and the call says why.
+func TestRemoveExitedReleaseFails(t *testing.T) {
+	d := newTestDeps(t, Config{})
+	pod, id := createdContainer(t, d)
+	if _, err := d.store.UpdateContainer(id, func(c *store.Container) error { c.State = store.ContainerExited; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	d.containers.EXPECT().DeleteContainer(gomock.Any(), pod, id).Return(nil)
+	d.containers.EXPECT().ContainerRootfs(id).Return("/x/" + id + "/rootfs").AnyTimes()
+	d.images.EXPECT().Release(gomock.Any(), id, gomock.Any()).Return(errors.New("device or resource busy"))
+	if _, err := intercept(t, d.srv.RemoveContainer, &runtimeapi.RemoveContainerRequest{ContainerId: id}); err == nil || !strings.Contains(err.Error(), "busy") {
+		t.Errorf("remove with a rootfs that cannot be released: %v, want its error", err)
+	}
+	if _, err := d.store.GetContainer(id); !errdefs.IsNotFound(err) {
+		t.Errorf("the record after the remove: %v, want it gone", err)
 	}
 }
 
