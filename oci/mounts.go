@@ -109,7 +109,11 @@ func podFileMounts(in Input) ([]*runtimeapi.Mount, error) {
 }
 
 // defaultMounts are containerd's, less /run (which CRI leaves to the
-// image). /sys and the cgroup tree are read-only unless privileged. With
+// image). /sys and the cgroup tree are read-only unless privileged: sysfs
+// is mounted read-write all the same, and Spec makes it read-only with a
+// bind remount, as sysfs has one superblock per network namespace, and a
+// read-only first mount made every later one in the pod read-only, a
+// privileged container's included, for as long as any lived. With
 // bindSys, /sys is the node's, bound recursively: what containerd gives a
 // user namespace on the node's network, where sysfs cannot be mounted.
 func defaultMounts(privileged, cgroupNS, bindSys bool) []specs.Mount {
@@ -117,7 +121,7 @@ func defaultMounts(privileged, cgroupNS, bindSys bool) []specs.Mount {
 	if privileged {
 		mode = "rw"
 	}
-	sys := specs.Mount{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", mode}}
+	sys := specs.Mount{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "rw"}}
 	if bindSys {
 		bindMode := "rro" // read-only all the way down, submounts too
 		if privileged {

@@ -107,6 +107,11 @@ func Spec(in Input) (*specs.Spec, error) {
 	if s.Mounts, s.Linux.RootfsPropagation, err = mounts(in, hasNamespace(linux, specs.CgroupNamespace), bindSys); err != nil {
 		return nil, err
 	}
+	// A read-only /sys by a bind remount (runc's read-only paths), not by
+	// its superblock: see defaultMounts.
+	if !securityContext(in).GetPrivileged() && slices.ContainsFunc(s.Mounts, func(m specs.Mount) bool { return m.Destination == "/sys" && m.Type == "sysfs" }) {
+		s.Linux.ReadonlyPaths = append(s.Linux.ReadonlyPaths, "/sys")
+	}
 	// The default seccomp profile allows syscalls by capability, so it is
 	// made after the capabilities are final.
 	if s.Linux.Seccomp, err = seccompProfile(in, s); err != nil {

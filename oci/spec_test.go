@@ -490,7 +490,8 @@ func TestDefaultMounts(t *testing.T) {
 	}{
 		{"/dev/pts", "devpts", "devpts", []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"}},
 		{"/dev", "tmpfs", "tmpfs", []string{"nosuid", "strictatime", "mode=755", "size=65536k"}},
-		{"/sys", "sysfs", "sysfs", []string{"nosuid", "noexec", "nodev", "ro"}},
+		// Read-write, made read-only by a bind remount (below).
+		{"/sys", "sysfs", "sysfs", []string{"nosuid", "noexec", "nodev", "rw"}},
 		{"/etc/hosts", "bind", in.HostsPath, []string{"rbind", "rprivate", "rw"}},
 		{"/etc/resolv.conf", "bind", in.ResolvConfPath, []string{"rbind", "rprivate", "rw"}},
 		{"/etc/hostname", "bind", in.HostnamePath, []string{"rbind", "rprivate", "rw"}},
@@ -726,16 +727,16 @@ func TestMaskedPaths(t *testing.T) {
 	}{
 		{
 			desc: "none given, without a user namespace, is the defaults", edit: func(in *Input) { sc(in) },
-			wantMasked: DefaultMaskedPaths, wantRdonly: DefaultReadonlyPaths,
+			wantMasked: DefaultMaskedPaths, wantRdonly: append(slices.Clone(DefaultReadonlyPaths), "/sys"),
 		},
-		{desc: "none given in a user namespace is none (kubelet's procMount Unmasked)", edit: func(in *Input) {
+		{desc: "none given in a user namespace is none (kubelet's procMount Unmasked) but /sys", edit: func(in *Input) {
 			podUserns(in)
 			sc(in).MaskedPaths = []string{}
-		}},
+		}, wantRdonly: []string{"/sys"}},
 		{
 			desc:       "given ones are used",
 			edit:       func(in *Input) { sc(in).MaskedPaths, sc(in).ReadonlyPaths = []string{"/bin/ls"}, []string{"/tmp"} },
-			wantMasked: []string{"/bin/ls"}, wantRdonly: []string{"/tmp"},
+			wantMasked: []string{"/bin/ls"}, wantRdonly: []string{"/tmp", "/sys"},
 		},
 		{desc: "privileged has none", edit: func(in *Input) {
 			privileged(in)

@@ -39,6 +39,34 @@ func hostCapEff(t *testing.T) string {
 	return strings.TrimSpace(procField(t, os.Getpid(), "CapEff"))
 }
 
+// TestSysfsOfPrivilegedBeside: sysfs has one superblock per network
+// namespace, so a privileged container that starts while an unprivileged
+// one of its pod runs must still get a writable /sys, and the other keep
+// a read-only one.
+func TestSysfsOfPrivilegedBeside(t *testing.T) {
+	d := startKetchd(t, daemonOpts{network: true})
+	d.mustPull(t, busybox)
+	podCfg := kubeletPod(podConfig(t, "sysfs"))
+	podCfg.LogDirectory = t.TempDir()
+	podCfg.Linux.SecurityContext.Privileged = true
+	pod := d.runPod(t, podCfg)
+	plain := d.createContainer(t, pod, podCfg, containerConfig("plain", "sleep", "300"))
+	d.startContainer(t, plain)
+	privCfg := containerConfig("privileged", "sleep", "300")
+	privCfg.Linux.SecurityContext.Privileged = true
+	priv := d.createContainer(t, pod, podCfg, privCfg)
+	d.startContainer(t, priv)
+	probe := "touch /sys/kernel/ketch-probe 2>&1; mount | grep ' /sys '"
+	if out, code := d.exec(t, priv, "sh", "-c", probe); code != 0 || strings.Contains(out, "(ro,") {
+		t.Errorf("/sys of a privileged container beside an unprivileged one: %q", out)
+	}
+	if out, code := d.exec(t, plain, "sh", "-c", "touch /sys/kernel/ketch-probe"); code == 0 || !strings.Contains(out, "Read-only") {
+		t.Errorf("/sys of the unprivileged container is writable: %d %q", code, out)
+	}
+	d.removePod(t, pod)
+	d.checkPodGone(t, pod)
+}
+
 // TestSecurityContext runs a container per security-context field and
 // checks, from inside, that the field took effect.
 func TestSecurityContext(t *testing.T) {
