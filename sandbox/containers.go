@@ -26,8 +26,9 @@ type PodPaths struct {
 	NetNS                            string // "" with the node's network
 	Hosts, ResolvConf, Hostname, Shm string
 	// Namespaces are the pins of the pod's other namespaces, by kind
-	// ("ipc", "uts", "pid", "user"), where there are pins: a pod an older
-	// ketchd started has none.
+	// ("ipc", "uts", "pid", "user"), where the pod has them: one without
+	// ketch-init has no "pid", nor an "ipc" or "uts" it shares with the
+	// node.
 	Namespaces map[string]string
 }
 
@@ -38,10 +39,11 @@ func (m *Manager) Paths(s Spec) PodPaths {
 	if s.HostIPC {
 		shm = hostShm
 	}
-	pins := map[string]string{}
-	for kind, pin := range map[string]string{"ipc": "ipcns", "uts": "utsns", "pid": "pidns", "user": "userns"} {
-		if p := filepath.Join(dir, pin); fileExists(p) {
-			pins[kind] = p
+	pins := m.nsPins(s.ID)
+	pins["user"] = m.usernsPath(s.ID)
+	for kind, p := range pins {
+		if !fileExists(p) {
+			delete(pins, kind)
 		}
 	}
 	return PodPaths{
