@@ -40,7 +40,6 @@ func (m *Manager) Paths(s Spec) PodPaths {
 		shm = hostShm
 	}
 	pins := m.nsPins(s.ID)
-	pins["user"] = m.usernsPath(s.ID)
 	for kind, p := range pins {
 		if !fileExists(p) {
 			delete(pins, kind)

@@ -11,9 +11,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/containerd/ttrpc"
-
 	"github.com/containerd/errdefs"
+	"github.com/containerd/ttrpc"
 	"golang.org/x/sync/errgroup"
 
 	"ketch.dev/ketch/metrics"
@@ -156,9 +155,10 @@ func (m *Manager) namespaces(s Spec) (string, error) {
 // process, so such a container fails instead.
 var pinnedNamespaces = []string{"ipc", "uts", "pid"}
 
-// nsPins are the pins of pod id's namespaces, by kind.
+// nsPins are the pins of pod id's namespaces, by kind, its user
+// namespace's among them.
 func (m *Manager) nsPins(id string) map[string]string {
-	pins := make(map[string]string, len(pinnedNamespaces))
+	pins := map[string]string{"user": m.usernsPath(id)}
 	for _, ns := range pinnedNamespaces {
 		pins[ns] = filepath.Join(m.podDir(id), ns+"ns")
 	}
@@ -168,8 +168,9 @@ func (m *Manager) nsPins(id string) map[string]string {
 // pinInitNamespaces pins the namespaces of the pod's PID 1, just started:
 // its shim is its parent, so the PID cannot be another process's yet.
 func (m *Manager) pinInitNamespaces(id string, pid int) error {
-	for ns, pin := range m.nsPins(id) {
-		if err := userns.Pin(fmt.Sprintf("/proc/%d/ns/%s", pid, ns), pin); err != nil {
+	pins := m.nsPins(id)
+	for _, ns := range pinnedNamespaces {
+		if err := userns.Pin(fmt.Sprintf("/proc/%d/ns/%s", pid, ns), pins[ns]); err != nil {
 			return err
 		}
 	}
@@ -359,9 +360,7 @@ func (m *Manager) remove(ctx context.Context, s Spec) error {
 	if err := netns.Remove(m.netnsPath(s.ID)); err != nil {
 		return err
 	}
-	pins := m.nsPins(s.ID)
-	pins["user"] = m.usernsPath(s.ID)
-	for _, pin := range pins {
+	for _, pin := range m.nsPins(s.ID) {
 		if err := netns.Remove(pin); err != nil {
 			return err
 		}
