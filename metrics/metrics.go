@@ -50,10 +50,10 @@ var (
 	}, []string{"op"})
 
 	ShimLaunches = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "ketch_shim_launches_total", Help: "Per-pod shims started.",
+		Name: "ketch_shim_launches_total", Help: "Shims started; each serves a group of pods.",
 	})
 	ShimDeaths = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "ketch_shim_deaths_total", Help: "Shims found dead under their pod; each pod's running containers were recorded exited with reason ShimDied.",
+		Name: "ketch_shim_deaths_total", Help: "Pods whose shim was found dead; each such pod's running containers were recorded exited with reason ShimDied.",
 	})
 	ContainerExits = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ketch_container_exits_total", Help: "Container exits recorded, by reason (Completed, Error, OOMKilled, ShimDied, ...).",

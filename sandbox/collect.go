@@ -52,7 +52,7 @@ func (m *Manager) Collect(ctx context.Context, known func(id string) bool) error
 		slog.Warn("removing a netns pin no pod holds", "netns", e.Name())
 		errs = append(errs, netns.Remove(filepath.Join(m.netnsDir(), e.Name())))
 	}
-	return errors.Join(append(errs, m.collectRootfs())...)
+	return errors.Join(append(errs, m.pool.collect(), m.collectRootfs())...)
 }
 
 // collectRootfs removes the sandbox rootfs dirs older ketch-inits

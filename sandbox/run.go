@@ -15,7 +15,6 @@ import (
 	"github.com/containerd/ttrpc"
 	"golang.org/x/sync/errgroup"
 
-	"ketch.dev/ketch/metrics"
 	"ketch.dev/ketch/oci/shim"
 	"ketch.dev/ketch/sandbox/netns"
 	"ketch.dev/ketch/sandbox/userns"
@@ -97,7 +96,7 @@ func (m *Manager) Run(ctx context.Context, s Spec) (_ Pod, retErr error) {
 		})
 	}
 	g.Go(func() error {
-		c, err := m.launchShim(ctx, s.ID)
+		c, err := m.startShim(ctx, s.ID)
 		if err != nil {
 			return err
 		}
@@ -205,21 +204,12 @@ func groupPassable(dir string, gid int) error {
 	return os.Chmod(dir, 0o710)
 }
 
-// launchShim starts pod id's shim.
-func (m *Manager) launchShim(ctx context.Context, id string) (*shim.Client, error) {
-	dir := m.podDir(id)
-	c, err := shim.Launch(ctx, shim.LaunchOptions{
-		Binary: m.o.ShimBinary, ID: id, Dir: dir, Log: filepath.Join(dir, "shim.log"),
-		OnClose: func() { m.shimLost(id) }, ClientOpts: shimClientOpts,
-	})
-	if err != nil {
+// startShim has a shim serve pod id and connects to it.
+func (m *Manager) startShim(ctx context.Context, id string) (*shim.Client, error) {
+	if err := m.pool.place(ctx, id, m.podDir(id)); err != nil {
 		return nil, err
 	}
-	metrics.ShimLaunches.Inc()
-	m.mu.Lock()
-	m.shims[id] = c
-	m.mu.Unlock()
-	return c, nil
+	return m.client(ctx, id)
 }
 
 // podCgroup is where the pod's sandbox cgroup goes, beside its containers'.
@@ -353,6 +343,7 @@ func (m *Manager) remove(ctx context.Context, s Spec) error {
 	if err != nil {
 		return err
 	}
+	m.pool.leave(s.ID)
 	if err := m.teardown(ctx, s); err != nil {
 		return err
 	}

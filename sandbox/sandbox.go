@@ -1,4 +1,5 @@
-// Package sandbox runs pods. A pod is a per-pod ketch-shim, a network
+// Package sandbox runs pods. A pod is served by a ketch-shim, which serves
+// up to Options.PodsPerShim pods (shims.go), and has a network
 // namespace pinned under <state>/netns and networked through CNI, and IPC
 // and UTS namespaces pinned in <state>/pods/<id>, where the pod's files
 // (hosts, resolv.conf, hostname, the /dev/shm tmpfs) live too. A pod whose
@@ -106,7 +107,10 @@ type Options struct {
 	CgroupParent string
 	// ShmSize is the size of each pod's /dev/shm in bytes.
 	ShmSize int64
-	Network Network
+	// PodsPerShim bounds the pods one shim serves; 0 is
+	// DefaultPodsPerShim.
+	PodsPerShim int
+	Network     Network
 }
 
 // Manager runs, stops and removes pods. It is safe for concurrent use;
@@ -114,10 +118,11 @@ type Options struct {
 type Manager struct {
 	o      Options
 	rootfs string
+	pool   *shimPool
 
 	mu sync.Mutex
 	// shims holds the open connection to each pod's shim, made at Run or
-	// on first use after a restart; guarded by mu.
+	// on first use after a restart, by pod ID; guarded by mu.
 	shims map[string]*shim.Client
 	// pods holds a lock per pod ID in use, so that Run, Stop and Remove of
 	// one pod never interleave; guarded by mu.
@@ -175,7 +180,18 @@ func New(o Options) (*Manager, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Manager{o: o, rootfs: rootfs, shims: map[string]*shim.Client{}, pods: map[string]*podLock{}, ports: map[string][]int{}}, nil
+	if o.PodsPerShim == 0 {
+		o.PodsPerShim = DefaultPodsPerShim
+	}
+	if o.PodsPerShim < 0 {
+		return nil, fmt.Errorf("sandbox: pods per shim %d: %w", o.PodsPerShim, errdefs.ErrInvalidArgument)
+	}
+	pool := &shimPool{dir: filepath.Join(o.StateDir, "shims"), binary: o.ShimBinary, perShim: o.PodsPerShim,
+		shims: map[string]*shimEntry{}, podShim: map[string]string{}}
+	if err := pool.load(filepath.Join(o.StateDir, "pods")); err != nil {
+		return nil, fmt.Errorf("sandbox: %w", err)
+	}
+	return &Manager{o: o, rootfs: rootfs, pool: pool, shims: map[string]*shim.Client{}, pods: map[string]*podLock{}, ports: map[string][]int{}}, nil
 }
 
 // InitBinary is the ketch-init of the sandbox rootfs, for containers that

@@ -1,8 +1,8 @@
-// Command ketch-shim is the per-pod shim: ketchd starts one per pod, in its
-// own session, and talks to it over ttrpc. It only parses flags and wires
-// the process; package oci/shim holds the logic.
+// Command ketch-shim is the shim: ketchd starts one per group of pods, in
+// its own session, and talks to it over ttrpc. It only parses flags and
+// wires the process; package oci/shim holds the logic.
 //
-//	ketch-shim --id <pod-id> --dir /run/ketch/pods/<pod-id> [--log <file>] [--ready-fd <n>]
+//	ketch-shim --dir /run/ketch/shims/<shim-id> [--log <file>] [--ready-fd <n>]
 //	ketch-shim init      (libcontainer's re-exec of /proc/self/exe inside a new container)
 package main
 
@@ -36,8 +36,7 @@ func init() {
 }
 
 func main() {
-	id := flag.String("id", "", "the pod id")
-	dir := flag.String("dir", "", "the pod directory (/run/ketch/pods/<pod-id>)")
+	dir := flag.String("dir", "", "the shim's directory (/run/ketch/shims/<shim-id>)")
 	logPath := flag.String("log", "", "append the shim's log, and its containers' init output, to this file")
 	readyFD := flag.Int("ready-fd", -1, "write a newline to this fd once serving, or why starting failed")
 	debug := flag.Bool("debug", false, "log every call")
@@ -51,7 +50,7 @@ func main() {
 	if *readyFD >= 0 {
 		ready = os.NewFile(uintptr(*readyFD), "ready")
 	}
-	if err := run(*id, *dir, *logPath, *debug, ready); err != nil {
+	if err := run(*dir, *logPath, *debug, ready); err != nil {
 		if ready != nil {
 			fmt.Fprint(ready, err)
 		}
@@ -60,9 +59,9 @@ func main() {
 	}
 }
 
-func run(id, dir, logPath string, debug bool, ready *os.File) error {
-	if id == "" || dir == "" {
-		return fmt.Errorf("--id and --dir are required")
+func run(dir, logPath string, debug bool, ready *os.File) error {
+	if dir == "" {
+		return fmt.Errorf("--dir is required")
 	}
 	var out io.Writer = os.Stderr
 	if logPath != "" {
@@ -76,10 +75,10 @@ func run(id, dir, logPath string, debug bool, ready *os.File) error {
 	if debug {
 		level = slog.LevelDebug
 	}
-	slog.SetDefault(slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: level})).With("pod", id))
+	slog.SetDefault(slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: level})))
 	// A write to a closed stdout or stderr (ketchd's pipe, after ketchd
-	// died) must not kill the pod's shim. Notify rather than Ignore: an
+	// died) must not kill the shim. Notify rather than Ignore: an
 	// ignored signal would be inherited by every container process.
 	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE, syscall.SIGHUP)
-	return shim.Serve(context.Background(), shim.Options{ID: id, Dir: dir, Ready: ready})
+	return shim.Serve(context.Background(), shim.Options{Dir: dir, Ready: ready})
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/pelletier/go-toml/v2"
 
+	"ketch.dev/ketch/sandbox"
 	"ketch.dev/ketch/tracing"
 )
 
@@ -74,6 +75,10 @@ type WorkflowConfig struct {
 // Duration is a time.Duration written as "2s" in the config file.
 type Duration struct{ time.Duration }
 
+// maxPodsPerShim bounds sandbox.pods_per_shim: a shim's death costs every
+// pod it serves.
+const maxPodsPerShim = 64
+
 // maxResultCap bounds workflow.result_cap: a result comes from the shim in
 // one ttrpc message, and ttrpc refuses one over 4 MiB.
 const maxResultCap = 1 << 20
@@ -96,6 +101,9 @@ type SandboxConfig struct {
 	// CgroupParent holds the cgroups of pods that name no cgroup parent
 	// (cgroupfs driver; kubelet always names one).
 	CgroupParent string `toml:"cgroup_parent"`
+	// PodsPerShim bounds the pods one shim process serves: the shim's
+	// memory is shared by them, and its death costs them all.
+	PodsPerShim int `toml:"pods_per_shim"`
 }
 
 type ImageConfig struct {
@@ -133,7 +141,7 @@ func defaultConfig() Config {
 			CNIConfDir: "/etc/cni/net.d",
 			CNIBinDirs: []string{"/usr/lib/cni", "/opt/cni/bin"},
 		},
-		Sandbox: SandboxConfig{ShmSize: 64 << 20, CgroupParent: "/ketch"},
+		Sandbox: SandboxConfig{ShmSize: 64 << 20, CgroupParent: "/ketch", PodsPerShim: sandbox.DefaultPodsPerShim},
 		Workflow: WorkflowConfig{
 			Init:         "annotated",
 			KillGrace:    Duration{2 * time.Second},
@@ -185,6 +193,9 @@ func loadConfig(path string, explicit bool) (Config, error) {
 	}
 	if cfg.Sandbox.ShmSize < 1<<20 {
 		return cfg, fmt.Errorf("config %s: sandbox.shm_size must be at least 1 MiB", path)
+	}
+	if n := cfg.Sandbox.PodsPerShim; n < 1 || n > maxPodsPerShim {
+		return cfg, fmt.Errorf("config %s: sandbox.pods_per_shim %d is not between 1 and %d", path, n, maxPodsPerShim)
 	}
 	if cfg.Image.PullProgressTimeout.Duration < 0 {
 		return cfg, fmt.Errorf("config %s: image.pull_progress_timeout is negative", path)

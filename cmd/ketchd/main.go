@@ -162,6 +162,7 @@ func run() error {
 		CgroupDriver: shimDriver,
 		CgroupParent: cfg.Sandbox.CgroupParent,
 		ShmSize:      cfg.Sandbox.ShmSize,
+		PodsPerShim:  cfg.Sandbox.PodsPerShim,
 		Network:      cni.NewManager(network),
 	})
 	if err != nil {

@@ -37,6 +37,7 @@ const ketchdEnv = "KETCH_SHIM_TEST_KETCHD"
 
 type ketchdJob struct {
 	Launch  shim.LaunchOptions
+	ID, Dir string // the pod's
 	Sandbox shim.SandboxConfig
 }
 
@@ -124,7 +125,7 @@ func playKetchd(jobJSON string) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := shim.Launch(ctx, job.Launch)
+	c, err := startShim(ctx, job.Launch, job.ID, job.Dir)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -145,10 +146,23 @@ func needRoot(t *testing.T) {
 	}
 }
 
+// startShim launches a shim that serves pod id alone, as ketchd does a
+// pod's first, and connects to the pod.
+func startShim(ctx context.Context, o shim.LaunchOptions, id, dir string) (*shim.Client, error) {
+	if err := shim.Launch(ctx, o); err != nil {
+		return nil, err
+	}
+	if err := shim.AddPod(ctx, o.Dir, id, dir); err != nil {
+		return nil, err
+	}
+	return shim.Connect(ctx, dir, nil)
+}
+
 // pod is one fake pod: its directory, cgroup parent and shim.
 type pod struct {
 	id           string
 	dir          string
+	shimDir      string
 	cgroupParent string // absolute, from each hierarchy's root
 	shimPid      int
 	shimFD       int // a pidfd on the shim, or -1
@@ -167,6 +181,7 @@ func newPod(t *testing.T) *pod {
 	p := &pod{
 		id:           "pod-" + strings.TrimPrefix(filepath.Base(base), "ksh-"),
 		dir:          filepath.Join(base, "pod"),
+		shimDir:      filepath.Join(base, "shim"),
 		cgroupParent: "/ketch-test-" + filepath.Base(base),
 		shimFD:       -1,
 	}
@@ -208,13 +223,17 @@ func (p *pod) config() *shim.SandboxConfig {
 }
 
 func (p *pod) launchOptions() shim.LaunchOptions {
-	return shim.LaunchOptions{Binary: shimBinary, ID: p.id, Dir: p.dir, Log: filepath.Join(filepath.Dir(p.dir), "shim.log")}
+	return shim.LaunchOptions{Binary: shimBinary, Dir: p.shimDir, Log: filepath.Join(filepath.Dir(p.dir), "shim.log")}
 }
 
-// launch starts p's shim from the test process, as ketchd does.
+// launch starts a shim for p alone from the test process, as ketchd
+// does.
 func (p *pod) launch(t *testing.T) *shim.Client {
 	t.Helper()
-	c, err := shim.Launch(ctx(t), p.launchOptions())
+	if err := os.MkdirAll(p.dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	c, err := startShim(ctx(t), p.launchOptions(), p.id, p.dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,12 +246,8 @@ func (p *pod) launch(t *testing.T) *shim.Client {
 // it, which tells when the shim has exited whoever its parent is.
 func (p *pod) watchShim(t *testing.T) {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(p.dir, "shim.pid"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.shimPid, err = strconv.Atoi(strings.TrimSpace(string(data)))
-	if err != nil {
+	var err error
+	if p.shimPid, err = shim.PID(p.shimDir); err != nil {
 		t.Fatal(err)
 	}
 	if p.shimFD, err = unix.PidfdOpen(p.shimPid, 0); err != nil {

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -26,21 +27,38 @@ import (
 
 // Options configure Serve.
 type Options struct {
-	ID  string // the pod id
-	Dir string // the pod directory, /run/ketch/pods/<id>
+	Dir string // the shim's directory, /run/ketch/shims/<shim-id>
 	// Ready, if set, gets one byte and is closed once the socket accepts
 	// calls: Launch waits for it instead of polling the socket.
 	Ready *os.File
 }
 
-// Serve runs the shim until Shutdown has removed everything: it becomes the
-// subreaper of its descendants, locks and writes <dir>/shim.pid, and serves
-// the ttrpc API on <dir>/shim.sock. Cancelling ctx stops serving but leaves
-// the pod's processes running.
+// group is the shim's set of pods: AddPod adds one, its Shutdown drops it,
+// and the shim ends with the last.
+type group struct {
+	dir    string
+	reaper *reaper
+
+	mu sync.Mutex
+	// pods by id; closing is set when the last one is dropped, and then
+	// no pod is added. Guarded by mu.
+	pods    map[string]*podServer
+	closing bool
+	done    chan struct{} // closed once the last pod's servers stopped
+}
+
+// podServer is what serves one pod: its service, and its two sockets.
+type podServer struct {
+	svc     *Service
+	srv     *ttrpc.Server
+	streams net.Listener
+}
+
+// Serve runs the shim until the last pod it served has been shut down: it
+// becomes the subreaper of its descendants, locks and writes
+// <dir>/shim.pid, and serves the Group API on <dir>/shim.sock. Cancelling
+// ctx stops serving but leaves the pods' processes running.
 func Serve(ctx context.Context, o Options) error {
-	if !ValidID(o.ID) {
-		return fmt.Errorf("pod id %q: %w", o.ID, errdefs.ErrInvalidArgument)
-	}
 	// Before anything forks: an init reparented to a non-subreaper would
 	// take its exit code to the host's PID 1.
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
@@ -65,21 +83,12 @@ func Serve(ctx context.Context, o Options) error {
 	defer close(stop)
 	go r.run(stop)
 
-	svc := newService(o.ID, o.Dir, r)
-	streams, err := listen(filepath.Join(o.Dir, ioSockFile))
+	g := &group{dir: o.Dir, reaper: r, pods: map[string]*podServer{}, done: make(chan struct{})}
+	srv, err := newServer(slog.Default())
 	if err != nil {
 		return err
 	}
-	defer streams.Close()
-	go svc.serveStreams(streams.(*net.UnixListener))
-	srv, err := ttrpc.NewServer(
-		ttrpc.WithServerHandshaker(ttrpc.UnixSocketRequireSameUser()),
-		ttrpc.WithUnaryServerInterceptor(serverInterceptor),
-	)
-	if err != nil {
-		return err
-	}
-	api.RegisterShimService(srv, &ttrpcService{svc})
+	api.RegisterGroupService(srv, g)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ctx, l) }()
 	// Containers with a seccomp profile need a shim built with -tags
@@ -91,19 +100,126 @@ func Serve(ctx context.Context, o Options) error {
 	}
 
 	select {
-	case <-svc.done:
+	case <-g.done:
 	case <-ctx.Done():
 	case err := <-served:
 		return fmt.Errorf("serve: %w", err)
 	}
-	// Shutdown returns once the reply to the Shutdown call is written; a
-	// caller still blocked in Wait is cut off after a bound.
-	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	shutdownServer(srv)
+	return nil
+}
+
+func newServer(log *slog.Logger) (*ttrpc.Server, error) {
+	return ttrpc.NewServer(
+		ttrpc.WithServerHandshaker(ttrpc.UnixSocketRequireSameUser()),
+		ttrpc.WithUnaryServerInterceptor(serverInterceptor(log)),
+	)
+}
+
+// shutdownServer stops srv once its replies are written; a caller still
+// blocked in Wait is cut off after a bound.
+func shutdownServer(srv *ttrpc.Server) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
+	if err := srv.Shutdown(ctx); err != nil {
 		srv.Close()
 	}
-	return nil
+}
+
+// AddPod serves pod id, whose directory is dir, from now on.
+func (g *group) AddPod(_ context.Context, r *api.AddPodRequest) (_ *api.AddPodResponse, retErr error) {
+	id, dir := r.GetId(), r.GetDir()
+	if !ValidID(id) || !filepath.IsAbs(dir) {
+		return nil, fmt.Errorf("pod %q in %q: %w", id, dir, errdefs.ErrInvalidArgument)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	switch {
+	case g.closing:
+		return nil, fmt.Errorf("the shim is ending: %w", errdefs.ErrUnavailable)
+	case g.pods[id] != nil:
+		return nil, fmt.Errorf("pod %s: %w", id, errdefs.ErrAlreadyExists)
+	}
+	// The link first: whoever finds the pod's socket finds its shim.
+	if err := atomicSymlink(g.dir, filepath.Join(dir, ShimLink)); err != nil {
+		return nil, fmt.Errorf("pod %s: %w", id, err)
+	}
+	var p podServer
+	defer func() {
+		if retErr != nil {
+			p.close()
+		}
+	}()
+	l, err := listen(filepath.Join(dir, sockFile))
+	if err != nil {
+		return nil, fmt.Errorf("pod %s: %w", id, err)
+	}
+	p.streams, err = listen(filepath.Join(dir, ioSockFile))
+	if err != nil {
+		l.Close()
+		return nil, fmt.Errorf("pod %s: %w", id, err)
+	}
+	p.svc = newService(id, dir, g.reaper)
+	if p.srv, err = newServer(p.svc.log); err != nil {
+		l.Close()
+		return nil, err
+	}
+	api.RegisterShimService(p.srv, &ttrpcService{p.svc, g})
+	go func() { _ = p.srv.Serve(context.Background(), l) }()
+	go p.svc.serveStreams(p.streams.(*net.UnixListener))
+	g.pods[id] = &p
+	p.svc.log.Info("serving pod", "dir", dir)
+	return &api.AddPodResponse{}, nil
+}
+
+// drop stops serving pod id, whose Shutdown is done, once the reply is
+// out, and tells whether it was the last: the shim then ends, and its
+// socket and pid file go at once, so that no caller finds it.
+func (g *group) drop(id string) (last bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	p := g.pods[id]
+	delete(g.pods, id)
+	if len(g.pods) == 0 && !g.closing {
+		g.closing = true
+		for _, f := range []string{sockFile, pidFile} {
+			if err := os.Remove(filepath.Join(g.dir, f)); err != nil && !errors.Is(err, os.ErrNotExist) {
+				slog.Warn("remove the shim's files", "err", err)
+			}
+		}
+	}
+	closing := g.closing
+	go func() {
+		if p != nil {
+			p.close()
+		}
+		if closing && p != nil {
+			close(g.done)
+		}
+	}()
+	return closing
+}
+
+// close stops serving the pod, once the replies under way are written.
+func (p *podServer) close() {
+	if p.srv != nil {
+		shutdownServer(p.srv)
+	}
+	if p.streams != nil {
+		p.streams.Close()
+	}
+}
+
+// atomicSymlink makes path a link to target, replacing what was there.
+func atomicSymlink(target, path string) error {
+	tmp := path + ".tmp"
+	if err := os.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	if err := os.Symlink(target, tmp); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }
 
 // lockPidFile holds an exclusive lock on the pid file for the shim's life,
@@ -169,31 +285,36 @@ func ValidID(id string) bool {
 
 // serverInterceptor is the one place where errors become status codes: the
 // handlers wrap errdefs sentinels and the client turns the codes back into
-// them. It also logs every call and keeps a panic from ending the pod's
-// shim.
-func serverInterceptor(ctx context.Context, unmarshal ttrpc.Unmarshaler, info *ttrpc.UnaryServerInfo, method ttrpc.Method) (resp any, err error) {
-	start := time.Now()
-	defer func() {
-		if p := recover(); p != nil {
-			slog.Error("panic", "method", info.FullMethod, "panic", p, "stack", string(debug.Stack()))
-			err = fmt.Errorf("%s: panic: %v: %w", info.FullMethod, p, errdefs.ErrInternal)
-		}
-		// Calls at debug: an exec probe makes one a second for as long
-		// as its pod runs, and the log lives on the node's tmpfs.
-		level := slog.LevelDebug
-		if err != nil {
-			level = slog.LevelWarn
-		}
-		slog.Log(ctx, level, "call", "method", info.FullMethod, "duration", time.Since(start), "err", err)
-		if err != nil {
-			err = errgrpc.ToGRPC(err)
-		}
-	}()
-	return method(ctx, unmarshal)
+// them. It also logs every call, to log (which names the pod), and keeps a
+// panic from ending the shim.
+func serverInterceptor(log *slog.Logger) ttrpc.UnaryServerInterceptor {
+	return func(ctx context.Context, unmarshal ttrpc.Unmarshaler, info *ttrpc.UnaryServerInfo, method ttrpc.Method) (resp any, err error) {
+		start := time.Now()
+		defer func() {
+			if p := recover(); p != nil {
+				log.Error("panic", "method", info.FullMethod, "panic", p, "stack", string(debug.Stack()))
+				err = fmt.Errorf("%s: panic: %v: %w", info.FullMethod, p, errdefs.ErrInternal)
+			}
+			// Calls at debug: an exec probe makes one a second for as
+			// long as its pod runs, and the log lives on the node's tmpfs.
+			level := slog.LevelDebug
+			if err != nil {
+				level = slog.LevelWarn
+			}
+			log.Log(ctx, level, "call", "method", info.FullMethod, "duration", time.Since(start), "err", err)
+			if err != nil {
+				err = errgrpc.ToGRPC(err)
+			}
+		}()
+		return method(ctx, unmarshal)
+	}
 }
 
-// ttrpcService adapts Service to the generated ttrpc interface.
-type ttrpcService struct{ s *Service }
+// ttrpcService adapts one pod's Service to the generated ttrpc interface.
+type ttrpcService struct {
+	s *Service
+	g *group
+}
 
 func (t *ttrpcService) StartSandbox(ctx context.Context, r *api.StartSandboxRequest) (*api.StartSandboxResponse, error) {
 	pid, err := t.s.StartSandbox(ctx, sandboxConfigFromProto(r))
@@ -295,5 +416,5 @@ func (t *ttrpcService) Shutdown(ctx context.Context, _ *api.ShutdownRequest) (*a
 	if err := t.s.Shutdown(ctx); err != nil {
 		return nil, err
 	}
-	return &api.ShutdownResponse{}, nil
+	return &api.ShutdownResponse{Last: t.g.drop(t.s.id)}, nil
 }

@@ -19,6 +19,9 @@ const (
 	pidFile  = "shim.pid"
 	sockFile = "shim.sock"
 	stateDir = "libcontainer"
+	// ShimLink, in a pod's directory, links to the directory of the shim
+	// that serves the pod.
+	ShimLink = "shim"
 
 	// stopTimeout bounds how long Shutdown waits for a KILLed init to be
 	// reaped; only an init stuck in the kernel (D state) takes longer.
@@ -31,6 +34,7 @@ type Service struct {
 	id     string // the pod id, which is also the sandbox container's id
 	dir    string
 	reaper *reaper
+	log    *slog.Logger // names the pod
 
 	mu sync.Mutex
 	// containers by id; guarded by mu. The sandbox is containers[id].
@@ -43,13 +47,10 @@ type Service struct {
 	// starts counts those calls past the closing check; Shutdown waits
 	// for them so that nothing is created behind its back.
 	starts sync.WaitGroup
-
-	doneOnce sync.Once
-	done     chan struct{} // closed when Shutdown has removed everything
 }
 
 func newService(id, dir string, r *reaper) *Service {
-	return &Service{id: id, dir: dir, reaper: r, containers: map[string]*container{}, creating: map[string]bool{}, done: make(chan struct{})}
+	return &Service{id: id, dir: dir, reaper: r, log: slog.With("pod", id), containers: map[string]*container{}, creating: map[string]bool{}}
 }
 
 func (s *Service) stateRoot() string { return filepath.Join(s.dir, stateDir) }
@@ -149,17 +150,17 @@ func (s *Service) Wait(ctx context.Context, id string) (Exit, error) {
 // disk first, so that no caller learns of an exit a crash could lose.
 func (s *Service) exited(c *container, e Exit) {
 	if err := recordExit(s.dir, c.id, e); err != nil {
-		slog.Error("exit not recorded", "id", c.id, "err", err)
+		s.log.Error("exit not recorded", "id", c.id, "err", err)
 	}
 	c.exit = e
 	close(c.exited)
-	slog.Info("exited", "id", c.id, "pid", c.pid, "code", e.Code, "signal", int(e.Signal))
+	s.log.Info("exited", "id", c.id, "pid", c.pid, "code", e.Code, "signal", int(e.Signal))
 }
 
 // Shutdown kills every container, waits for their exits to be recorded,
-// destroys their cgroups and libcontainer state, and removes the socket and
-// pid file; the shim then stops serving. It may be called again after an
-// error. The exit records stay for ketchd to read.
+// destroys their cgroups and libcontainer state, and removes the pod's
+// sockets; the shim then stops serving the pod. It may be called again
+// after an error. The exit records stay for ketchd to read.
 func (s *Service) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closing = true
@@ -187,12 +188,11 @@ func (s *Service) Shutdown(ctx context.Context) error {
 	if err := os.RemoveAll(s.stateRoot()); err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}
-	for _, f := range []string{ioSockFile, sockFile, pidFile} {
+	for _, f := range []string{ioSockFile, sockFile} {
 		if err := os.Remove(filepath.Join(s.dir, f)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("shutdown: %w", err)
 		}
 	}
-	s.doneOnce.Do(func() { close(s.done) })
 	return nil
 }
 

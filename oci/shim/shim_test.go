@@ -42,8 +42,11 @@ func TestSandboxLifecycle(t *testing.T) {
 		t.Errorf("second StartSandbox: got %v, want AlreadyExists", err)
 	}
 	// Refused, and reaped: the error tells how the second shim ended.
-	if _, err := shim.Launch(ctx(t), p.launchOptions()); err == nil || !strings.Contains(err.Error(), "already serves") || !strings.Contains(err.Error(), "exit status") {
-		t.Errorf("second shim for the same pod: got %v, want a refusal and its exit status", err)
+	if err := shim.Launch(ctx(t), p.launchOptions()); err == nil || !strings.Contains(err.Error(), "already serves") || !strings.Contains(err.Error(), "exit status") {
+		t.Errorf("second shim in the same directory: got %v, want a refusal and its exit status", err)
+	}
+	if err := shim.AddPod(ctx(t), p.shimDir, p.id, p.dir); !errdefs.IsAlreadyExists(err) {
+		t.Errorf("the pod added again: got %v, want AlreadyExists", err)
 	}
 
 	// ketchd goes away and comes back: the shim and the pod stay.
@@ -223,9 +226,14 @@ func checkShutdown(t *testing.T, p *pod) {
 	if dirs := cgroupDirs(t, p.cgroupParent+"/"+p.id); len(dirs) > 0 {
 		t.Errorf("cgroups left: %v", dirs)
 	}
-	for _, f := range []string{"libcontainer", "shim.sock", "shim.pid"} {
+	for _, f := range []string{"libcontainer", "shim.sock", "io.sock"} {
 		if _, err := os.Stat(filepath.Join(p.dir, f)); !os.IsNotExist(err) {
 			t.Errorf("%s left in the pod directory (%v)", f, err)
+		}
+	}
+	for _, f := range []string{"shim.sock", "shim.pid"} {
+		if _, err := os.Stat(filepath.Join(p.shimDir, f)); !os.IsNotExist(err) {
+			t.Errorf("%s left in the shim's directory (%v)", f, err)
 		}
 	}
 }
@@ -235,7 +243,10 @@ func checkShutdown(t *testing.T, p *pod) {
 func TestShimOutlivesKetchd(t *testing.T) {
 	p := newPod(t)
 	cfg := p.config() // the host's netns
-	job, err := json.Marshal(ketchdJob{Launch: p.launchOptions(), Sandbox: *cfg})
+	if err := os.MkdirAll(p.dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	job, err := json.Marshal(ketchdJob{Launch: p.launchOptions(), ID: p.id, Dir: p.dir, Sandbox: *cfg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -244,7 +255,7 @@ func TestShimOutlivesKetchd(t *testing.T) {
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()
 	// Watch the shim before anything can fail, so that it is cleaned up.
-	if _, serr := os.Stat(filepath.Join(p.dir, "shim.pid")); serr == nil {
+	if _, serr := os.Stat(filepath.Join(p.shimDir, "shim.pid")); serr == nil {
 		p.watchShim(t)
 	}
 	if err != nil {
@@ -387,5 +398,65 @@ func checkNothingLeft(t *testing.T, p *pod) {
 			t.Fatalf("left behind: children %v, cgroups %v, state %v, exit record %v", kids, dirs, entries, exitErr)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// One shim serves several pods: each pod's Shutdown ends that pod alone,
+// and the shim ends with its last pod; a shim that ended takes no pod.
+func TestShimServesAGroup(t *testing.T) {
+	a, b := newPod(t), newPod(t)
+	ca := a.launch(t)
+	b.shimDir = a.shimDir
+	if err := os.MkdirAll(b.dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := shim.AddPod(ctx(t), a.shimDir, b.id, b.dir); err != nil {
+		t.Fatal(err)
+	}
+	b.watchShim(t)
+	cb, err := shim.Connect(ctx(t), b.dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cb.Close()
+	for _, p := range []*pod{a, b} {
+		if target, err := os.Readlink(filepath.Join(p.dir, shim.ShimLink)); err != nil || target != a.shimDir {
+			t.Errorf("%s links to %q (%v), want the shim's directory %s", p.id, target, err, a.shimDir)
+		}
+	}
+	pidA, err := ca.StartSandbox(ctx(t), a.config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pidB, err := cb.StartSandbox(ctx(t), b.config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cb.State(ctx(t), a.id); !errdefs.IsNotFound(err) {
+		t.Errorf("pod A's sandbox asked through pod B's socket: got %v, want NotFound", err)
+	}
+
+	if err := ca.Shutdown(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if alive(pidA) {
+		t.Error("pod A's init runs after its Shutdown")
+	}
+	if a.shimExited(200*time.Millisecond) || !alive(pidB) {
+		t.Fatal("pod A's Shutdown ended the shim or pod B")
+	}
+	if st, err := cb.State(ctx(t), b.id); err != nil || st.Status != shim.StatusRunning {
+		t.Errorf("pod B after pod A's Shutdown: %+v, %v; want running", st, err)
+	}
+	if _, err := shim.Connect(ctx(t), a.dir, nil); !errdefs.IsNotFound(err) {
+		t.Errorf("connect to pod A after its Shutdown: got %v, want NotFound", err)
+	}
+
+	if err := cb.Shutdown(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	checkShutdown(t, b)
+	if err := shim.AddPod(ctx(t), a.shimDir, a.id, a.dir); !errdefs.IsUnavailable(err) {
+		t.Errorf("AddPod to a shim that ended: got %v, want Unavailable", err)
 	}
 }

@@ -36,12 +36,13 @@ func TestCrash(t *testing.T) {
 	seed, _ := strconv.ParseUint(envOr("KETCH_CRASH_SEED", strconv.FormatInt(time.Now().UnixNano(), 10)), 10, 64)
 	t.Logf("KETCH_CRASH_SEED=%d KETCH_CRASH_CYCLES=%d", seed, cycles)
 	c := &crashTest{
-		t:      t,
-		rng:    rand.New(rand.NewPCG(seed, seed>>1)),
-		logs:   t.TempDir(),
-		pods:   map[string]*crashPod{},
-		ctrs:   map[string]*crashCtr{},
-		images: map[string]bool{},
+		t:         t,
+		rng:       rand.New(rand.NewPCG(seed, seed>>1)),
+		logs:      t.TempDir(),
+		pods:      map[string]*crashPod{},
+		ctrs:      map[string]*crashCtr{},
+		images:    map[string]bool{},
+		deadShims: map[string]bool{},
 	}
 	d := startKetchd(t, daemonOpts{network: true, extra: "[workflow]\nkill_grace = \"1s\""})
 	d.mustPull(t, busybox)
@@ -76,6 +77,10 @@ type crashTest struct {
 	ctrs   map[string]*crashCtr // by name; guarded by mu
 	images map[string]bool      // pulled refs; guarded by mu
 	errs   []string             // calls that failed for no reason; guarded by mu
+	// deadShims are the shims killed, by ID, and shimKills counts them;
+	// guarded by mu. Every pod a shim served is hurt by its death.
+	deadShims map[string]bool
+	shimKills int
 }
 
 // crashPod and crashCtr say what was asked of an object (…Asked, set before
@@ -157,11 +162,22 @@ func (c *crashTest) killVictim(d *daemon, shim bool) {
 		return
 	}
 	p.shimKilled, p.initKilled = shim, !shim
-	c.mu.Unlock()
 	var pid int
 	if shim {
+		// The shim serves a group of pods: each loses its containers.
 		pid = d.shimPID(p.id)
-	} else {
+		c.shimKills++
+		if sid := d.shimOf(p.id); sid != "" {
+			c.deadShims[sid] = true
+			for _, q := range c.pods {
+				if q.id != "" && d.shimOf(q.id) == sid {
+					q.shimKilled = true
+				}
+			}
+		}
+	}
+	c.mu.Unlock()
+	if !shim {
 		pid, _ = d.initPID(p.id)
 	}
 	if pid > 0 && syscall.Kill(pid, syscall.SIGKILL) == nil {
@@ -357,11 +373,17 @@ func (c *crashTest) runPod(ctx context.Context, d *daemon, failed failFunc) {
 		failed("log directory", err, func() bool { return false })
 		return
 	}
+	c.mu.Lock()
+	kills := c.shimKills
+	c.mu.Unlock()
 	resp, err := d.rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: p.cfg})
-	failed("RunPodSandbox "+p.name, err, func() bool { return false })
+	// A shim killed meanwhile may be the one the pod went to.
+	failed("RunPodSandbox "+p.name, err, func() bool { return c.shimKills != kills })
 	if err == nil {
 		c.mu.Lock()
 		p.id = resp.PodSandboxId
+		// Placed in a shim killed before its ID was known here.
+		p.shimKilled = c.deadShims[d.shimOf(p.id)]
 		c.mu.Unlock()
 	}
 }
@@ -502,6 +524,9 @@ func (c *crashTest) check(d *daemon) []string {
 			p.id = sb.Id // made, but the answer was lost with ketchd
 		case p.id != sb.Id:
 			badf("pod %s is listed as %s, made as %s", p.name, sb.Id, p.id)
+		}
+		if c.deadShims[d.shimOf(p.id)] {
+			p.shimKilled = true // placed in it as it was killed
 		}
 		if p.gone {
 			badf("pod %s is listed after it was removed", p.name)

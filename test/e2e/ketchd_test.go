@@ -86,6 +86,8 @@ type daemonOpts struct {
 	logFormat string
 	// statsPeriod is stats_period; the default when "".
 	statsPeriod string
+	// podsPerShim is sandbox.pods_per_shim; the default when 0.
+	podsPerShim int
 }
 
 // startKetchd starts a ketchd on a temporary socket and state dir and stops it
@@ -123,6 +125,10 @@ func startKetchd(tb testing.TB, o daemonOpts) *daemon {
 	if o.pullProgressTimeout != "" {
 		progress = fmt.Sprintf("pull_progress_timeout = %q", o.pullProgressTimeout)
 	}
+	perShim := ""
+	if o.podsPerShim != 0 {
+		perShim = fmt.Sprintf("pods_per_shim = %d", o.podsPerShim)
+	}
 	netd := filepath.Join(dir, "net.d")
 	if o.network {
 		writePodNetwork(tb, netd, filepath.Join(dir, "ipam"))
@@ -143,7 +149,8 @@ cni_conf_dir = %q
 %s
 [sandbox]
 cgroup_parent = %q
-`, d.socket, d.root, state, cmp.Or(o.logFormat, "text"), cmp.Or(o.statsPeriod, "10s"), o.hostsDir, o.maxDownloads, progress, netd, o.extra, cgroupParent)
+%s
+`, d.socket, d.root, state, cmp.Or(o.logFormat, "text"), cmp.Or(o.statsPeriod, "10s"), o.hostsDir, o.maxDownloads, progress, netd, o.extra, cgroupParent, perShim)
 	d.dir = dir
 	d.cfgPath = filepath.Join(dir, "config.toml")
 	if err := os.WriteFile(d.cfgPath, []byte(cfg), 0o600); err != nil {

@@ -95,8 +95,8 @@ func testPodLifecycle(t *testing.T, d *daemon, pidMode runtimeapi.NamespaceMode)
 		if _, info := d.podStatus(t, id); !strings.Contains(info["info"], `"pid":0`) {
 			t.Errorf("verbose info of a pod without PID 1: %s, want pid 0", info["info"])
 		}
-		if pids := processesOf(id); len(pids) != 1 || procComm(pids[0]) != "ketch-shim" {
-			t.Errorf("processes of the pod: %v, want its shim alone", pids)
+		if pids := processesOf(id); len(pids) != 0 || !alive(d.shimPID(id)) {
+			t.Errorf("processes of the pod: %v, want none but its shim (%d, alive %v)", pids, d.shimPID(id), alive(d.shimPID(id)))
 		}
 		if _, err := os.Stat(filepath.Join(pod, "pidns")); err == nil {
 			t.Error("a pod without a shared PID namespace has a pin of one")
@@ -272,8 +272,8 @@ func TestPodReapsOrphans(t *testing.T) {
 	if pid, err := d.initPID(id); err != nil || pid != 0 {
 		t.Errorf("a pod with the node's PID namespace: PID %d (%v), want none", pid, err)
 	}
-	if pids := processesOf(id); len(pids) != 1 || procComm(pids[0]) != "ketch-shim" {
-		t.Errorf("processes of a pod with the node's PID namespace: %v, want its shim alone", pids)
+	if pids := processesOf(id); len(pids) != 0 || !alive(d.shimPID(id)) {
+		t.Errorf("processes of a pod with the node's PID namespace: %v, want none but its shim", pids)
 	}
 	d.removePod(t, id)
 	d.checkPodGone(t, id)
@@ -372,6 +372,77 @@ func TestPodShimKilled(t *testing.T) {
 			d.removePod(t, id)
 			d.checkPodGone(t, id)
 		})
+	}
+}
+
+// TestShimGroupDeath: a shim serves up to pods_per_shim pods, the fullest
+// with room first; its death costs those pods their containers and
+// readiness and no other pod anything, and a shim goes with the last pod
+// it served.
+func TestShimGroupDeath(t *testing.T) {
+	d := startKetchd(t, daemonOpts{network: true, podsPerShim: 2})
+	d.mustPull(t, busybox)
+	var pods, ctrs []string
+	for i := range 3 {
+		id, cfg, _ := d.podWithLogs(t, fmt.Sprintf("group-%d", i))
+		ctr := d.createContainer(t, id, cfg, containerConfig("sleeper", "sleep", "3600"))
+		d.startContainer(t, ctr)
+		pods, ctrs = append(pods, id), append(ctrs, ctr)
+	}
+	shimA, shimB := d.shimOf(pods[0]), d.shimOf(pods[2])
+	if shimA == "" || d.shimOf(pods[1]) != shimA || shimB == shimA {
+		t.Fatalf("shims of the pods: %s %s %s; want the first two in one, the third in another",
+			shimA, d.shimOf(pods[1]), shimB)
+	}
+	pidA := d.shimPID(pods[0])
+	ctrPIDs := []int{d.ctrPID(t, ctrs[0]), d.ctrPID(t, ctrs[1])}
+	if err := syscall.Kill(pidA, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	// As kubelet may, before ketchd has seen the death: nothing runs to
+	// be stopped, and the stop succeeds.
+	if _, err := d.rt.StopContainer(ctxT(t, 30*time.Second), &runtimeapi.StopContainerRequest{ContainerId: ctrs[0], Timeout: 10}); err != nil {
+		t.Errorf("StopContainer in a pod whose shim just died: %v", err)
+	}
+	for i := range 2 {
+		waitNotReady(t, d, pods[i])
+		if st := d.waitExited(t, ctrs[i], 5*time.Second); st.Reason != "ShimDied" || st.ExitCode != 255 {
+			t.Errorf("the container of pod %d of the dead shim: %s %d, want ShimDied 255", i, st.Reason, st.ExitCode)
+		}
+		if alive(ctrPIDs[i]) {
+			t.Errorf("the container of pod %d is reported exited but its process runs", i)
+		}
+	}
+	if st, _ := d.podStatus(t, pods[2]); st.State != runtimeapi.PodSandboxState_SANDBOX_READY {
+		t.Errorf("the pod of the other shim is %v", st.State)
+	}
+	if out, code := d.exec(t, ctrs[2], "echo", "alive"); out != "alive" || code != 0 {
+		t.Errorf("exec in the pod of the other shim: %q, %d", out, code)
+	}
+	// The dead shim takes no new pod; the other one has room for one.
+	id, _, _ := d.podWithLogs(t, "group-3")
+	if got := d.shimOf(id); got != shimB {
+		t.Errorf("a new pod went to shim %s, want %s (the one with room)", got, shimB)
+	}
+	pods = append(pods, id)
+	for _, id := range pods[:2] {
+		d.stopPod(t, id)
+		d.removePod(t, id)
+		d.checkPodGone(t, id)
+	}
+	if _, err := os.Stat(filepath.Join(d.state, "shims", shimA)); !os.IsNotExist(err) {
+		t.Errorf("the dead shim's directory is left after its pods went (%v)", err)
+	}
+	pidB := d.shimPID(pods[2])
+	for _, id := range pods[2:] {
+		d.removePod(t, id)
+		d.checkPodGone(t, id)
+	}
+	if alive(pidB) {
+		t.Error("the shim runs after its last pod went")
+	}
+	if ents, _ := os.ReadDir(filepath.Join(d.state, "shims")); len(ents) > 0 {
+		t.Errorf("shim directories left: %v", ents)
 	}
 }
 
@@ -884,10 +955,4 @@ func TestUpgradeInit(t *testing.T) {
 	}
 	d.removePod(t, upgraded)
 	d.checkPodGone(t, upgraded)
-}
-
-// procComm is process pid's command name; "" once it is gone.
-func procComm(pid int) string {
-	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
-	return strings.TrimSpace(string(b))
 }

@@ -156,9 +156,19 @@ func (d *daemon) initPID(id string) (int, error) {
 // shimPID is the PID of pod id's shim, from the file it writes; 0 when
 // there is none.
 func (d *daemon) shimPID(id string) int {
-	b, _ := os.ReadFile(filepath.Join(d.state, "pods", id, "shim.pid"))
+	b, _ := os.ReadFile(filepath.Join(d.state, "pods", id, "shim", "shim.pid"))
 	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
 	return pid
+}
+
+// shimOf is the ID of the shim that serves pod id, from the pod's link to
+// it; "" when there is none.
+func (d *daemon) shimOf(id string) string {
+	target, err := os.Readlink(filepath.Join(d.state, "pods", id, "shim"))
+	if err != nil {
+		return ""
+	}
+	return filepath.Base(target)
 }
 
 func (d *daemon) stopPod(tb testing.TB, id string) {

@@ -4,10 +4,12 @@
 // 	protoc        v3.21.12
 // source: shim.proto
 
-// The API ketchd uses to drive the per-pod ketch-shim over ttrpc on
-// /run/ketch/pods/<pod-id>/shim.sock. Every call that names a container
-// takes its id: the pod's sandbox is the container whose id is the pod id,
-// so the calls stay the same when app containers join it.
+// The API ketchd uses to drive a ketch-shim over ttrpc. One shim serves a
+// bounded group of pods: Group on <shim-dir>/shim.sock adds a pod to it,
+// and Shim on /run/ketch/pods/<pod-id>/shim.sock drives that one pod.
+// Every call that names a container takes its id: the pod's sandbox is the
+// container whose id is the pod id, so the calls stay the same when app
+// containers join it.
 
 package api
 
@@ -78,6 +80,95 @@ func (Status) EnumDescriptor() ([]byte, []int) {
 	return file_shim_proto_rawDescGZIP(), []int{0}
 }
 
+type AddPodRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The pod directory, /run/ketch/pods/<id>, which must exist.
+	Dir           string `protobuf:"bytes,2,opt,name=dir,proto3" json:"dir,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddPodRequest) Reset() {
+	*x = AddPodRequest{}
+	mi := &file_shim_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddPodRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddPodRequest) ProtoMessage() {}
+
+func (x *AddPodRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shim_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddPodRequest.ProtoReflect.Descriptor instead.
+func (*AddPodRequest) Descriptor() ([]byte, []int) {
+	return file_shim_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *AddPodRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *AddPodRequest) GetDir() string {
+	if x != nil {
+		return x.Dir
+	}
+	return ""
+}
+
+type AddPodResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddPodResponse) Reset() {
+	*x = AddPodResponse{}
+	mi := &file_shim_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddPodResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddPodResponse) ProtoMessage() {}
+
+func (x *AddPodResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shim_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddPodResponse.ProtoReflect.Descriptor instead.
+func (*AddPodResponse) Descriptor() ([]byte, []int) {
+	return file_shim_proto_rawDescGZIP(), []int{1}
+}
+
 type StartSandboxRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The read-only directory ketch ships: /ketch-init, /proc, /dev, /sys and
@@ -127,7 +218,7 @@ type StartSandboxRequest struct {
 
 func (x *StartSandboxRequest) Reset() {
 	*x = StartSandboxRequest{}
-	mi := &file_shim_proto_msgTypes[0]
+	mi := &file_shim_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -139,7 +230,7 @@ func (x *StartSandboxRequest) String() string {
 func (*StartSandboxRequest) ProtoMessage() {}
 
 func (x *StartSandboxRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[0]
+	mi := &file_shim_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -152,7 +243,7 @@ func (x *StartSandboxRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartSandboxRequest.ProtoReflect.Descriptor instead.
 func (*StartSandboxRequest) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{0}
+	return file_shim_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *StartSandboxRequest) GetRootfs() string {
@@ -307,7 +398,7 @@ type IDMapping struct {
 
 func (x *IDMapping) Reset() {
 	*x = IDMapping{}
-	mi := &file_shim_proto_msgTypes[1]
+	mi := &file_shim_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -319,7 +410,7 @@ func (x *IDMapping) String() string {
 func (*IDMapping) ProtoMessage() {}
 
 func (x *IDMapping) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[1]
+	mi := &file_shim_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -332,7 +423,7 @@ func (x *IDMapping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IDMapping.ProtoReflect.Descriptor instead.
 func (*IDMapping) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{1}
+	return file_shim_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *IDMapping) GetContainerId() uint32 {
@@ -366,7 +457,7 @@ type StartSandboxResponse struct {
 
 func (x *StartSandboxResponse) Reset() {
 	*x = StartSandboxResponse{}
-	mi := &file_shim_proto_msgTypes[2]
+	mi := &file_shim_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -378,7 +469,7 @@ func (x *StartSandboxResponse) String() string {
 func (*StartSandboxResponse) ProtoMessage() {}
 
 func (x *StartSandboxResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[2]
+	mi := &file_shim_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -391,7 +482,7 @@ func (x *StartSandboxResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartSandboxResponse.ProtoReflect.Descriptor instead.
 func (*StartSandboxResponse) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{2}
+	return file_shim_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *StartSandboxResponse) GetPid() uint32 {
@@ -426,7 +517,7 @@ type CreateContainerRequest struct {
 
 func (x *CreateContainerRequest) Reset() {
 	*x = CreateContainerRequest{}
-	mi := &file_shim_proto_msgTypes[3]
+	mi := &file_shim_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -438,7 +529,7 @@ func (x *CreateContainerRequest) String() string {
 func (*CreateContainerRequest) ProtoMessage() {}
 
 func (x *CreateContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[3]
+	mi := &file_shim_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -451,7 +542,7 @@ func (x *CreateContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateContainerRequest.ProtoReflect.Descriptor instead.
 func (*CreateContainerRequest) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{3}
+	return file_shim_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CreateContainerRequest) GetId() string {
@@ -519,7 +610,7 @@ type CreateContainerResponse struct {
 
 func (x *CreateContainerResponse) Reset() {
 	*x = CreateContainerResponse{}
-	mi := &file_shim_proto_msgTypes[4]
+	mi := &file_shim_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -531,7 +622,7 @@ func (x *CreateContainerResponse) String() string {
 func (*CreateContainerResponse) ProtoMessage() {}
 
 func (x *CreateContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[4]
+	mi := &file_shim_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -544,7 +635,7 @@ func (x *CreateContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateContainerResponse.ProtoReflect.Descriptor instead.
 func (*CreateContainerResponse) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{4}
+	return file_shim_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CreateContainerResponse) GetPid() uint32 {
@@ -563,7 +654,7 @@ type StartContainerRequest struct {
 
 func (x *StartContainerRequest) Reset() {
 	*x = StartContainerRequest{}
-	mi := &file_shim_proto_msgTypes[5]
+	mi := &file_shim_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -575,7 +666,7 @@ func (x *StartContainerRequest) String() string {
 func (*StartContainerRequest) ProtoMessage() {}
 
 func (x *StartContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[5]
+	mi := &file_shim_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -588,7 +679,7 @@ func (x *StartContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartContainerRequest.ProtoReflect.Descriptor instead.
 func (*StartContainerRequest) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{5}
+	return file_shim_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *StartContainerRequest) GetId() string {
@@ -608,7 +699,7 @@ type StartContainerResponse struct {
 
 func (x *StartContainerResponse) Reset() {
 	*x = StartContainerResponse{}
-	mi := &file_shim_proto_msgTypes[6]
+	mi := &file_shim_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -620,7 +711,7 @@ func (x *StartContainerResponse) String() string {
 func (*StartContainerResponse) ProtoMessage() {}
 
 func (x *StartContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[6]
+	mi := &file_shim_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -633,7 +724,7 @@ func (x *StartContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartContainerResponse.ProtoReflect.Descriptor instead.
 func (*StartContainerResponse) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{6}
+	return file_shim_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *StartContainerResponse) GetStartedAtUnixNano() int64 {
@@ -659,7 +750,7 @@ type DeleteContainerRequest struct {
 
 func (x *DeleteContainerRequest) Reset() {
 	*x = DeleteContainerRequest{}
-	mi := &file_shim_proto_msgTypes[7]
+	mi := &file_shim_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -671,7 +762,7 @@ func (x *DeleteContainerRequest) String() string {
 func (*DeleteContainerRequest) ProtoMessage() {}
 
 func (x *DeleteContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[7]
+	mi := &file_shim_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -684,7 +775,7 @@ func (x *DeleteContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteContainerRequest.ProtoReflect.Descriptor instead.
 func (*DeleteContainerRequest) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{7}
+	return file_shim_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *DeleteContainerRequest) GetId() string {
@@ -702,7 +793,7 @@ type DeleteContainerResponse struct {
 
 func (x *DeleteContainerResponse) Reset() {
 	*x = DeleteContainerResponse{}
-	mi := &file_shim_proto_msgTypes[8]
+	mi := &file_shim_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -714,7 +805,7 @@ func (x *DeleteContainerResponse) String() string {
 func (*DeleteContainerResponse) ProtoMessage() {}
 
 func (x *DeleteContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[8]
+	mi := &file_shim_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -727,7 +818,7 @@ func (x *DeleteContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteContainerResponse.ProtoReflect.Descriptor instead.
 func (*DeleteContainerResponse) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{8}
+	return file_shim_proto_rawDescGZIP(), []int{10}
 }
 
 type ReopenLogRequest struct {
@@ -739,7 +830,7 @@ type ReopenLogRequest struct {
 
 func (x *ReopenLogRequest) Reset() {
 	*x = ReopenLogRequest{}
-	mi := &file_shim_proto_msgTypes[9]
+	mi := &file_shim_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -751,7 +842,7 @@ func (x *ReopenLogRequest) String() string {
 func (*ReopenLogRequest) ProtoMessage() {}
 
 func (x *ReopenLogRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[9]
+	mi := &file_shim_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -764,7 +855,7 @@ func (x *ReopenLogRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReopenLogRequest.ProtoReflect.Descriptor instead.
 func (*ReopenLogRequest) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{9}
+	return file_shim_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ReopenLogRequest) GetId() string {
@@ -782,7 +873,7 @@ type ReopenLogResponse struct {
 
 func (x *ReopenLogResponse) Reset() {
 	*x = ReopenLogResponse{}
-	mi := &file_shim_proto_msgTypes[10]
+	mi := &file_shim_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -794,7 +885,7 @@ func (x *ReopenLogResponse) String() string {
 func (*ReopenLogResponse) ProtoMessage() {}
 
 func (x *ReopenLogResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[10]
+	mi := &file_shim_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -807,7 +898,7 @@ func (x *ReopenLogResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReopenLogResponse.ProtoReflect.Descriptor instead.
 func (*ReopenLogResponse) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{10}
+	return file_shim_proto_rawDescGZIP(), []int{12}
 }
 
 type ExecSyncRequest struct {
@@ -822,7 +913,7 @@ type ExecSyncRequest struct {
 
 func (x *ExecSyncRequest) Reset() {
 	*x = ExecSyncRequest{}
-	mi := &file_shim_proto_msgTypes[11]
+	mi := &file_shim_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -834,7 +925,7 @@ func (x *ExecSyncRequest) String() string {
 func (*ExecSyncRequest) ProtoMessage() {}
 
 func (x *ExecSyncRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[11]
+	mi := &file_shim_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -847,7 +938,7 @@ func (x *ExecSyncRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecSyncRequest.ProtoReflect.Descriptor instead.
 func (*ExecSyncRequest) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{11}
+	return file_shim_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ExecSyncRequest) GetId() string {
@@ -884,7 +975,7 @@ type ExecSyncResponse struct {
 
 func (x *ExecSyncResponse) Reset() {
 	*x = ExecSyncResponse{}
-	mi := &file_shim_proto_msgTypes[12]
+	mi := &file_shim_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -896,7 +987,7 @@ func (x *ExecSyncResponse) String() string {
 func (*ExecSyncResponse) ProtoMessage() {}
 
 func (x *ExecSyncResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[12]
+	mi := &file_shim_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -909,7 +1000,7 @@ func (x *ExecSyncResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecSyncResponse.ProtoReflect.Descriptor instead.
 func (*ExecSyncResponse) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{12}
+	return file_shim_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ExecSyncResponse) GetStdout() []byte {
@@ -951,7 +1042,7 @@ type UpdateRequest struct {
 
 func (x *UpdateRequest) Reset() {
 	*x = UpdateRequest{}
-	mi := &file_shim_proto_msgTypes[13]
+	mi := &file_shim_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -963,7 +1054,7 @@ func (x *UpdateRequest) String() string {
 func (*UpdateRequest) ProtoMessage() {}
 
 func (x *UpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[13]
+	mi := &file_shim_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -976,7 +1067,7 @@ func (x *UpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateRequest.ProtoReflect.Descriptor instead.
 func (*UpdateRequest) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{13}
+	return file_shim_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *UpdateRequest) GetId() string {
@@ -1001,7 +1092,7 @@ type UpdateResponse struct {
 
 func (x *UpdateResponse) Reset() {
 	*x = UpdateResponse{}
-	mi := &file_shim_proto_msgTypes[14]
+	mi := &file_shim_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1013,7 +1104,7 @@ func (x *UpdateResponse) String() string {
 func (*UpdateResponse) ProtoMessage() {}
 
 func (x *UpdateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[14]
+	mi := &file_shim_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1026,7 +1117,7 @@ func (x *UpdateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateResponse.ProtoReflect.Descriptor instead.
 func (*UpdateResponse) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{14}
+	return file_shim_proto_rawDescGZIP(), []int{16}
 }
 
 type StateRequest struct {
@@ -1038,7 +1129,7 @@ type StateRequest struct {
 
 func (x *StateRequest) Reset() {
 	*x = StateRequest{}
-	mi := &file_shim_proto_msgTypes[15]
+	mi := &file_shim_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1050,7 +1141,7 @@ func (x *StateRequest) String() string {
 func (*StateRequest) ProtoMessage() {}
 
 func (x *StateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[15]
+	mi := &file_shim_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1063,7 +1154,7 @@ func (x *StateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateRequest.ProtoReflect.Descriptor instead.
 func (*StateRequest) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{15}
+	return file_shim_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *StateRequest) GetId() string {
@@ -1088,7 +1179,7 @@ type StateResponse struct {
 
 func (x *StateResponse) Reset() {
 	*x = StateResponse{}
-	mi := &file_shim_proto_msgTypes[16]
+	mi := &file_shim_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1100,7 +1191,7 @@ func (x *StateResponse) String() string {
 func (*StateResponse) ProtoMessage() {}
 
 func (x *StateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[16]
+	mi := &file_shim_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1113,7 +1204,7 @@ func (x *StateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateResponse.ProtoReflect.Descriptor instead.
 func (*StateResponse) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{16}
+	return file_shim_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *StateResponse) GetId() string {
@@ -1170,7 +1261,7 @@ type Exit struct {
 
 func (x *Exit) Reset() {
 	*x = Exit{}
-	mi := &file_shim_proto_msgTypes[17]
+	mi := &file_shim_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1182,7 +1273,7 @@ func (x *Exit) String() string {
 func (*Exit) ProtoMessage() {}
 
 func (x *Exit) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[17]
+	mi := &file_shim_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1195,7 +1286,7 @@ func (x *Exit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Exit.ProtoReflect.Descriptor instead.
 func (*Exit) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{17}
+	return file_shim_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Exit) GetExitCode() int32 {
@@ -1251,7 +1342,7 @@ type KillRequest struct {
 
 func (x *KillRequest) Reset() {
 	*x = KillRequest{}
-	mi := &file_shim_proto_msgTypes[18]
+	mi := &file_shim_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1263,7 +1354,7 @@ func (x *KillRequest) String() string {
 func (*KillRequest) ProtoMessage() {}
 
 func (x *KillRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[18]
+	mi := &file_shim_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1276,7 +1367,7 @@ func (x *KillRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillRequest.ProtoReflect.Descriptor instead.
 func (*KillRequest) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{18}
+	return file_shim_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *KillRequest) GetId() string {
@@ -1308,7 +1399,7 @@ type KillResponse struct {
 
 func (x *KillResponse) Reset() {
 	*x = KillResponse{}
-	mi := &file_shim_proto_msgTypes[19]
+	mi := &file_shim_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1320,7 +1411,7 @@ func (x *KillResponse) String() string {
 func (*KillResponse) ProtoMessage() {}
 
 func (x *KillResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[19]
+	mi := &file_shim_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1333,7 +1424,7 @@ func (x *KillResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillResponse.ProtoReflect.Descriptor instead.
 func (*KillResponse) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{19}
+	return file_shim_proto_rawDescGZIP(), []int{21}
 }
 
 type WaitRequest struct {
@@ -1345,7 +1436,7 @@ type WaitRequest struct {
 
 func (x *WaitRequest) Reset() {
 	*x = WaitRequest{}
-	mi := &file_shim_proto_msgTypes[20]
+	mi := &file_shim_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1357,7 +1448,7 @@ func (x *WaitRequest) String() string {
 func (*WaitRequest) ProtoMessage() {}
 
 func (x *WaitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[20]
+	mi := &file_shim_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1370,7 +1461,7 @@ func (x *WaitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitRequest.ProtoReflect.Descriptor instead.
 func (*WaitRequest) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{20}
+	return file_shim_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *WaitRequest) GetId() string {
@@ -1389,7 +1480,7 @@ type WaitResponse struct {
 
 func (x *WaitResponse) Reset() {
 	*x = WaitResponse{}
-	mi := &file_shim_proto_msgTypes[21]
+	mi := &file_shim_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1401,7 +1492,7 @@ func (x *WaitResponse) String() string {
 func (*WaitResponse) ProtoMessage() {}
 
 func (x *WaitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[21]
+	mi := &file_shim_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1414,7 +1505,7 @@ func (x *WaitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitResponse.ProtoReflect.Descriptor instead.
 func (*WaitResponse) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{21}
+	return file_shim_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *WaitResponse) GetExit() *Exit {
@@ -1441,7 +1532,7 @@ type StatsRequest struct {
 
 func (x *StatsRequest) Reset() {
 	*x = StatsRequest{}
-	mi := &file_shim_proto_msgTypes[22]
+	mi := &file_shim_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1453,7 +1544,7 @@ func (x *StatsRequest) String() string {
 func (*StatsRequest) ProtoMessage() {}
 
 func (x *StatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[22]
+	mi := &file_shim_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1466,7 +1557,7 @@ func (x *StatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsRequest.ProtoReflect.Descriptor instead.
 func (*StatsRequest) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{22}
+	return file_shim_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *StatsRequest) GetId() string {
@@ -1520,7 +1611,7 @@ type StatsResponse struct {
 
 func (x *StatsResponse) Reset() {
 	*x = StatsResponse{}
-	mi := &file_shim_proto_msgTypes[23]
+	mi := &file_shim_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1532,7 +1623,7 @@ func (x *StatsResponse) String() string {
 func (*StatsResponse) ProtoMessage() {}
 
 func (x *StatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[23]
+	mi := &file_shim_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1545,7 +1636,7 @@ func (x *StatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsResponse.ProtoReflect.Descriptor instead.
 func (*StatsResponse) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{23}
+	return file_shim_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *StatsResponse) GetTimestampUnixNano() int64 {
@@ -1640,7 +1731,7 @@ type ShutdownRequest struct {
 
 func (x *ShutdownRequest) Reset() {
 	*x = ShutdownRequest{}
-	mi := &file_shim_proto_msgTypes[24]
+	mi := &file_shim_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1652,7 +1743,7 @@ func (x *ShutdownRequest) String() string {
 func (*ShutdownRequest) ProtoMessage() {}
 
 func (x *ShutdownRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[24]
+	mi := &file_shim_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1665,18 +1756,20 @@ func (x *ShutdownRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShutdownRequest.ProtoReflect.Descriptor instead.
 func (*ShutdownRequest) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{24}
+	return file_shim_proto_rawDescGZIP(), []int{26}
 }
 
 type ShutdownResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The shim serves no other pod and ends once the reply is sent.
+	Last          bool `protobuf:"varint,1,opt,name=last,proto3" json:"last,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ShutdownResponse) Reset() {
 	*x = ShutdownResponse{}
-	mi := &file_shim_proto_msgTypes[25]
+	mi := &file_shim_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1688,7 +1781,7 @@ func (x *ShutdownResponse) String() string {
 func (*ShutdownResponse) ProtoMessage() {}
 
 func (x *ShutdownResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[25]
+	mi := &file_shim_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1701,7 +1794,14 @@ func (x *ShutdownResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShutdownResponse.ProtoReflect.Descriptor instead.
 func (*ShutdownResponse) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{25}
+	return file_shim_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *ShutdownResponse) GetLast() bool {
+	if x != nil {
+		return x.Last
+	}
+	return false
 }
 
 var File_shim_proto protoreflect.FileDescriptor
@@ -1709,7 +1809,11 @@ var File_shim_proto protoreflect.FileDescriptor
 const file_shim_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
-	"shim.proto\x12\rketch.shim.v1\"\xa2\x06\n" +
+	"shim.proto\x12\rketch.shim.v1\"1\n" +
+	"\rAddPodRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
+	"\x03dir\x18\x02 \x01(\tR\x03dir\"\x10\n" +
+	"\x0eAddPodResponse\"\xa2\x06\n" +
 	"\x13StartSandboxRequest\x12\x16\n" +
 	"\x06rootfs\x18\x01 \x01(\tR\x06rootfs\x12\x12\n" +
 	"\x04args\x18\x02 \x03(\tR\x04args\x12\x1a\n" +
@@ -1828,13 +1932,16 @@ const file_shim_proto_rawDesc = "" +
 	"\tcpu_quota\x18\x11 \x01(\x03R\bcpuQuota\x12-\n" +
 	"\x12memory_reservation\x18\x12 \x01(\x04R\x11memoryReservation\x12\x17\n" +
 	"\anet_dev\x18\x13 \x01(\fR\x06netDevJ\x04\b\x02\x10\t\"\x11\n" +
-	"\x0fShutdownRequest\"\x12\n" +
-	"\x10ShutdownResponse*X\n" +
+	"\x0fShutdownRequest\"&\n" +
+	"\x10ShutdownResponse\x12\x12\n" +
+	"\x04last\x18\x01 \x01(\bR\x04last*X\n" +
 	"\x06Status\x12\x12\n" +
 	"\x0eSTATUS_UNKNOWN\x10\x00\x12\x12\n" +
 	"\x0eSTATUS_CREATED\x10\x01\x12\x12\n" +
 	"\x0eSTATUS_RUNNING\x10\x02\x12\x12\n" +
-	"\x0eSTATUS_STOPPED\x10\x032\xbd\a\n" +
+	"\x0eSTATUS_STOPPED\x10\x032N\n" +
+	"\x05Group\x12E\n" +
+	"\x06AddPod\x12\x1c.ketch.shim.v1.AddPodRequest\x1a\x1d.ketch.shim.v1.AddPodResponse2\xbd\a\n" +
 	"\x04Shim\x12W\n" +
 	"\fStartSandbox\x12\".ketch.shim.v1.StartSandboxRequest\x1a#.ketch.shim.v1.StartSandboxResponse\x12`\n" +
 	"\x0fCreateContainer\x12%.ketch.shim.v1.CreateContainerRequest\x1a&.ketch.shim.v1.CreateContainerResponse\x12]\n" +
@@ -1862,70 +1969,74 @@ func file_shim_proto_rawDescGZIP() []byte {
 }
 
 var file_shim_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_shim_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_shim_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_shim_proto_goTypes = []any{
 	(Status)(0),                     // 0: ketch.shim.v1.Status
-	(*StartSandboxRequest)(nil),     // 1: ketch.shim.v1.StartSandboxRequest
-	(*IDMapping)(nil),               // 2: ketch.shim.v1.IDMapping
-	(*StartSandboxResponse)(nil),    // 3: ketch.shim.v1.StartSandboxResponse
-	(*CreateContainerRequest)(nil),  // 4: ketch.shim.v1.CreateContainerRequest
-	(*CreateContainerResponse)(nil), // 5: ketch.shim.v1.CreateContainerResponse
-	(*StartContainerRequest)(nil),   // 6: ketch.shim.v1.StartContainerRequest
-	(*StartContainerResponse)(nil),  // 7: ketch.shim.v1.StartContainerResponse
-	(*DeleteContainerRequest)(nil),  // 8: ketch.shim.v1.DeleteContainerRequest
-	(*DeleteContainerResponse)(nil), // 9: ketch.shim.v1.DeleteContainerResponse
-	(*ReopenLogRequest)(nil),        // 10: ketch.shim.v1.ReopenLogRequest
-	(*ReopenLogResponse)(nil),       // 11: ketch.shim.v1.ReopenLogResponse
-	(*ExecSyncRequest)(nil),         // 12: ketch.shim.v1.ExecSyncRequest
-	(*ExecSyncResponse)(nil),        // 13: ketch.shim.v1.ExecSyncResponse
-	(*UpdateRequest)(nil),           // 14: ketch.shim.v1.UpdateRequest
-	(*UpdateResponse)(nil),          // 15: ketch.shim.v1.UpdateResponse
-	(*StateRequest)(nil),            // 16: ketch.shim.v1.StateRequest
-	(*StateResponse)(nil),           // 17: ketch.shim.v1.StateResponse
-	(*Exit)(nil),                    // 18: ketch.shim.v1.Exit
-	(*KillRequest)(nil),             // 19: ketch.shim.v1.KillRequest
-	(*KillResponse)(nil),            // 20: ketch.shim.v1.KillResponse
-	(*WaitRequest)(nil),             // 21: ketch.shim.v1.WaitRequest
-	(*WaitResponse)(nil),            // 22: ketch.shim.v1.WaitResponse
-	(*StatsRequest)(nil),            // 23: ketch.shim.v1.StatsRequest
-	(*StatsResponse)(nil),           // 24: ketch.shim.v1.StatsResponse
-	(*ShutdownRequest)(nil),         // 25: ketch.shim.v1.ShutdownRequest
-	(*ShutdownResponse)(nil),        // 26: ketch.shim.v1.ShutdownResponse
-	nil,                             // 27: ketch.shim.v1.StartSandboxRequest.SysctlsEntry
+	(*AddPodRequest)(nil),           // 1: ketch.shim.v1.AddPodRequest
+	(*AddPodResponse)(nil),          // 2: ketch.shim.v1.AddPodResponse
+	(*StartSandboxRequest)(nil),     // 3: ketch.shim.v1.StartSandboxRequest
+	(*IDMapping)(nil),               // 4: ketch.shim.v1.IDMapping
+	(*StartSandboxResponse)(nil),    // 5: ketch.shim.v1.StartSandboxResponse
+	(*CreateContainerRequest)(nil),  // 6: ketch.shim.v1.CreateContainerRequest
+	(*CreateContainerResponse)(nil), // 7: ketch.shim.v1.CreateContainerResponse
+	(*StartContainerRequest)(nil),   // 8: ketch.shim.v1.StartContainerRequest
+	(*StartContainerResponse)(nil),  // 9: ketch.shim.v1.StartContainerResponse
+	(*DeleteContainerRequest)(nil),  // 10: ketch.shim.v1.DeleteContainerRequest
+	(*DeleteContainerResponse)(nil), // 11: ketch.shim.v1.DeleteContainerResponse
+	(*ReopenLogRequest)(nil),        // 12: ketch.shim.v1.ReopenLogRequest
+	(*ReopenLogResponse)(nil),       // 13: ketch.shim.v1.ReopenLogResponse
+	(*ExecSyncRequest)(nil),         // 14: ketch.shim.v1.ExecSyncRequest
+	(*ExecSyncResponse)(nil),        // 15: ketch.shim.v1.ExecSyncResponse
+	(*UpdateRequest)(nil),           // 16: ketch.shim.v1.UpdateRequest
+	(*UpdateResponse)(nil),          // 17: ketch.shim.v1.UpdateResponse
+	(*StateRequest)(nil),            // 18: ketch.shim.v1.StateRequest
+	(*StateResponse)(nil),           // 19: ketch.shim.v1.StateResponse
+	(*Exit)(nil),                    // 20: ketch.shim.v1.Exit
+	(*KillRequest)(nil),             // 21: ketch.shim.v1.KillRequest
+	(*KillResponse)(nil),            // 22: ketch.shim.v1.KillResponse
+	(*WaitRequest)(nil),             // 23: ketch.shim.v1.WaitRequest
+	(*WaitResponse)(nil),            // 24: ketch.shim.v1.WaitResponse
+	(*StatsRequest)(nil),            // 25: ketch.shim.v1.StatsRequest
+	(*StatsResponse)(nil),           // 26: ketch.shim.v1.StatsResponse
+	(*ShutdownRequest)(nil),         // 27: ketch.shim.v1.ShutdownRequest
+	(*ShutdownResponse)(nil),        // 28: ketch.shim.v1.ShutdownResponse
+	nil,                             // 29: ketch.shim.v1.StartSandboxRequest.SysctlsEntry
 }
 var file_shim_proto_depIdxs = []int32{
-	27, // 0: ketch.shim.v1.StartSandboxRequest.sysctls:type_name -> ketch.shim.v1.StartSandboxRequest.SysctlsEntry
-	2,  // 1: ketch.shim.v1.StartSandboxRequest.uid_mappings:type_name -> ketch.shim.v1.IDMapping
-	2,  // 2: ketch.shim.v1.StartSandboxRequest.gid_mappings:type_name -> ketch.shim.v1.IDMapping
+	29, // 0: ketch.shim.v1.StartSandboxRequest.sysctls:type_name -> ketch.shim.v1.StartSandboxRequest.SysctlsEntry
+	4,  // 1: ketch.shim.v1.StartSandboxRequest.uid_mappings:type_name -> ketch.shim.v1.IDMapping
+	4,  // 2: ketch.shim.v1.StartSandboxRequest.gid_mappings:type_name -> ketch.shim.v1.IDMapping
 	0,  // 3: ketch.shim.v1.StateResponse.status:type_name -> ketch.shim.v1.Status
-	18, // 4: ketch.shim.v1.StateResponse.exit:type_name -> ketch.shim.v1.Exit
-	18, // 5: ketch.shim.v1.WaitResponse.exit:type_name -> ketch.shim.v1.Exit
-	1,  // 6: ketch.shim.v1.Shim.StartSandbox:input_type -> ketch.shim.v1.StartSandboxRequest
-	4,  // 7: ketch.shim.v1.Shim.CreateContainer:input_type -> ketch.shim.v1.CreateContainerRequest
-	6,  // 8: ketch.shim.v1.Shim.StartContainer:input_type -> ketch.shim.v1.StartContainerRequest
-	8,  // 9: ketch.shim.v1.Shim.DeleteContainer:input_type -> ketch.shim.v1.DeleteContainerRequest
-	10, // 10: ketch.shim.v1.Shim.ReopenLog:input_type -> ketch.shim.v1.ReopenLogRequest
-	12, // 11: ketch.shim.v1.Shim.ExecSync:input_type -> ketch.shim.v1.ExecSyncRequest
-	14, // 12: ketch.shim.v1.Shim.Update:input_type -> ketch.shim.v1.UpdateRequest
-	16, // 13: ketch.shim.v1.Shim.State:input_type -> ketch.shim.v1.StateRequest
-	19, // 14: ketch.shim.v1.Shim.Kill:input_type -> ketch.shim.v1.KillRequest
-	21, // 15: ketch.shim.v1.Shim.Wait:input_type -> ketch.shim.v1.WaitRequest
-	23, // 16: ketch.shim.v1.Shim.Stats:input_type -> ketch.shim.v1.StatsRequest
-	25, // 17: ketch.shim.v1.Shim.Shutdown:input_type -> ketch.shim.v1.ShutdownRequest
-	3,  // 18: ketch.shim.v1.Shim.StartSandbox:output_type -> ketch.shim.v1.StartSandboxResponse
-	5,  // 19: ketch.shim.v1.Shim.CreateContainer:output_type -> ketch.shim.v1.CreateContainerResponse
-	7,  // 20: ketch.shim.v1.Shim.StartContainer:output_type -> ketch.shim.v1.StartContainerResponse
-	9,  // 21: ketch.shim.v1.Shim.DeleteContainer:output_type -> ketch.shim.v1.DeleteContainerResponse
-	11, // 22: ketch.shim.v1.Shim.ReopenLog:output_type -> ketch.shim.v1.ReopenLogResponse
-	13, // 23: ketch.shim.v1.Shim.ExecSync:output_type -> ketch.shim.v1.ExecSyncResponse
-	15, // 24: ketch.shim.v1.Shim.Update:output_type -> ketch.shim.v1.UpdateResponse
-	17, // 25: ketch.shim.v1.Shim.State:output_type -> ketch.shim.v1.StateResponse
-	20, // 26: ketch.shim.v1.Shim.Kill:output_type -> ketch.shim.v1.KillResponse
-	22, // 27: ketch.shim.v1.Shim.Wait:output_type -> ketch.shim.v1.WaitResponse
-	24, // 28: ketch.shim.v1.Shim.Stats:output_type -> ketch.shim.v1.StatsResponse
-	26, // 29: ketch.shim.v1.Shim.Shutdown:output_type -> ketch.shim.v1.ShutdownResponse
-	18, // [18:30] is the sub-list for method output_type
-	6,  // [6:18] is the sub-list for method input_type
+	20, // 4: ketch.shim.v1.StateResponse.exit:type_name -> ketch.shim.v1.Exit
+	20, // 5: ketch.shim.v1.WaitResponse.exit:type_name -> ketch.shim.v1.Exit
+	1,  // 6: ketch.shim.v1.Group.AddPod:input_type -> ketch.shim.v1.AddPodRequest
+	3,  // 7: ketch.shim.v1.Shim.StartSandbox:input_type -> ketch.shim.v1.StartSandboxRequest
+	6,  // 8: ketch.shim.v1.Shim.CreateContainer:input_type -> ketch.shim.v1.CreateContainerRequest
+	8,  // 9: ketch.shim.v1.Shim.StartContainer:input_type -> ketch.shim.v1.StartContainerRequest
+	10, // 10: ketch.shim.v1.Shim.DeleteContainer:input_type -> ketch.shim.v1.DeleteContainerRequest
+	12, // 11: ketch.shim.v1.Shim.ReopenLog:input_type -> ketch.shim.v1.ReopenLogRequest
+	14, // 12: ketch.shim.v1.Shim.ExecSync:input_type -> ketch.shim.v1.ExecSyncRequest
+	16, // 13: ketch.shim.v1.Shim.Update:input_type -> ketch.shim.v1.UpdateRequest
+	18, // 14: ketch.shim.v1.Shim.State:input_type -> ketch.shim.v1.StateRequest
+	21, // 15: ketch.shim.v1.Shim.Kill:input_type -> ketch.shim.v1.KillRequest
+	23, // 16: ketch.shim.v1.Shim.Wait:input_type -> ketch.shim.v1.WaitRequest
+	25, // 17: ketch.shim.v1.Shim.Stats:input_type -> ketch.shim.v1.StatsRequest
+	27, // 18: ketch.shim.v1.Shim.Shutdown:input_type -> ketch.shim.v1.ShutdownRequest
+	2,  // 19: ketch.shim.v1.Group.AddPod:output_type -> ketch.shim.v1.AddPodResponse
+	5,  // 20: ketch.shim.v1.Shim.StartSandbox:output_type -> ketch.shim.v1.StartSandboxResponse
+	7,  // 21: ketch.shim.v1.Shim.CreateContainer:output_type -> ketch.shim.v1.CreateContainerResponse
+	9,  // 22: ketch.shim.v1.Shim.StartContainer:output_type -> ketch.shim.v1.StartContainerResponse
+	11, // 23: ketch.shim.v1.Shim.DeleteContainer:output_type -> ketch.shim.v1.DeleteContainerResponse
+	13, // 24: ketch.shim.v1.Shim.ReopenLog:output_type -> ketch.shim.v1.ReopenLogResponse
+	15, // 25: ketch.shim.v1.Shim.ExecSync:output_type -> ketch.shim.v1.ExecSyncResponse
+	17, // 26: ketch.shim.v1.Shim.Update:output_type -> ketch.shim.v1.UpdateResponse
+	19, // 27: ketch.shim.v1.Shim.State:output_type -> ketch.shim.v1.StateResponse
+	22, // 28: ketch.shim.v1.Shim.Kill:output_type -> ketch.shim.v1.KillResponse
+	24, // 29: ketch.shim.v1.Shim.Wait:output_type -> ketch.shim.v1.WaitResponse
+	26, // 30: ketch.shim.v1.Shim.Stats:output_type -> ketch.shim.v1.StatsResponse
+	28, // 31: ketch.shim.v1.Shim.Shutdown:output_type -> ketch.shim.v1.ShutdownResponse
+	19, // [19:32] is the sub-list for method output_type
+	6,  // [6:19] is the sub-list for method input_type
 	6,  // [6:6] is the sub-list for extension type_name
 	6,  // [6:6] is the sub-list for extension extendee
 	0,  // [0:6] is the sub-list for field type_name
@@ -1942,9 +2053,9 @@ func file_shim_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shim_proto_rawDesc), len(file_shim_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   27,
+			NumMessages:   29,
 			NumExtensions: 0,
-			NumServices:   1,
+			NumServices:   2,
 		},
 		GoTypes:           file_shim_proto_goTypes,
 		DependencyIndexes: file_shim_proto_depIdxs,

@@ -7,6 +7,42 @@ import (
 	ttrpc "github.com/containerd/ttrpc"
 )
 
+type GroupService interface {
+	AddPod(context.Context, *AddPodRequest) (*AddPodResponse, error)
+}
+
+func RegisterGroupService(srv *ttrpc.Server, svc GroupService) {
+	srv.RegisterService("ketch.shim.v1.Group", &ttrpc.ServiceDesc{
+		Methods: map[string]ttrpc.Method{
+			"AddPod": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req AddPodRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.AddPod(ctx, &req)
+			},
+		},
+	})
+}
+
+type groupClient struct {
+	client *ttrpc.Client
+}
+
+func NewGroupClient(client *ttrpc.Client) GroupService {
+	return &groupClient{
+		client: client,
+	}
+}
+
+func (c *groupClient) AddPod(ctx context.Context, req *AddPodRequest) (*AddPodResponse, error) {
+	var resp AddPodResponse
+	if err := c.client.Call(ctx, "ketch.shim.v1.Group", "AddPod", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
 type ShimService interface {
 	StartSandbox(context.Context, *StartSandboxRequest) (*StartSandboxResponse, error)
 	CreateContainer(context.Context, *CreateContainerRequest) (*CreateContainerResponse, error)
