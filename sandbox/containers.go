@@ -137,7 +137,13 @@ func (m *Manager) SignalContainer(ctx context.Context, podID, id string, sig sys
 	if err != nil {
 		return err
 	}
-	return c.Kill(ctx, id, sig, all)
+	err = c.Kill(ctx, id, sig, all)
+	if m.gone(ctx, podID, c, err) {
+		// Its processes died with the shim: nothing runs to be signalled,
+		// and WaitContainer tells how it ended.
+		return fmt.Errorf("signal %s: the pod's shim is gone: %w", id, errdefs.ErrFailedPrecondition)
+	}
+	return err
 }
 
 // WaitContainer returns container id's exit once recorded. When the shim is

@@ -77,6 +77,11 @@ func (s *Service) startSandbox(cfg *SandboxConfig) (_ *container, retErr error) 
 			}
 		}
 	}()
+	// As for an app container: a shim killed before libcontainer saved
+	// its state (once the init runs) leaves a cgroup only this finds.
+	if err := saveConfig(s.stateRoot(), s.id, config); err != nil {
+		return nil, fmt.Errorf("create: %w", err)
+	}
 	c := newContainer(s.id, lc)
 	proc := &libcontainer.Process{
 		Args: spec.Process.Args,
