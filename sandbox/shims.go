@@ -27,7 +27,7 @@ const DefaultPodsPerShim = 32
 
 // shimPool places pods in shims: a new pod goes to the fullest shim with
 // room, or to a new one. Each pod directory links to its shim
-// (shim.ShimLink), so a restarted ketchd counts them again (loadShims).
+// (shim.ShimLink), so a restarted ketchd counts them again (load).
 // A shim ends by itself once its last pod has been shut down.
 type shimPool struct {
 	dir     string // <state>/shims
