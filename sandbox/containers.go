@@ -137,13 +137,25 @@ func (m *Manager) SignalContainer(ctx context.Context, podID, id string, sig sys
 	if err != nil {
 		return err
 	}
-	err = c.Kill(ctx, id, sig, all)
-	if m.gone(ctx, podID, c, err) {
-		// Its processes died with the shim: nothing runs to be signalled,
-		// and WaitContainer tells how it ended.
-		return fmt.Errorf("signal %s: the pod's shim is gone: %w", id, errdefs.ErrFailedPrecondition)
+	for {
+		err = c.Kill(ctx, id, sig, all)
+		switch {
+		case !c.Gone(err):
+			return err
+		case m.gone(ctx, podID, c, err):
+			// Its processes died with the shim: nothing runs to be
+			// signalled, and WaitContainer tells how it ended.
+			return fmt.Errorf("signal %s: the pod's shim is gone: %w", id, errdefs.ErrFailedPrecondition)
+		}
+		// The socket still answered: the shim lives and only the
+		// connection ended, or it is still dying. Ask again.
+		if err := sleepCtx(ctx, redialPause); err != nil {
+			return err
+		}
+		if c, err = m.podShim(ctx, podID); err != nil {
+			return err // FailedPrecondition once the shim is gone
+		}
 	}
-	return err
 }
 
 // WaitContainer returns container id's exit once recorded. When the shim is
