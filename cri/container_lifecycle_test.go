@@ -219,9 +219,9 @@ func TestStopAndRemoveContainer(t *testing.T) {
 	}
 }
 
-// TestRemoveExitedReleaseFails: an exited container's record goes before
-// its rootfs, so a rootfs that cannot be released is left to the next
-// start's collection (TestCollectLeftovers), and the call says why.
+// TestRemoveExitedReleaseFails: an exited container's record goes beside
+// its rootfs, not after it, so a rootfs that cannot be released is left to
+// the next start's collection (TestCollectLeftovers), and the call says why.
 func TestRemoveExitedReleaseFails(t *testing.T) {
 	d := newTestDeps(t, Config{})
 	pod, id := createdContainer(t, d)
