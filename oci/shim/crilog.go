@@ -222,7 +222,10 @@ func readLent(r io.Reader, f func([]byte)) {
 		// non-blocking terminals); false waits for the next time.
 		err := rc.Read(func(fd uintptr) bool {
 			bp = readBufs.Get().(*[]byte)
-			n, rerr = ignoringEINTR(func() (int, error) { return unix.Read(int(fd), *bp) })
+			n, rerr = unix.Read(int(fd), *bp)
+			for rerr == unix.EINTR {
+				n, rerr = unix.Read(int(fd), *bp)
+			}
 			if rerr == unix.EAGAIN {
 				readBufs.Put(bp)
 				bp = nil
@@ -252,15 +255,6 @@ func readEach(r io.Reader, f func([]byte)) {
 		}
 		if err != nil {
 			return
-		}
-	}
-}
-
-func ignoringEINTR(fn func() (int, error)) (int, error) {
-	for {
-		n, err := fn()
-		if err != unix.EINTR {
-			return n, err
 		}
 	}
 }
