@@ -167,15 +167,11 @@ func (s *Server) containerSpec(sb store.Sandbox, podCfg *runtimeapi.PodSandboxCo
 		Pod:          podCfg,
 		Image:        imgCfg,
 		Rootfs:       rootfs,
-		CgroupDriver: s.cfg.ShimCgroupDriver,
-		CgroupParent: podCfg.GetLinux().GetCgroupParent(),
-	}
-	if in.CgroupParent == "" && in.CgroupDriver != oci.CgroupDriverSystemd {
-		in.CgroupParent = s.cfg.DefaultCgroupParent // beside the pod's own cgroup
+		CgroupDriver: s.cfg.CgroupDriver,
 	}
 	paths := s.containers.Paths(podSpec(sb.ID, podCfg))
-	in.NetNSPath, in.HostsPath, in.ResolvConfPath, in.HostnamePath, in.ShmPath, in.SandboxNS =
-		paths.NetNS, paths.Hosts, paths.ResolvConf, paths.Hostname, paths.Shm, paths.Namespaces
+	in.CgroupParent, in.NetNSPath, in.HostsPath, in.ResolvConfPath, in.HostnamePath, in.ShmPath, in.SandboxNS =
+		paths.CgroupParent, paths.NetNS, paths.Hosts, paths.ResolvConf, paths.Hostname, paths.Shm, paths.Namespaces
 	if ns := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions(); ns.GetPid() == runtimeapi.NamespaceMode_TARGET {
 		target, err := s.store.GetContainer(ns.GetTargetId())
 		if err != nil || target.SandboxID != sb.ID || target.State != store.ContainerRunning {

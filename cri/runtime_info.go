@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"ketch.dev/ketch/oci"
 )
 
 const (
@@ -90,7 +91,11 @@ func (s *Server) UpdateRuntimeConfig(ctx context.Context, req *runtimeapi.Update
 
 // RuntimeConfig tells kubelet which cgroup driver to use, so the two agree.
 func (s *Server) RuntimeConfig(ctx context.Context, req *runtimeapi.RuntimeConfigRequest) (*runtimeapi.RuntimeConfigResponse, error) {
+	driver := runtimeapi.CgroupDriver_CGROUPFS
+	if s.cfg.CgroupDriver == oci.CgroupDriverSystemd {
+		driver = runtimeapi.CgroupDriver_SYSTEMD
+	}
 	return &runtimeapi.RuntimeConfigResponse{
-		Linux: &runtimeapi.LinuxRuntimeConfiguration{CgroupDriver: s.cfg.CgroupDriver},
+		Linux: &runtimeapi.LinuxRuntimeConfiguration{CgroupDriver: driver},
 	}, nil
 }

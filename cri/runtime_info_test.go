@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"ketch.dev/ketch/oci"
 )
 
 func TestVersion(t *testing.T) {
@@ -73,13 +74,14 @@ func TestStatus(t *testing.T) {
 func TestRuntimeConfig(t *testing.T) {
 	for _, tc := range []struct {
 		desc   string
+		config oci.CgroupDriver
 		driver runtimeapi.CgroupDriver
 	}{
-		{"systemd", runtimeapi.CgroupDriver_SYSTEMD},
-		{"cgroupfs", runtimeapi.CgroupDriver_CGROUPFS},
+		{"systemd", oci.CgroupDriverSystemd, runtimeapi.CgroupDriver_SYSTEMD},
+		{"cgroupfs", oci.CgroupDriverCgroupfs, runtimeapi.CgroupDriver_CGROUPFS},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
-			srv, _, _ := newTestServer(t, Config{CgroupDriver: tc.driver})
+			srv, _, _ := newTestServer(t, Config{CgroupDriver: tc.config})
 			resp, err := srv.RuntimeConfig(t.Context(), &runtimeapi.RuntimeConfigRequest{})
 			if err != nil {
 				t.Fatal(err)

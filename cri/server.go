@@ -23,6 +23,7 @@ import (
 	"ketch.dev/ketch/cri/streaming"
 	"ketch.dev/ketch/image"
 	"ketch.dev/ketch/metrics"
+	"ketch.dev/ketch/oci"
 	"ketch.dev/ketch/oci/shim"
 	"ketch.dev/ketch/sandbox"
 )
@@ -124,12 +125,10 @@ type Containers interface {
 // Config is what the server reports about the node it runs on.
 type Config struct {
 	Version      string // ketch's own version
-	CgroupDriver runtimeapi.CgroupDriver
+	CgroupDriver oci.CgroupDriver
 	// RuntimeHandlers are the handler names pods may ask for besides the
 	// default "".
 	RuntimeHandlers []string
-	// ShimCgroupDriver is CgroupDriver as the shim names it.
-	ShimCgroupDriver string
 	// ImageRoot is the image store's directory: the filesystem writable
 	// layers live on, for stats.
 	ImageRoot string
@@ -146,9 +145,6 @@ type Config struct {
 	// loopback requires.
 	StreamAddress               string
 	StreamTLSCert, StreamTLSKey string
-	// DefaultCgroupParent is where the cgroups of a pod that names no
-	// parent go (cgroupfs), its containers' as well as its own.
-	DefaultCgroupParent string
 	// StatsPeriod is how often the figures of every running container
 	// and ready pod are read for the stats lists; 0 reads them on demand.
 	StatsPeriod time.Duration

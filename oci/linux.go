@@ -20,14 +20,17 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
-// The cgroup drivers, as kubelet's --cgroup-driver names them, and where
-// each puts a container whose pod names no parent: never the root of a
-// hierarchy, which ketch must not litter.
+// CgroupDriver is who makes the cgroups of pods and containers, as
+// kubelet's --cgroup-driver names it; "" is cgroupfs.
+type CgroupDriver string
+
+// The cgroup drivers, and where each puts a container whose pod names no
+// parent: never the root of a hierarchy, which ketch must not litter.
 const (
-	CgroupDriverCgroupfs = "cgroupfs"
-	CgroupDriverSystemd  = "systemd"
-	DefaultCgroupParent  = "/ketch"
-	DefaultSystemdSlice  = "system.slice"
+	CgroupDriverCgroupfs CgroupDriver = "cgroupfs"
+	CgroupDriverSystemd  CgroupDriver = "systemd"
+	DefaultCgroupParent               = "/ketch"
+	DefaultSystemdSlice               = "system.slice"
 )
 
 // devDirsSkipped are the directories under /dev that hold no device nodes
@@ -65,7 +68,7 @@ func linuxSection(in Input) (*specs.Linux, error) {
 	if err != nil {
 		return nil, err
 	}
-	cg, err := cgroupsPath(in)
+	cg, err := CgroupsPath(in.CgroupDriver, in.CgroupParent, in.ID)
 	if err != nil {
 		return nil, err
 	}
@@ -417,33 +420,37 @@ var hugetlbAvailable = sync.OnceValue(func() bool {
 	return err == nil
 })
 
-// cgroupsPath is in the form runc's specconv parses for the driver: an
-// absolute path for cgroupfs (a relative one would be taken from the
-// shim's own cgroup), "slice:prefix:name" for systemd.
-func cgroupsPath(in Input) (string, error) {
-	switch in.CgroupDriver {
+// CgroupsPath is the spec's cgroupsPath of the cgroup named name under
+// parent, in the form runc's specconv parses for the driver: an absolute
+// path for cgroupfs (a relative one would be taken from the shim's own
+// cgroup), "slice:prefix:name" for systemd. A pod's and its containers'
+// cgroups are named the same way, each by its ID.
+func CgroupsPath(driver CgroupDriver, parent, name string) (string, error) {
+	if name == "" || strings.ContainsAny(name, "/:") || name == "." || name == ".." {
+		return "", fmt.Errorf("cgroup name %q: %w", name, errdefs.ErrInvalidArgument)
+	}
+	switch driver {
 	case "", CgroupDriverCgroupfs:
-		parent := in.CgroupParent
 		if parent == "" {
 			parent = DefaultCgroupParent
 		}
 		if slices.Contains(strings.Split(parent, "/"), "..") {
 			return "", fmt.Errorf("cgroup parent %q: %w", parent, errdefs.ErrInvalidArgument)
 		}
-		return path.Join("/", parent, in.ID), nil
+		return path.Join("/", parent, name), nil
 	case CgroupDriverSystemd:
 		slice := DefaultSystemdSlice
-		if in.CgroupParent != "" {
+		if parent != "" {
 			// kubelet may name a slice by its path in the tree, as
 			// containerd accepts; systemd wants only its name.
-			slice = path.Base(in.CgroupParent)
+			slice = path.Base(parent)
 		}
 		if !strings.HasSuffix(slice, ".slice") {
-			return "", fmt.Errorf("cgroup parent %q is not a systemd slice: %w", in.CgroupParent, errdefs.ErrInvalidArgument)
+			return "", fmt.Errorf("cgroup parent %q is not a systemd slice: %w", parent, errdefs.ErrInvalidArgument)
 		}
-		return slice + ":ketch:" + in.ID, nil
+		return slice + ":ketch:" + name, nil
 	}
-	return "", fmt.Errorf("cgroup driver %q: want %q or %q: %w", in.CgroupDriver, CgroupDriverCgroupfs, CgroupDriverSystemd, errdefs.ErrInvalidArgument)
+	return "", fmt.Errorf("cgroup driver %q: want %q or %q: %w", driver, CgroupDriverCgroupfs, CgroupDriverSystemd, errdefs.ErrInvalidArgument)
 }
 
 // CgroupPaths is where libcontainer makes the cgroup of the container whose

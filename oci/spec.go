@@ -62,9 +62,8 @@ type Input struct {
 	HostsPath, ResolvConfPath, HostnamePath string
 	// ShmPath is the pod's /dev/shm directory; "" gives the container a
 	// private 64 MiB tmpfs.
-	ShmPath string
-	// CgroupDriver is "cgroupfs" (also for "") or "systemd".
-	CgroupDriver string
+	ShmPath      string
+	CgroupDriver CgroupDriver
 	// CgroupParent is the cgroupfs path or systemd slice the container's
 	// cgroup goes under; "" is /ketch (cgroupfs) or system.slice (systemd).
 	CgroupParent string

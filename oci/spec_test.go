@@ -1065,8 +1065,11 @@ func TestDevices(t *testing.T) {
 // directories libcontainer makes for it, where ketchd reads its usage.
 func TestCgroupsPath(t *testing.T) {
 	for _, tc := range []struct {
-		desc, driver, parent, want, dir string
-		wantErr                         func(error) bool
+		desc      string
+		driver    CgroupDriver
+		parent    string
+		want, dir string
+		wantErr   func(error) bool
 	}{
 		{desc: "cgroupfs default parent", want: "/ketch/c1", dir: "/sys/fs/cgroup/ketch/c1"},
 		{desc: "cgroupfs parent", driver: "cgroupfs", parent: "kubepods/burstable/pod1", want: "/kubepods/burstable/pod1/c1",

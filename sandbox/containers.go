@@ -30,6 +30,8 @@ type PodPaths struct {
 	// ketch-init has no "pid", nor an "ipc" or "uts" it shares with the
 	// node.
 	Namespaces map[string]string
+	// CgroupParent is where its containers' cgroups go, beside its own.
+	CgroupParent string
 }
 
 // Paths returns pod s's PodPaths.
@@ -46,12 +48,13 @@ func (m *Manager) Paths(s Spec) PodPaths {
 		}
 	}
 	return PodPaths{
-		NetNS:      m.NetNSPath(s),
-		Hosts:      filepath.Join(dir, "hosts"),
-		ResolvConf: filepath.Join(dir, "resolv.conf"),
-		Hostname:   filepath.Join(dir, "hostname"),
-		Shm:        shm,
-		Namespaces: pins,
+		NetNS:        m.NetNSPath(s),
+		Hosts:        filepath.Join(dir, "hosts"),
+		ResolvConf:   filepath.Join(dir, "resolv.conf"),
+		Hostname:     filepath.Join(dir, "hostname"),
+		Shm:          shm,
+		Namespaces:   pins,
+		CgroupParent: m.cgroupParent(s),
 	}
 }
 

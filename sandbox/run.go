@@ -15,6 +15,7 @@ import (
 	"github.com/containerd/ttrpc"
 	"golang.org/x/sync/errgroup"
 
+	"ketch.dev/ketch/oci"
 	"ketch.dev/ketch/oci/shim"
 	"ketch.dev/ketch/sandbox/netns"
 	"ketch.dev/ketch/sandbox/userns"
@@ -38,6 +39,10 @@ func (m *Manager) Run(ctx context.Context, s Spec) (_ Pod, retErr error) {
 		s.Hostname, _ = os.Hostname()
 	}
 	if err := checkSpec(s); err != nil {
+		return Pod{}, fmt.Errorf("run pod %s: %w", s.ID, err)
+	}
+	cgroupsPath, err := oci.CgroupsPath(m.o.CgroupDriver, m.cgroupParent(s), s.ID)
+	if err != nil {
 		return Pod{}, fmt.Errorf("run pod %s: %w", s.ID, err)
 	}
 	defer m.lock(s.ID)()
@@ -100,10 +105,10 @@ func (m *Manager) Run(ctx context.Context, s Spec) (_ Pod, retErr error) {
 		if err != nil {
 			return err
 		}
+		if err := makeCgroupParent(cgroupsPath); err != nil {
+			return err
+		}
 		if !hasInit(s) {
-			if err := shim.PrepareCgroup(m.podCgroup(s)); err != nil {
-				return err
-			}
 			return pinNamespaces(s, pod.NetNSPath, m.nsPins(s.ID))
 		}
 		if pod.PID, err = m.startInit(ctx, c, s, files, shm, pod.NetNSPath); err != nil {
@@ -212,29 +217,22 @@ func (m *Manager) startShim(ctx context.Context, id string) (*shim.Client, error
 	return m.client(ctx, id)
 }
 
-// podCgroup is where the pod's sandbox cgroup goes, beside its containers'.
-func (m *Manager) podCgroup(s Spec) shim.Cgroup {
-	parent := s.CgroupParent
-	if parent == "" && m.o.CgroupDriver != shim.DriverSystemd {
-		parent = m.o.CgroupParent
-	}
-	return shim.Cgroup{Driver: m.o.CgroupDriver, Parent: parent, Name: s.ID}
-}
-
 // startInit has the pod's shim start ketch-init.
 func (m *Manager) startInit(ctx context.Context, c *shim.Client, s Spec, f podFiles, shmPath, netnsPath string) (int, error) {
 	hostname := s.Hostname
 	if s.HostNetwork {
 		hostname = ""
 	}
-	cfg := &shim.SandboxConfig{
+	in := oci.SandboxInput{
+		ID:             s.ID,
 		Rootfs:         m.rootfs,
 		Hostname:       hostname,
 		NetNSPath:      netnsPath,
 		HostPID:        s.HostPID,
 		HostIPC:        s.HostIPC,
 		HostUTS:        s.HostNetwork,
-		Cgroup:         m.podCgroup(s),
+		CgroupDriver:   m.o.CgroupDriver,
+		CgroupParent:   m.cgroupParent(s),
 		OOMScoreAdj:    sandboxOOMScoreAdj,
 		Sysctls:        s.Sysctls,
 		ShmPath:        shmPath,
@@ -243,9 +241,13 @@ func (m *Manager) startInit(ctx context.Context, c *shim.Client, s Spec, f podFi
 		HostnamePath:   f.hostname,
 	}
 	if s.UserNS != nil {
-		cfg.UserNSPath, cfg.UIDMappings, cfg.GIDMappings = m.usernsPath(s.ID), s.UserNS.UIDs, s.UserNS.GIDs
+		in.UserNSPath, in.UIDMappings, in.GIDMappings = m.usernsPath(s.ID), s.UserNS.UIDs, s.UserNS.GIDs
 	}
-	return c.StartSandbox(ctx, cfg)
+	spec, err := oci.SandboxSpec(in)
+	if err != nil {
+		return 0, err
+	}
+	return c.StartSandbox(ctx, spec)
 }
 
 // Stop ends the pod's processes and detaches it from the network; its
@@ -441,7 +443,7 @@ func checkSpec(s Spec) error {
 	if !shim.ValidID(s.ID) {
 		return fmt.Errorf("pod id %q: %w", s.ID, errdefs.ErrInvalidArgument)
 	}
-	if !s.HostNetwork && !shim.ValidHostname(s.Hostname) {
+	if !s.HostNetwork && !oci.ValidHostname(s.Hostname) {
 		return fmt.Errorf("hostname %q is not an RFC 1123 name: %w", s.Hostname, errdefs.ErrInvalidArgument)
 	}
 	for name := range s.Sysctls {

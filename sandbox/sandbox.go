@@ -29,6 +29,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"ketch.dev/ketch/metrics"
+	"ketch.dev/ketch/oci"
 	"ketch.dev/ketch/oci/shim"
 	"ketch.dev/ketch/sandbox/cni"
 	"ketch.dev/ketch/tracing"
@@ -96,11 +97,10 @@ type Options struct {
 	// <StateDir>/netns/<id>.
 	StateDir string
 	// RootDir is persistent: the sandbox rootfs ketch-init runs from.
-	RootDir    string
-	ShimBinary string
-	InitBinary string
-	// CgroupDriver is shim.DriverCgroupfs or shim.DriverSystemd.
-	CgroupDriver string
+	RootDir      string
+	ShimBinary   string
+	InitBinary   string
+	CgroupDriver oci.CgroupDriver
 	// CgroupParent holds the cgroups of pods that name no parent
 	// (cgroupfs), so that ketch's cgroups never litter the root of a
 	// hierarchy.

@@ -79,7 +79,7 @@ func (m *Manager) cgroupStats(s Spec) (shim.Stats, error) {
 		return shim.Stats{At: time.Now()}, nil
 	}
 	p := path.Join("/", s.CgroupParent)
-	if m.o.CgroupDriver == shim.DriverSystemd {
+	if m.o.CgroupDriver == oci.CgroupDriverSystemd {
 		var err error
 		if p, err = systemd.ExpandSlice(s.CgroupParent); err != nil {
 			return shim.Stats{}, fmt.Errorf("cgroup parent %q: %w: %w", s.CgroupParent, errdefs.ErrInvalidArgument, err)

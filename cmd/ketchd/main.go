@@ -17,14 +17,12 @@ import (
 
 	clog "github.com/containerd/log"
 	"google.golang.org/grpc"
-	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"ketch.dev/ketch/cri"
 	"ketch.dev/ketch/cri/store"
 	"ketch.dev/ketch/image"
 	"ketch.dev/ketch/metrics"
 	"ketch.dev/ketch/oci"
-	"ketch.dev/ketch/oci/shim"
 	"ketch.dev/ketch/preflight"
 	"ketch.dev/ketch/sandbox"
 	"ketch.dev/ketch/sandbox/cni"
@@ -150,16 +148,12 @@ func run() error {
 		BinDirs:  cfg.Network.CNIBinDirs,
 		CacheDir: filepath.Join(cfg.Root, "cni"),
 	}
-	shimDriver := shim.DriverCgroupfs
-	if driver == runtimeapi.CgroupDriver_SYSTEMD {
-		shimDriver = shim.DriverSystemd
-	}
 	pods, err := sandbox.New(sandbox.Options{
 		StateDir:     cfg.State,
 		RootDir:      cfg.Root,
 		ShimBinary:   besideSelf(cfg.Sandbox.ShimBinary, "ketch-shim"),
 		InitBinary:   besideSelf(cfg.Sandbox.InitBinary, "ketch-init"),
-		CgroupDriver: shimDriver,
+		CgroupDriver: driver,
 		CgroupParent: cfg.Sandbox.CgroupParent,
 		ShmSize:      cfg.Sandbox.ShmSize,
 		PodsPerShim:  cfg.Sandbox.PodsPerShim,
@@ -173,8 +167,8 @@ func run() error {
 	features := oci.ProbeFeatures()
 	slog.Info("kernel features", "userNamespaces", features.UserNamespaces, "recursiveReadOnlyMounts", features.RecursiveReadOnlyMounts)
 	srv, err := cri.New(cri.Config{Version: version, CgroupDriver: driver, RuntimeHandlers: cfg.RuntimeHandlers,
-		ShimCgroupDriver: shimDriver, ImageRoot: filepath.Join(cfg.Root, "image"), RootDir: cfg.Root, StateDir: cfg.State,
-		StreamAddress: cfg.StreamAddress, StreamTLSCert: cfg.StreamTLSCert, StreamTLSKey: cfg.StreamTLSKey, DefaultCgroupParent: cfg.Sandbox.CgroupParent,
+		ImageRoot: filepath.Join(cfg.Root, "image"), RootDir: cfg.Root, StateDir: cfg.State,
+		StreamAddress: cfg.StreamAddress, StreamTLSCert: cfg.StreamTLSCert, StreamTLSKey: cfg.StreamTLSKey,
 		StatsPeriod:    cfg.StatsPeriod.Duration,
 		UserNamespaces: features.UserNamespaces, RecursiveReadOnlyMounts: features.RecursiveReadOnlyMounts,
 		Workflow: cri.WorkflowConfig{
@@ -205,7 +199,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	slog.Info("ketchd serving", "after", time.Since(started), "images_opened", imagesOpened, "store_opened", storeOpened, "socket", cfg.Socket, "version", version, "root", cfg.Root, "cgroup_driver", driver.String())
+	slog.Info("ketchd serving", "after", time.Since(started), "images_opened", imagesOpened, "store_opened", storeOpened, "socket", cfg.Socket, "version", version, "root", cfg.Root, "cgroup_driver", driver)
 	errc := make(chan error, 1)
 	go func() { errc <- g.Serve(l) }()
 	select {
@@ -249,12 +243,8 @@ func override(dst *string, v string) {
 // check is `ketchd check`: one line per check of the node, and an error
 // when ketch cannot run here.
 func check(cfg Config) error {
-	driver := "cgroupfs"
-	if cgroupDriver(cfg.CgroupDriver) == runtimeapi.CgroupDriver_SYSTEMD {
-		driver = "systemd"
-	}
 	rs := preflight.Run(preflight.Node{}, preflight.Config{
-		CgroupDriver: driver, CNIConfDir: cfg.Network.CNIConfDir, CNIBinDirs: cfg.Network.CNIBinDirs,
+		CgroupDriver: string(cgroupDriver(cfg.CgroupDriver)), CNIConfDir: cfg.Network.CNIConfDir, CNIBinDirs: cfg.Network.CNIBinDirs,
 		Socket: cfg.Socket, Root: cfg.Root, State: cfg.State,
 		RegistryConfig: func() error { return image.CheckHostsConfig(context.Background(), cfg.Image.RegistryConfigPath) },
 	})
@@ -265,16 +255,16 @@ func check(cfg Config) error {
 	return nil
 }
 
-func cgroupDriver(name string) runtimeapi.CgroupDriver {
-	if name == "systemd" {
-		return runtimeapi.CgroupDriver_SYSTEMD
-	}
+func cgroupDriver(name string) oci.CgroupDriver {
 	if name == "" {
 		if _, err := os.Stat("/run/systemd/system"); err == nil {
-			return runtimeapi.CgroupDriver_SYSTEMD
+			return oci.CgroupDriverSystemd
 		}
 	}
-	return runtimeapi.CgroupDriver_CGROUPFS
+	if oci.CgroupDriver(name) == oci.CgroupDriverSystemd {
+		return oci.CgroupDriverSystemd
+	}
+	return oci.CgroupDriverCgroupfs
 }
 
 // listen opens the CRI socket with mode 0660, owned by root and group gid

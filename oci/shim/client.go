@@ -90,9 +90,14 @@ func (c *Client) Gone(err error) bool {
 	return err != nil && (errors.Is(err, ttrpc.ErrClosed) || c.Closed())
 }
 
-// StartSandbox starts the pod's PID 1 and returns its host PID.
-func (c *Client) StartSandbox(ctx context.Context, cfg *SandboxConfig) (int, error) {
-	r, err := c.shim.StartSandbox(ctx, sandboxConfigToProto(cfg))
+// StartSandbox starts the pod's PID 1 from spec (oci.SandboxSpec) and
+// returns its host PID.
+func (c *Client) StartSandbox(ctx context.Context, spec *specs.Spec) (int, error) {
+	data, err := json.Marshal(spec)
+	if err != nil {
+		return 0, fmt.Errorf("start sandbox: %w", err)
+	}
+	r, err := c.shim.StartSandbox(ctx, &api.StartSandboxRequest{Spec: data})
 	if err != nil {
 		return 0, fromTTRPC(err)
 	}

@@ -7,74 +7,9 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
-	"github.com/opencontainers/runtime-spec/specs-go"
 
 	"ketch.dev/ketch/oci/shim/api"
 )
-
-func sandboxConfigToProto(c *SandboxConfig) *api.StartSandboxRequest {
-	return &api.StartSandboxRequest{
-		Rootfs:         c.Rootfs,
-		Args:           c.Args,
-		Hostname:       c.Hostname,
-		NetnsPath:      c.NetNSPath,
-		HostPid:        c.HostPID,
-		HostIpc:        c.HostIPC,
-		HostUts:        c.HostUTS,
-		CgroupDriver:   c.Cgroup.Driver,
-		CgroupParent:   c.Cgroup.Parent,
-		CgroupName:     c.Cgroup.Name,
-		OomScoreAdj:    int32(c.OOMScoreAdj),
-		Sysctls:        c.Sysctls,
-		ShmPath:        c.ShmPath,
-		ShmSize:        c.ShmSize,
-		HostsPath:      c.HostsPath,
-		ResolvConfPath: c.ResolvConfPath,
-		HostnamePath:   c.HostnamePath,
-		UsernsPath:     c.UserNSPath,
-		UidMappings:    idMappingsToProto(c.UIDMappings),
-		GidMappings:    idMappingsToProto(c.GIDMappings),
-	}
-}
-
-func sandboxConfigFromProto(r *api.StartSandboxRequest) *SandboxConfig {
-	return &SandboxConfig{
-		Rootfs:         r.GetRootfs(),
-		Args:           r.GetArgs(),
-		Hostname:       r.GetHostname(),
-		NetNSPath:      r.GetNetnsPath(),
-		HostPID:        r.GetHostPid(),
-		HostIPC:        r.GetHostIpc(),
-		HostUTS:        r.GetHostUts(),
-		Cgroup:         Cgroup{Driver: r.GetCgroupDriver(), Parent: r.GetCgroupParent(), Name: r.GetCgroupName()},
-		OOMScoreAdj:    int(r.GetOomScoreAdj()),
-		Sysctls:        r.GetSysctls(),
-		ShmPath:        r.GetShmPath(),
-		ShmSize:        r.GetShmSize(),
-		HostsPath:      r.GetHostsPath(),
-		ResolvConfPath: r.GetResolvConfPath(),
-		HostnamePath:   r.GetHostnamePath(),
-		UserNSPath:     r.GetUsernsPath(),
-		UIDMappings:    idMappingsFromProto(r.GetUidMappings()),
-		GIDMappings:    idMappingsFromProto(r.GetGidMappings()),
-	}
-}
-
-func idMappingsToProto(m []specs.LinuxIDMapping) []*api.IDMapping {
-	var out []*api.IDMapping
-	for _, e := range m {
-		out = append(out, &api.IDMapping{ContainerId: e.ContainerID, HostId: e.HostID, Size: e.Size})
-	}
-	return out
-}
-
-func idMappingsFromProto(m []*api.IDMapping) []specs.LinuxIDMapping {
-	var out []specs.LinuxIDMapping
-	for _, e := range m {
-		out = append(out, specs.LinuxIDMapping{ContainerID: e.GetContainerId(), HostID: e.GetHostId(), Size: e.GetSize()})
-	}
-	return out
-}
 
 func exitToProto(e *Exit) *api.Exit {
 	if e == nil {

@@ -16,8 +16,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"ketch.dev/ketch/oci"
 	"ketch.dev/ketch/oci/shim"
 )
 
@@ -38,7 +40,7 @@ const ketchdEnv = "KETCH_SHIM_TEST_KETCHD"
 type ketchdJob struct {
 	Launch  shim.LaunchOptions
 	ID, Dir string // the pod's
-	Sandbox shim.SandboxConfig
+	Sandbox *specs.Spec
 }
 
 func TestMain(m *testing.M) {
@@ -130,7 +132,7 @@ func playKetchd(jobJSON string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	pid, err := c.StartSandbox(ctx, &job.Sandbox)
+	pid, err := c.StartSandbox(ctx, job.Sandbox)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -209,17 +211,29 @@ func newPod(t *testing.T) *pod {
 	return p
 }
 
-// config is a valid sandbox config for p.
-func (p *pod) config() *shim.SandboxConfig {
+// config is what a valid sandbox spec for p is made from, as ketchd makes
+// it (sandboxSpec).
+func (p *pod) config() *oci.SandboxInput {
 	base := filepath.Dir(p.dir)
-	return &shim.SandboxConfig{
+	return &oci.SandboxInput{
+		ID:             p.id,
 		Rootfs:         rootfs,
 		Hostname:       "ketch-test",
-		Cgroup:         shim.Cgroup{Parent: p.cgroupParent, Name: p.id},
+		CgroupParent:   p.cgroupParent,
 		HostsPath:      filepath.Join(base, "hosts"),
 		ResolvConfPath: filepath.Join(base, "resolv.conf"),
 		HostnamePath:   filepath.Join(base, "hostname"),
 	}
+}
+
+// sandboxSpec is the spec ketchd would send for in.
+func sandboxSpec(t *testing.T, in *oci.SandboxInput) *specs.Spec {
+	t.Helper()
+	s, err := oci.SandboxSpec(*in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
 
 func (p *pod) launchOptions() shim.LaunchOptions {

@@ -9,7 +9,6 @@ import (
 	"strings"
 
 	"github.com/containerd/errdefs"
-	"github.com/opencontainers/cgroups"
 	// Without it libcontainer cannot apply the device rules every
 	// container has ("cgroup manager is not configured to set device rules").
 	_ "github.com/opencontainers/cgroups/devices"
@@ -18,15 +17,16 @@ import (
 	"github.com/opencontainers/runc/libcontainer/configs"
 	"github.com/opencontainers/runc/libcontainer/configs/validate"
 	"github.com/opencontainers/runc/libcontainer/specconv"
+	"github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
 
-// StartSandbox starts the pod's PID 1 and returns its host PID. Bad input
-// is refused before anything is created; a failure after that undoes every
-// step, so a failed call leaves no process, cgroup or state behind and may
-// be retried.
-func (s *Service) StartSandbox(_ context.Context, cfg *SandboxConfig) (int, error) {
-	if err := checkSandboxConfig(cfg); err != nil {
+// StartSandbox starts the pod's PID 1 from spec (oci.SandboxSpec) and
+// returns its host PID. Bad input is refused before anything is created; a
+// failure after that undoes every step, so a failed call leaves no
+// process, cgroup or state behind and may be retried.
+func (s *Service) StartSandbox(_ context.Context, spec *specs.Spec) (int, error) {
+	if err := checkSandboxSpec(spec); err != nil {
 		return 0, fmt.Errorf("start sandbox %s: %w", s.id, err)
 	}
 	if err := s.reserve(s.id); err != nil {
@@ -34,7 +34,7 @@ func (s *Service) StartSandbox(_ context.Context, cfg *SandboxConfig) (int, erro
 	}
 	defer s.unreserve(s.id)
 
-	c, err := s.startSandbox(cfg)
+	c, err := s.startSandbox(spec)
 	if err != nil {
 		return 0, fmt.Errorf("start sandbox %s: %w", s.id, err)
 	}
@@ -44,18 +44,17 @@ func (s *Service) StartSandbox(_ context.Context, cfg *SandboxConfig) (int, erro
 	return c.pid, nil
 }
 
-func (s *Service) startSandbox(cfg *SandboxConfig) (_ *container, retErr error) {
-	oom, err := clampOOMScoreAdj(cfg.OOMScoreAdj)
-	if err != nil {
-		return nil, err
+func (s *Service) startSandbox(spec *specs.Spec) (_ *container, retErr error) {
+	if spec.Process.OOMScoreAdj != nil {
+		oom, err := clampOOMScoreAdj(*spec.Process.OOMScoreAdj)
+		if err != nil {
+			return nil, err
+		}
+		spec.Process.OOMScoreAdj = &oom
 	}
-	if err := makeCgroupParent(cfg.Cgroup); err != nil {
-		return nil, err
-	}
-	spec := sandboxSpec(cfg, oom)
 	config, err := s.libcontainerConfig(&specconv.CreateOpts{
 		CgroupName:       s.id,
-		UseSystemdCgroup: cfg.Cgroup.Driver == DriverSystemd,
+		UseSystemdCgroup: !strings.HasPrefix(spec.Linux.CgroupsPath, "/"),
 		Spec:             spec,
 	})
 	if err != nil {
@@ -83,22 +82,20 @@ func (s *Service) startSandbox(cfg *SandboxConfig) (_ *container, retErr error) 
 		return nil, fmt.Errorf("create: %w", err)
 	}
 	c := newContainer(s.id, lc)
+	counts, args, err := s.withCounts(s.id, spec.Process.Args)
+	if err != nil {
+		return nil, err
+	}
+	defer counts.Close()
 	proc := &libcontainer.Process{
-		Args: spec.Process.Args,
-		Env:  spec.Process.Env,
-		Cwd:  spec.Process.Cwd,
+		Args:       args,
+		Env:        spec.Process.Env,
+		Cwd:        spec.Process.Cwd,
+		ExtraFiles: []*os.File{counts},
 		// ketch-init only warns; its words belong in the shim's log.
 		Stdout: os.Stderr,
 		Stderr: os.Stderr,
 		Init:   true,
-	}
-	if len(cfg.Args) == 0 { // ketch-init, not a program of the caller's
-		counts, args, err := s.withCounts(s.id, proc.Args)
-		if err != nil {
-			return nil, err
-		}
-		defer counts.Close()
-		proc.Args, proc.ExtraFiles = args, []*os.File{counts}
 	}
 	_, err = s.reaper.start(func() (int, error) {
 		if err := lc.Run(proc); err != nil {
@@ -134,59 +131,48 @@ func (s *Service) libcontainerConfig(o *specconv.CreateOpts) (*configs.Config, e
 	return config, err
 }
 
-// checkSandboxConfig refuses what libcontainer would fail on late or with an
-// unclear message, so that the caller learns which field is wrong.
-func checkSandboxConfig(c *SandboxConfig) error {
-	if err := checkDir("rootfs", c.Rootfs); err != nil {
+// checkSandboxSpec refuses what libcontainer would fail on late or with an
+// unclear message, so that the caller learns which part is wrong: what
+// oci.SandboxSpec cannot know, the node's side of the spec.
+func checkSandboxSpec(spec *specs.Spec) error {
+	if spec.Process == nil || len(spec.Process.Args) == 0 || spec.Process.Args[0] == "" || spec.Root == nil || spec.Linux == nil {
+		return fmt.Errorf("spec needs process args, root and linux: %w", errdefs.ErrInvalidArgument)
+	}
+	if err := checkDir("rootfs", spec.Root.Path); err != nil {
 		return err
 	}
-	if len(c.Args) > 0 && c.Args[0] == "" {
-		return fmt.Errorf("empty args[0]: %w", errdefs.ErrInvalidArgument)
-	}
-	exe := "/ketch-init"
-	if len(c.Args) > 0 {
-		exe = c.Args[0]
-	}
-	if filepath.IsAbs(exe) {
-		if _, err := os.Stat(filepath.Join(c.Rootfs, exe)); err != nil {
-			return fmt.Errorf("%s in rootfs %s: %w", exe, c.Rootfs, asNotFound(err))
+	if exe := spec.Process.Args[0]; filepath.IsAbs(exe) {
+		if _, err := os.Stat(filepath.Join(spec.Root.Path, exe)); err != nil {
+			return fmt.Errorf("%s in rootfs %s: %w", exe, spec.Root.Path, asNotFound(err))
 		}
 	}
-	switch {
-	case c.HostUTS && c.Hostname != "":
-		return fmt.Errorf("hostname %q with the host's UTS namespace: %w", c.Hostname, errdefs.ErrInvalidArgument)
-	case !c.HostUTS && !ValidHostname(c.Hostname):
-		return fmt.Errorf("hostname %q is not an RFC 1123 name: %w", c.Hostname, errdefs.ErrInvalidArgument)
-	}
-	if c.NetNSPath != "" {
-		if err := checkNamespace("netns", c.NetNSPath, unix.CLONE_NEWNET); err != nil {
-			return err
-		}
-	}
-	if err := checkUserNS(c); err != nil {
-		return err
-	}
-	if err := checkCgroup(c.Cgroup); err != nil {
-		return err
-	}
-	if c.ShmPath != "" {
-		if err := checkDir("shm path", c.ShmPath); err != nil {
-			return err
-		}
-	}
-	for _, f := range []struct{ what, path string }{
-		{"hosts file", c.HostsPath}, {"resolv.conf", c.ResolvConfPath}, {"hostname file", c.HostnamePath},
-	} {
-		if f.path == "" {
+	for _, ns := range spec.Linux.Namespaces {
+		kind, ok := namespaceKinds[ns.Type]
+		if ns.Path == "" || !ok {
 			continue
 		}
-		if fi, err := os.Stat(f.path); err != nil {
-			return fmt.Errorf("%s: %w", f.what, asNotFound(err))
-		} else if !fi.Mode().IsRegular() {
-			return fmt.Errorf("%s %s is not a file: %w", f.what, f.path, errdefs.ErrInvalidArgument)
+		if err := checkNamespace(string(ns.Type)+" namespace", ns.Path, kind); err != nil {
+			return err
+		}
+	}
+	if !filepath.IsAbs(spec.Linux.CgroupsPath) && !systemd.IsRunningSystemd() {
+		return fmt.Errorf("cgroup driver systemd: systemd does not run this host: %w", errdefs.ErrFailedPrecondition)
+	}
+	for _, m := range spec.Mounts {
+		if m.Type != "bind" {
+			continue
+		}
+		if _, err := os.Stat(m.Source); err != nil {
+			return fmt.Errorf("mount on %s: %w", m.Destination, asNotFound(err))
 		}
 	}
 	return nil
+}
+
+// namespaceKinds are the namespaces a pod's PID 1 may join by path.
+var namespaceKinds = map[specs.LinuxNamespaceType]int{
+	specs.NetworkNamespace: unix.CLONE_NEWNET,
+	specs.UserNamespace:    unix.CLONE_NEWUSER,
 }
 
 func checkDir(what, path string) error {
@@ -225,79 +211,6 @@ func checkNamespace(what, path string, kind int) error {
 	}
 	if t != kind {
 		return fmt.Errorf("%s %s is a namespace of another kind: %w", what, path, errdefs.ErrInvalidArgument)
-	}
-	return nil
-}
-
-// checkUserNS refuses a user namespace without the mappings it must have,
-// and the host's PID or IPC namespace in one: the kernel lets a user
-// namespace mount proc and mqueue only for namespaces it owns.
-func checkUserNS(c *SandboxConfig) error {
-	if c.UserNSPath == "" {
-		if len(c.UIDMappings) > 0 || len(c.GIDMappings) > 0 {
-			return fmt.Errorf("uid and gid mappings without a user namespace: %w", errdefs.ErrInvalidArgument)
-		}
-		return nil
-	}
-	switch {
-	case len(c.UIDMappings) == 0 || len(c.GIDMappings) == 0:
-		return fmt.Errorf("user namespace %s without its uid and gid mappings: %w", c.UserNSPath, errdefs.ErrInvalidArgument)
-	case c.HostPID || c.HostIPC:
-		return fmt.Errorf("a user namespace with the host's PID or IPC namespace: %w", errdefs.ErrInvalidArgument)
-	}
-	return checkNamespace("user namespace", c.UserNSPath, unix.CLONE_NEWUSER)
-}
-
-func checkCgroup(c Cgroup) error {
-	if c.Name == "" || strings.ContainsAny(c.Name, "/:") || c.Name == "." || c.Name == ".." {
-		return fmt.Errorf("cgroup name %q: %w", c.Name, errdefs.ErrInvalidArgument)
-	}
-	switch c.Driver {
-	case "", DriverCgroupfs:
-		for _, p := range strings.Split(c.Parent, "/") {
-			if p == ".." {
-				return fmt.Errorf("cgroup parent %q: %w", c.Parent, errdefs.ErrInvalidArgument)
-			}
-		}
-	case DriverSystemd:
-		if !systemd.IsRunningSystemd() {
-			return fmt.Errorf("cgroup driver systemd: systemd does not run this host: %w", errdefs.ErrFailedPrecondition)
-		}
-		if c.Parent != "" && !strings.HasSuffix(c.Parent, ".slice") {
-			return fmt.Errorf("cgroup parent %q is not a systemd slice: %w", c.Parent, errdefs.ErrInvalidArgument)
-		}
-	default:
-		return fmt.Errorf("cgroup driver %q: %w", c.Driver, errdefs.ErrInvalidArgument)
-	}
-	return nil
-}
-
-// PrepareCgroup refuses a cgroup whose driver or parent cannot work and
-// creates a cgroupfs parent: what StartSandbox does for the cgroup of a
-// pod that has no PID 1, whose containers' cgroups go beside it.
-func PrepareCgroup(c Cgroup) error {
-	if err := checkCgroup(c); err != nil {
-		return err
-	}
-	return makeCgroupParent(c)
-}
-
-// makeCgroupParent creates a cgroupfs parent in every hierarchy, as
-// libcontainer would, so that one that cannot exist (a path through a
-// file, say) fails here with its name rather than half-way through
-// libcontainer's setup, whose own clean-up then fails as well.
-func makeCgroupParent(c Cgroup) error {
-	if c.Driver == DriverSystemd || strings.Trim(c.Parent, "/") == "" {
-		return nil
-	}
-	mounts, err := cgroups.GetCgroupMounts(false)
-	if err != nil {
-		return fmt.Errorf("find cgroup hierarchies: %w", err)
-	}
-	for _, m := range mounts {
-		if err := os.MkdirAll(filepath.Join(m.Mountpoint, c.Parent), 0o755); err != nil {
-			return fmt.Errorf("cgroup parent %s cannot be created: %w: %w", c.Parent, errdefs.ErrFailedPrecondition, err)
-		}
 	}
 	return nil
 }

@@ -317,7 +317,11 @@ type ttrpcService struct {
 }
 
 func (t *ttrpcService) StartSandbox(ctx context.Context, r *api.StartSandboxRequest) (*api.StartSandboxResponse, error) {
-	pid, err := t.s.StartSandbox(ctx, sandboxConfigFromProto(r))
+	var spec specs.Spec
+	if err := json.Unmarshal(r.GetSpec(), &spec); err != nil {
+		return nil, fmt.Errorf("start sandbox: spec: %w: %w", errdefs.ErrInvalidArgument, err)
+	}
+	pid, err := t.s.StartSandbox(ctx, &spec)
 	if err != nil {
 		return nil, err
 	}

@@ -15,8 +15,10 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"ketch.dev/ketch/oci"
 	"ketch.dev/ketch/oci/shim"
 )
 
@@ -29,7 +31,7 @@ func TestSandboxLifecycle(t *testing.T) {
 	cfg.NetNSPath = netns
 	cfg.OOMScoreAdj = -998
 	cfg.Sysctls = map[string]string{"kernel.shm_rmid_forced": "1", "net.ipv4.ip_unprivileged_port_start": "80"}
-	pid, err := c.StartSandbox(ctx(t), cfg)
+	pid, err := c.StartSandbox(ctx(t), sandboxSpec(t, cfg))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,7 +40,7 @@ func TestSandboxLifecycle(t *testing.T) {
 	}
 	checkSandbox(t, p, pid, netns)
 
-	if _, err := c.StartSandbox(ctx(t), cfg); !errdefs.IsAlreadyExists(err) {
+	if _, err := c.StartSandbox(ctx(t), sandboxSpec(t, cfg)); !errdefs.IsAlreadyExists(err) {
 		t.Errorf("second StartSandbox: got %v, want AlreadyExists", err)
 	}
 	// Refused, and reaped: the error tells how the second shim ended.
@@ -246,7 +248,7 @@ func TestShimOutlivesKetchd(t *testing.T) {
 	if err := os.MkdirAll(p.dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	job, err := json.Marshal(ketchdJob{Launch: p.launchOptions(), ID: p.id, Dir: p.dir, Sandbox: *cfg})
+	job, err := json.Marshal(ketchdJob{Launch: p.launchOptions(), ID: p.id, Dir: p.dir, Sandbox: sandboxSpec(t, cfg)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -317,33 +319,31 @@ func TestStartSandboxBadInput(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// What oci.SandboxSpec refuses is tested there; these are the node's
+	// side of a spec, which only the shim can check.
 	for _, tc := range []struct {
 		desc   string
-		change func(*shim.SandboxConfig)
+		change func(*specs.Spec)
 		is     func(error) bool
 		want   string
 	}{
-		{"missing rootfs", func(c *shim.SandboxConfig) { c.Rootfs = "/nonexistent/rootfs" }, errdefs.IsNotFound, "rootfs"},
-		{"relative rootfs", func(c *shim.SandboxConfig) { c.Rootfs = "rootfs" }, errdefs.IsInvalidArgument, "absolute"},
-		{"no init in rootfs", func(c *shim.SandboxConfig) { c.Args = []string{"/no-init"} }, errdefs.IsNotFound, "/no-init"},
-		{"missing netns", func(c *shim.SandboxConfig) { c.NetNSPath = "/run/ketch/netns/nonexistent" }, errdefs.IsNotFound, "netns"},
-		{"vanished netns", func(c *shim.SandboxConfig) { c.NetNSPath = vanished }, errdefs.IsInvalidArgument, "not a namespace"},
-		{"bad hostname", func(c *shim.SandboxConfig) { c.Hostname = "Bad_Host" }, errdefs.IsInvalidArgument, "hostname"},
-		{"hostname with host UTS", func(c *shim.SandboxConfig) { c.HostUTS = true }, errdefs.IsInvalidArgument, "UTS"},
-		{"no cgroup name", func(c *shim.SandboxConfig) { c.Cgroup.Name = "" }, errdefs.IsInvalidArgument, "cgroup name"},
-		{"unknown cgroup driver", func(c *shim.SandboxConfig) { c.Cgroup.Driver = "cgroupv3" }, errdefs.IsInvalidArgument, "driver"},
-		{"missing shm dir", func(c *shim.SandboxConfig) { c.ShmPath = "/nonexistent/shm" }, errdefs.IsNotFound, "shm"},
-		{"missing hosts file", func(c *shim.SandboxConfig) { c.HostsPath = "/nonexistent/hosts" }, errdefs.IsNotFound, "hosts"},
-		{"net sysctl in the host's netns", func(c *shim.SandboxConfig) { c.Sysctls = map[string]string{"net.ipv4.ip_forward": "1"} }, errdefs.IsInvalidArgument, "sysctl"},
-		{"non-namespaced sysctl", func(c *shim.SandboxConfig) { c.Sysctls = map[string]string{"vm.swappiness": "1"} }, errdefs.IsInvalidArgument, "sysctl"},
+		{"missing rootfs", func(s *specs.Spec) { s.Root.Path = "/nonexistent/rootfs" }, errdefs.IsNotFound, "rootfs"},
+		{"relative rootfs", func(s *specs.Spec) { s.Root.Path = "rootfs" }, errdefs.IsInvalidArgument, "absolute"},
+		{"no init in rootfs", func(s *specs.Spec) { s.Process.Args = []string{"/no-init"} }, errdefs.IsNotFound, "/no-init"},
+		{"missing netns", joinNetNS("/run/ketch/netns/nonexistent"), errdefs.IsNotFound, "network namespace"},
+		{"vanished netns", joinNetNS(vanished), errdefs.IsInvalidArgument, "not a namespace"},
+		{"missing shm dir", bindSource("/dev/shm", "/nonexistent/shm"), errdefs.IsNotFound, "shm"},
+		{"missing hosts file", bindSource("/etc/hosts", "/nonexistent/hosts"), errdefs.IsNotFound, "hosts"},
+		{"net sysctl in the host's netns", func(s *specs.Spec) { s.Linux.Sysctl = map[string]string{"net.ipv4.ip_forward": "1"} }, errdefs.IsInvalidArgument, "sysctl"},
+		{"non-namespaced sysctl", func(s *specs.Spec) { s.Linux.Sysctl = map[string]string{"vm.swappiness": "1"} }, errdefs.IsInvalidArgument, "sysctl"},
 		// Past every check, into libcontainer: the failure must still undo
 		// the cgroup, the state and the half-started init.
-		{"init not executable", func(c *shim.SandboxConfig) { c.Rootfs = noExec }, func(error) bool { return true }, "permission denied"},
+		{"init not executable", func(s *specs.Spec) { s.Root.Path = noExec }, func(error) bool { return true }, "permission denied"},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
-			cfg := p.config()
-			tc.change(cfg)
-			_, err := c.StartSandbox(ctx(t), cfg)
+			spec := sandboxSpec(t, p.config())
+			tc.change(spec)
+			_, err := c.StartSandbox(ctx(t), spec)
 			if err == nil || !tc.is(err) || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("got %v, want an error of the right kind mentioning %q", err, tc.want)
 			}
@@ -353,13 +353,13 @@ func TestStartSandboxBadInput(t *testing.T) {
 	}
 	if _, err := os.Stat("/run/systemd/system"); os.IsNotExist(err) {
 		cfg := p.config()
-		cfg.Cgroup.Driver = shim.DriverSystemd
-		if _, err := c.StartSandbox(ctx(t), cfg); !errdefs.IsFailedPrecondition(err) {
+		cfg.CgroupDriver, cfg.CgroupParent = oci.CgroupDriverSystemd, ""
+		if _, err := c.StartSandbox(ctx(t), sandboxSpec(t, cfg)); !errdefs.IsFailedPrecondition(err) {
 			t.Errorf("systemd driver without systemd: got %v, want FailedPrecondition", err)
 		}
 	}
 
-	pid, err := c.StartSandbox(ctx(t), p.config())
+	pid, err := c.StartSandbox(ctx(t), sandboxSpec(t, p.config()))
 	if err != nil {
 		t.Fatalf("StartSandbox after the failures: %v", err)
 	}
@@ -424,11 +424,11 @@ func TestShimServesAGroup(t *testing.T) {
 			t.Errorf("%s links to %q (%v), want the shim's directory %s", p.id, target, err, a.shimDir)
 		}
 	}
-	pidA, err := ca.StartSandbox(ctx(t), a.config())
+	pidA, err := ca.StartSandbox(ctx(t), sandboxSpec(t, a.config()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	pidB, err := cb.StartSandbox(ctx(t), b.config())
+	pidB, err := cb.StartSandbox(ctx(t), sandboxSpec(t, b.config()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -458,5 +458,23 @@ func TestShimServesAGroup(t *testing.T) {
 	checkShutdown(t, b)
 	if err := shim.AddPod(ctx(t), a.shimDir, a.id, a.dir); !errdefs.IsUnavailable(err) {
 		t.Errorf("AddPod to a shim that ended: got %v, want Unavailable", err)
+	}
+}
+
+// joinNetNS has the sandbox join the network namespace at path.
+func joinNetNS(path string) func(*specs.Spec) {
+	return func(s *specs.Spec) {
+		s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: path})
+	}
+}
+
+// bindSource bind-mounts src on dst instead.
+func bindSource(dst, src string) func(*specs.Spec) {
+	return func(s *specs.Spec) {
+		for i := range s.Mounts {
+			if s.Mounts[i].Destination == dst {
+				s.Mounts[i] = specs.Mount{Destination: dst, Type: "bind", Source: src, Options: []string{"rbind"}}
+			}
+		}
 	}
 }

@@ -5,45 +5,6 @@ import (
 	"time"
 
 	"github.com/opencontainers/cgroups"
-	"github.com/opencontainers/runtime-spec/specs-go"
-)
-
-// SandboxConfig is what StartSandbox needs to start a pod's PID 1. The
-// fields are documented in api/shim.proto's StartSandboxRequest.
-type SandboxConfig struct {
-	Rootfs         string
-	Args           []string
-	Hostname       string
-	NetNSPath      string
-	HostPID        bool
-	HostIPC        bool
-	HostUTS        bool
-	Cgroup         Cgroup
-	OOMScoreAdj    int
-	Sysctls        map[string]string
-	ShmPath        string
-	ShmSize        int64
-	HostsPath      string
-	ResolvConfPath string
-	HostnamePath   string
-	// UserNSPath is a user namespace (a pin ketchd made) for the pod's PID
-	// 1 to join, and the mappings it must have; "": the host's.
-	UserNSPath               string
-	UIDMappings, GIDMappings []specs.LinuxIDMapping
-}
-
-// Cgroup names a container's cgroup independently of the driver that
-// creates it.
-type Cgroup struct {
-	Driver string // DriverCgroupfs (default) or DriverSystemd
-	Parent string // cgroupfs: a path from each hierarchy's root; systemd: a slice
-	Name   string
-}
-
-// The cgroup drivers, as kubelet's --cgroup-driver names them.
-const (
-	DriverCgroupfs = "cgroupfs"
-	DriverSystemd  = "systemd"
 )
 
 // Status is where a container is in its life.

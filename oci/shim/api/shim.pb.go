@@ -171,47 +171,9 @@ func (*AddPodResponse) Descriptor() ([]byte, []int) {
 
 type StartSandboxRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The read-only directory ketch ships: /ketch-init, /proc, /dev, /sys and
-	// /etc/{hosts,resolv.conf,hostname} targets.
-	Rootfs string `protobuf:"bytes,1,opt,name=rootfs,proto3" json:"rootfs,omitempty"`
-	// ketch-init's argv inside the rootfs; empty means ["/ketch-init"].
-	Args     []string `protobuf:"bytes,2,rep,name=args,proto3" json:"args,omitempty"`
-	Hostname string   `protobuf:"bytes,3,opt,name=hostname,proto3" json:"hostname,omitempty"`
-	// A netns file (a bind mount under /run/ketch/netns, or /proc/<pid>/ns/net)
-	// to join; empty means the host's network namespace.
-	NetnsPath string `protobuf:"bytes,4,opt,name=netns_path,json=netnsPath,proto3" json:"netns_path,omitempty"`
-	// Share the host's PID, IPC or UTS namespace instead of a new one.
-	HostPid bool `protobuf:"varint,5,opt,name=host_pid,json=hostPid,proto3" json:"host_pid,omitempty"`
-	HostIpc bool `protobuf:"varint,6,opt,name=host_ipc,json=hostIpc,proto3" json:"host_ipc,omitempty"`
-	HostUts bool `protobuf:"varint,7,opt,name=host_uts,json=hostUts,proto3" json:"host_uts,omitempty"`
-	// "cgroupfs" (default) or "systemd". For cgroupfs the sandbox's cgroup is
-	// <cgroup_parent>/<cgroup_name> from the root of every hierarchy; for
-	// systemd it is the scope ketch-<cgroup_name>.scope in the slice
-	// cgroup_parent.
-	CgroupDriver string `protobuf:"bytes,8,opt,name=cgroup_driver,json=cgroupDriver,proto3" json:"cgroup_driver,omitempty"`
-	CgroupParent string `protobuf:"bytes,9,opt,name=cgroup_parent,json=cgroupParent,proto3" json:"cgroup_parent,omitempty"`
-	CgroupName   string `protobuf:"bytes,10,opt,name=cgroup_name,json=cgroupName,proto3" json:"cgroup_name,omitempty"`
-	// Wanted oom_score_adj; the shim raises it to the lowest value this host
-	// lets it set.
-	OomScoreAdj int32             `protobuf:"varint,11,opt,name=oom_score_adj,json=oomScoreAdj,proto3" json:"oom_score_adj,omitempty"`
-	Sysctls     map[string]string `protobuf:"bytes,12,rep,name=sysctls,proto3" json:"sysctls,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	// A directory (usually a tmpfs the pod's containers will share) to
-	// bind-mount on /dev/shm; empty means a private tmpfs of shm_size bytes
-	// (0: 64 MiB).
-	ShmPath string `protobuf:"bytes,13,opt,name=shm_path,json=shmPath,proto3" json:"shm_path,omitempty"`
-	ShmSize int64  `protobuf:"varint,14,opt,name=shm_size,json=shmSize,proto3" json:"shm_size,omitempty"`
-	// Host files bind-mounted read-only on /etc/hosts, /etc/resolv.conf and
-	// /etc/hostname; empty leaves the rootfs's own.
-	HostsPath      string `protobuf:"bytes,15,opt,name=hosts_path,json=hostsPath,proto3" json:"hosts_path,omitempty"`
-	ResolvConfPath string `protobuf:"bytes,16,opt,name=resolv_conf_path,json=resolvConfPath,proto3" json:"resolv_conf_path,omitempty"`
-	HostnamePath   string `protobuf:"bytes,17,opt,name=hostname_path,json=hostnamePath,proto3" json:"hostname_path,omitempty"`
-	// A user namespace file (a bind mount ketchd made) for the pod's PID 1 to
-	// join, and the mappings it must have (runc refuses a namespace whose
-	// own differ); empty means the host's user namespace. The network
-	// namespace belongs to it; the PID, IPC and UTS namespaces are made in it.
-	UsernsPath    string       `protobuf:"bytes,18,opt,name=userns_path,json=usernsPath,proto3" json:"userns_path,omitempty"`
-	UidMappings   []*IDMapping `protobuf:"bytes,19,rep,name=uid_mappings,json=uidMappings,proto3" json:"uid_mappings,omitempty"`
-	GidMappings   []*IDMapping `protobuf:"bytes,20,rep,name=gid_mappings,json=gidMappings,proto3" json:"gid_mappings,omitempty"`
+	// The runtime-spec config.json of the pod's PID 1 (ketchd's oci.SandboxSpec):
+	// ketch-init in pause mode, from the read-only rootfs ketch ships.
+	Spec          []byte `protobuf:"bytes,21,opt,name=spec,proto3" json:"spec,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -246,205 +208,11 @@ func (*StartSandboxRequest) Descriptor() ([]byte, []int) {
 	return file_shim_proto_rawDescGZIP(), []int{2}
 }
 
-func (x *StartSandboxRequest) GetRootfs() string {
+func (x *StartSandboxRequest) GetSpec() []byte {
 	if x != nil {
-		return x.Rootfs
-	}
-	return ""
-}
-
-func (x *StartSandboxRequest) GetArgs() []string {
-	if x != nil {
-		return x.Args
+		return x.Spec
 	}
 	return nil
-}
-
-func (x *StartSandboxRequest) GetHostname() string {
-	if x != nil {
-		return x.Hostname
-	}
-	return ""
-}
-
-func (x *StartSandboxRequest) GetNetnsPath() string {
-	if x != nil {
-		return x.NetnsPath
-	}
-	return ""
-}
-
-func (x *StartSandboxRequest) GetHostPid() bool {
-	if x != nil {
-		return x.HostPid
-	}
-	return false
-}
-
-func (x *StartSandboxRequest) GetHostIpc() bool {
-	if x != nil {
-		return x.HostIpc
-	}
-	return false
-}
-
-func (x *StartSandboxRequest) GetHostUts() bool {
-	if x != nil {
-		return x.HostUts
-	}
-	return false
-}
-
-func (x *StartSandboxRequest) GetCgroupDriver() string {
-	if x != nil {
-		return x.CgroupDriver
-	}
-	return ""
-}
-
-func (x *StartSandboxRequest) GetCgroupParent() string {
-	if x != nil {
-		return x.CgroupParent
-	}
-	return ""
-}
-
-func (x *StartSandboxRequest) GetCgroupName() string {
-	if x != nil {
-		return x.CgroupName
-	}
-	return ""
-}
-
-func (x *StartSandboxRequest) GetOomScoreAdj() int32 {
-	if x != nil {
-		return x.OomScoreAdj
-	}
-	return 0
-}
-
-func (x *StartSandboxRequest) GetSysctls() map[string]string {
-	if x != nil {
-		return x.Sysctls
-	}
-	return nil
-}
-
-func (x *StartSandboxRequest) GetShmPath() string {
-	if x != nil {
-		return x.ShmPath
-	}
-	return ""
-}
-
-func (x *StartSandboxRequest) GetShmSize() int64 {
-	if x != nil {
-		return x.ShmSize
-	}
-	return 0
-}
-
-func (x *StartSandboxRequest) GetHostsPath() string {
-	if x != nil {
-		return x.HostsPath
-	}
-	return ""
-}
-
-func (x *StartSandboxRequest) GetResolvConfPath() string {
-	if x != nil {
-		return x.ResolvConfPath
-	}
-	return ""
-}
-
-func (x *StartSandboxRequest) GetHostnamePath() string {
-	if x != nil {
-		return x.HostnamePath
-	}
-	return ""
-}
-
-func (x *StartSandboxRequest) GetUsernsPath() string {
-	if x != nil {
-		return x.UsernsPath
-	}
-	return ""
-}
-
-func (x *StartSandboxRequest) GetUidMappings() []*IDMapping {
-	if x != nil {
-		return x.UidMappings
-	}
-	return nil
-}
-
-func (x *StartSandboxRequest) GetGidMappings() []*IDMapping {
-	if x != nil {
-		return x.GidMappings
-	}
-	return nil
-}
-
-// IDMapping maps size IDs from container_id in a user namespace to host_id.
-type IDMapping struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ContainerId   uint32                 `protobuf:"varint,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
-	HostId        uint32                 `protobuf:"varint,2,opt,name=host_id,json=hostId,proto3" json:"host_id,omitempty"`
-	Size          uint32                 `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *IDMapping) Reset() {
-	*x = IDMapping{}
-	mi := &file_shim_proto_msgTypes[3]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *IDMapping) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*IDMapping) ProtoMessage() {}
-
-func (x *IDMapping) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[3]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use IDMapping.ProtoReflect.Descriptor instead.
-func (*IDMapping) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{3}
-}
-
-func (x *IDMapping) GetContainerId() uint32 {
-	if x != nil {
-		return x.ContainerId
-	}
-	return 0
-}
-
-func (x *IDMapping) GetHostId() uint32 {
-	if x != nil {
-		return x.HostId
-	}
-	return 0
-}
-
-func (x *IDMapping) GetSize() uint32 {
-	if x != nil {
-		return x.Size
-	}
-	return 0
 }
 
 type StartSandboxResponse struct {
@@ -457,7 +225,7 @@ type StartSandboxResponse struct {
 
 func (x *StartSandboxResponse) Reset() {
 	*x = StartSandboxResponse{}
-	mi := &file_shim_proto_msgTypes[4]
+	mi := &file_shim_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -469,7 +237,7 @@ func (x *StartSandboxResponse) String() string {
 func (*StartSandboxResponse) ProtoMessage() {}
 
 func (x *StartSandboxResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[4]
+	mi := &file_shim_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -482,7 +250,7 @@ func (x *StartSandboxResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartSandboxResponse.ProtoReflect.Descriptor instead.
 func (*StartSandboxResponse) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{4}
+	return file_shim_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *StartSandboxResponse) GetPid() uint32 {
@@ -517,7 +285,7 @@ type CreateContainerRequest struct {
 
 func (x *CreateContainerRequest) Reset() {
 	*x = CreateContainerRequest{}
-	mi := &file_shim_proto_msgTypes[5]
+	mi := &file_shim_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -529,7 +297,7 @@ func (x *CreateContainerRequest) String() string {
 func (*CreateContainerRequest) ProtoMessage() {}
 
 func (x *CreateContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[5]
+	mi := &file_shim_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -542,7 +310,7 @@ func (x *CreateContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateContainerRequest.ProtoReflect.Descriptor instead.
 func (*CreateContainerRequest) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{5}
+	return file_shim_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *CreateContainerRequest) GetId() string {
@@ -610,7 +378,7 @@ type CreateContainerResponse struct {
 
 func (x *CreateContainerResponse) Reset() {
 	*x = CreateContainerResponse{}
-	mi := &file_shim_proto_msgTypes[6]
+	mi := &file_shim_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -622,7 +390,7 @@ func (x *CreateContainerResponse) String() string {
 func (*CreateContainerResponse) ProtoMessage() {}
 
 func (x *CreateContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[6]
+	mi := &file_shim_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -635,7 +403,7 @@ func (x *CreateContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateContainerResponse.ProtoReflect.Descriptor instead.
 func (*CreateContainerResponse) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{6}
+	return file_shim_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CreateContainerResponse) GetPid() uint32 {
@@ -654,7 +422,7 @@ type StartContainerRequest struct {
 
 func (x *StartContainerRequest) Reset() {
 	*x = StartContainerRequest{}
-	mi := &file_shim_proto_msgTypes[7]
+	mi := &file_shim_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -666,7 +434,7 @@ func (x *StartContainerRequest) String() string {
 func (*StartContainerRequest) ProtoMessage() {}
 
 func (x *StartContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[7]
+	mi := &file_shim_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -679,7 +447,7 @@ func (x *StartContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartContainerRequest.ProtoReflect.Descriptor instead.
 func (*StartContainerRequest) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{7}
+	return file_shim_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *StartContainerRequest) GetId() string {
@@ -699,7 +467,7 @@ type StartContainerResponse struct {
 
 func (x *StartContainerResponse) Reset() {
 	*x = StartContainerResponse{}
-	mi := &file_shim_proto_msgTypes[8]
+	mi := &file_shim_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -711,7 +479,7 @@ func (x *StartContainerResponse) String() string {
 func (*StartContainerResponse) ProtoMessage() {}
 
 func (x *StartContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[8]
+	mi := &file_shim_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -724,7 +492,7 @@ func (x *StartContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartContainerResponse.ProtoReflect.Descriptor instead.
 func (*StartContainerResponse) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{8}
+	return file_shim_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *StartContainerResponse) GetStartedAtUnixNano() int64 {
@@ -750,7 +518,7 @@ type DeleteContainerRequest struct {
 
 func (x *DeleteContainerRequest) Reset() {
 	*x = DeleteContainerRequest{}
-	mi := &file_shim_proto_msgTypes[9]
+	mi := &file_shim_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -762,7 +530,7 @@ func (x *DeleteContainerRequest) String() string {
 func (*DeleteContainerRequest) ProtoMessage() {}
 
 func (x *DeleteContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[9]
+	mi := &file_shim_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -775,7 +543,7 @@ func (x *DeleteContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteContainerRequest.ProtoReflect.Descriptor instead.
 func (*DeleteContainerRequest) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{9}
+	return file_shim_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *DeleteContainerRequest) GetId() string {
@@ -793,7 +561,7 @@ type DeleteContainerResponse struct {
 
 func (x *DeleteContainerResponse) Reset() {
 	*x = DeleteContainerResponse{}
-	mi := &file_shim_proto_msgTypes[10]
+	mi := &file_shim_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -805,7 +573,7 @@ func (x *DeleteContainerResponse) String() string {
 func (*DeleteContainerResponse) ProtoMessage() {}
 
 func (x *DeleteContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[10]
+	mi := &file_shim_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -818,7 +586,7 @@ func (x *DeleteContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteContainerResponse.ProtoReflect.Descriptor instead.
 func (*DeleteContainerResponse) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{10}
+	return file_shim_proto_rawDescGZIP(), []int{9}
 }
 
 type ReopenLogRequest struct {
@@ -830,7 +598,7 @@ type ReopenLogRequest struct {
 
 func (x *ReopenLogRequest) Reset() {
 	*x = ReopenLogRequest{}
-	mi := &file_shim_proto_msgTypes[11]
+	mi := &file_shim_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -842,7 +610,7 @@ func (x *ReopenLogRequest) String() string {
 func (*ReopenLogRequest) ProtoMessage() {}
 
 func (x *ReopenLogRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[11]
+	mi := &file_shim_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -855,7 +623,7 @@ func (x *ReopenLogRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReopenLogRequest.ProtoReflect.Descriptor instead.
 func (*ReopenLogRequest) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{11}
+	return file_shim_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ReopenLogRequest) GetId() string {
@@ -873,7 +641,7 @@ type ReopenLogResponse struct {
 
 func (x *ReopenLogResponse) Reset() {
 	*x = ReopenLogResponse{}
-	mi := &file_shim_proto_msgTypes[12]
+	mi := &file_shim_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -885,7 +653,7 @@ func (x *ReopenLogResponse) String() string {
 func (*ReopenLogResponse) ProtoMessage() {}
 
 func (x *ReopenLogResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[12]
+	mi := &file_shim_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -898,7 +666,7 @@ func (x *ReopenLogResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReopenLogResponse.ProtoReflect.Descriptor instead.
 func (*ReopenLogResponse) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{12}
+	return file_shim_proto_rawDescGZIP(), []int{11}
 }
 
 type ExecSyncRequest struct {
@@ -913,7 +681,7 @@ type ExecSyncRequest struct {
 
 func (x *ExecSyncRequest) Reset() {
 	*x = ExecSyncRequest{}
-	mi := &file_shim_proto_msgTypes[13]
+	mi := &file_shim_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -925,7 +693,7 @@ func (x *ExecSyncRequest) String() string {
 func (*ExecSyncRequest) ProtoMessage() {}
 
 func (x *ExecSyncRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[13]
+	mi := &file_shim_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -938,7 +706,7 @@ func (x *ExecSyncRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecSyncRequest.ProtoReflect.Descriptor instead.
 func (*ExecSyncRequest) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{13}
+	return file_shim_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ExecSyncRequest) GetId() string {
@@ -975,7 +743,7 @@ type ExecSyncResponse struct {
 
 func (x *ExecSyncResponse) Reset() {
 	*x = ExecSyncResponse{}
-	mi := &file_shim_proto_msgTypes[14]
+	mi := &file_shim_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -987,7 +755,7 @@ func (x *ExecSyncResponse) String() string {
 func (*ExecSyncResponse) ProtoMessage() {}
 
 func (x *ExecSyncResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[14]
+	mi := &file_shim_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1000,7 +768,7 @@ func (x *ExecSyncResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecSyncResponse.ProtoReflect.Descriptor instead.
 func (*ExecSyncResponse) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{14}
+	return file_shim_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ExecSyncResponse) GetStdout() []byte {
@@ -1042,7 +810,7 @@ type UpdateRequest struct {
 
 func (x *UpdateRequest) Reset() {
 	*x = UpdateRequest{}
-	mi := &file_shim_proto_msgTypes[15]
+	mi := &file_shim_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1054,7 +822,7 @@ func (x *UpdateRequest) String() string {
 func (*UpdateRequest) ProtoMessage() {}
 
 func (x *UpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[15]
+	mi := &file_shim_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1067,7 +835,7 @@ func (x *UpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateRequest.ProtoReflect.Descriptor instead.
 func (*UpdateRequest) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{15}
+	return file_shim_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *UpdateRequest) GetId() string {
@@ -1092,7 +860,7 @@ type UpdateResponse struct {
 
 func (x *UpdateResponse) Reset() {
 	*x = UpdateResponse{}
-	mi := &file_shim_proto_msgTypes[16]
+	mi := &file_shim_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1104,7 +872,7 @@ func (x *UpdateResponse) String() string {
 func (*UpdateResponse) ProtoMessage() {}
 
 func (x *UpdateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[16]
+	mi := &file_shim_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1117,7 +885,7 @@ func (x *UpdateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateResponse.ProtoReflect.Descriptor instead.
 func (*UpdateResponse) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{16}
+	return file_shim_proto_rawDescGZIP(), []int{15}
 }
 
 type StateRequest struct {
@@ -1129,7 +897,7 @@ type StateRequest struct {
 
 func (x *StateRequest) Reset() {
 	*x = StateRequest{}
-	mi := &file_shim_proto_msgTypes[17]
+	mi := &file_shim_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1141,7 +909,7 @@ func (x *StateRequest) String() string {
 func (*StateRequest) ProtoMessage() {}
 
 func (x *StateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[17]
+	mi := &file_shim_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1154,7 +922,7 @@ func (x *StateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateRequest.ProtoReflect.Descriptor instead.
 func (*StateRequest) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{17}
+	return file_shim_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *StateRequest) GetId() string {
@@ -1179,7 +947,7 @@ type StateResponse struct {
 
 func (x *StateResponse) Reset() {
 	*x = StateResponse{}
-	mi := &file_shim_proto_msgTypes[18]
+	mi := &file_shim_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1191,7 +959,7 @@ func (x *StateResponse) String() string {
 func (*StateResponse) ProtoMessage() {}
 
 func (x *StateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[18]
+	mi := &file_shim_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1204,7 +972,7 @@ func (x *StateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateResponse.ProtoReflect.Descriptor instead.
 func (*StateResponse) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{18}
+	return file_shim_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *StateResponse) GetId() string {
@@ -1261,7 +1029,7 @@ type Exit struct {
 
 func (x *Exit) Reset() {
 	*x = Exit{}
-	mi := &file_shim_proto_msgTypes[19]
+	mi := &file_shim_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1273,7 +1041,7 @@ func (x *Exit) String() string {
 func (*Exit) ProtoMessage() {}
 
 func (x *Exit) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[19]
+	mi := &file_shim_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1286,7 +1054,7 @@ func (x *Exit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Exit.ProtoReflect.Descriptor instead.
 func (*Exit) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{19}
+	return file_shim_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Exit) GetExitCode() int32 {
@@ -1342,7 +1110,7 @@ type KillRequest struct {
 
 func (x *KillRequest) Reset() {
 	*x = KillRequest{}
-	mi := &file_shim_proto_msgTypes[20]
+	mi := &file_shim_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1354,7 +1122,7 @@ func (x *KillRequest) String() string {
 func (*KillRequest) ProtoMessage() {}
 
 func (x *KillRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[20]
+	mi := &file_shim_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1367,7 +1135,7 @@ func (x *KillRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillRequest.ProtoReflect.Descriptor instead.
 func (*KillRequest) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{20}
+	return file_shim_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *KillRequest) GetId() string {
@@ -1399,7 +1167,7 @@ type KillResponse struct {
 
 func (x *KillResponse) Reset() {
 	*x = KillResponse{}
-	mi := &file_shim_proto_msgTypes[21]
+	mi := &file_shim_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1411,7 +1179,7 @@ func (x *KillResponse) String() string {
 func (*KillResponse) ProtoMessage() {}
 
 func (x *KillResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[21]
+	mi := &file_shim_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1424,7 +1192,7 @@ func (x *KillResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillResponse.ProtoReflect.Descriptor instead.
 func (*KillResponse) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{21}
+	return file_shim_proto_rawDescGZIP(), []int{20}
 }
 
 type WaitRequest struct {
@@ -1436,7 +1204,7 @@ type WaitRequest struct {
 
 func (x *WaitRequest) Reset() {
 	*x = WaitRequest{}
-	mi := &file_shim_proto_msgTypes[22]
+	mi := &file_shim_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1448,7 +1216,7 @@ func (x *WaitRequest) String() string {
 func (*WaitRequest) ProtoMessage() {}
 
 func (x *WaitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[22]
+	mi := &file_shim_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1461,7 +1229,7 @@ func (x *WaitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitRequest.ProtoReflect.Descriptor instead.
 func (*WaitRequest) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{22}
+	return file_shim_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *WaitRequest) GetId() string {
@@ -1480,7 +1248,7 @@ type WaitResponse struct {
 
 func (x *WaitResponse) Reset() {
 	*x = WaitResponse{}
-	mi := &file_shim_proto_msgTypes[23]
+	mi := &file_shim_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1492,7 +1260,7 @@ func (x *WaitResponse) String() string {
 func (*WaitResponse) ProtoMessage() {}
 
 func (x *WaitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[23]
+	mi := &file_shim_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1505,7 +1273,7 @@ func (x *WaitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitResponse.ProtoReflect.Descriptor instead.
 func (*WaitResponse) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{23}
+	return file_shim_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *WaitResponse) GetExit() *Exit {
@@ -1532,7 +1300,7 @@ type StatsRequest struct {
 
 func (x *StatsRequest) Reset() {
 	*x = StatsRequest{}
-	mi := &file_shim_proto_msgTypes[24]
+	mi := &file_shim_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1544,7 +1312,7 @@ func (x *StatsRequest) String() string {
 func (*StatsRequest) ProtoMessage() {}
 
 func (x *StatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[24]
+	mi := &file_shim_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1557,7 +1325,7 @@ func (x *StatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsRequest.ProtoReflect.Descriptor instead.
 func (*StatsRequest) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{24}
+	return file_shim_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *StatsRequest) GetId() string {
@@ -1611,7 +1379,7 @@ type StatsResponse struct {
 
 func (x *StatsResponse) Reset() {
 	*x = StatsResponse{}
-	mi := &file_shim_proto_msgTypes[25]
+	mi := &file_shim_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1623,7 +1391,7 @@ func (x *StatsResponse) String() string {
 func (*StatsResponse) ProtoMessage() {}
 
 func (x *StatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[25]
+	mi := &file_shim_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1636,7 +1404,7 @@ func (x *StatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsResponse.ProtoReflect.Descriptor instead.
 func (*StatsResponse) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{25}
+	return file_shim_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *StatsResponse) GetTimestampUnixNano() int64 {
@@ -1731,7 +1499,7 @@ type ShutdownRequest struct {
 
 func (x *ShutdownRequest) Reset() {
 	*x = ShutdownRequest{}
-	mi := &file_shim_proto_msgTypes[26]
+	mi := &file_shim_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1743,7 +1511,7 @@ func (x *ShutdownRequest) String() string {
 func (*ShutdownRequest) ProtoMessage() {}
 
 func (x *ShutdownRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[26]
+	mi := &file_shim_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1756,7 +1524,7 @@ func (x *ShutdownRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShutdownRequest.ProtoReflect.Descriptor instead.
 func (*ShutdownRequest) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{26}
+	return file_shim_proto_rawDescGZIP(), []int{25}
 }
 
 type ShutdownResponse struct {
@@ -1769,7 +1537,7 @@ type ShutdownResponse struct {
 
 func (x *ShutdownResponse) Reset() {
 	*x = ShutdownResponse{}
-	mi := &file_shim_proto_msgTypes[27]
+	mi := &file_shim_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1781,7 +1549,7 @@ func (x *ShutdownResponse) String() string {
 func (*ShutdownResponse) ProtoMessage() {}
 
 func (x *ShutdownResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_proto_msgTypes[27]
+	mi := &file_shim_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1794,7 +1562,7 @@ func (x *ShutdownResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShutdownResponse.ProtoReflect.Descriptor instead.
 func (*ShutdownResponse) Descriptor() ([]byte, []int) {
-	return file_shim_proto_rawDescGZIP(), []int{27}
+	return file_shim_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ShutdownResponse) GetLast() bool {
@@ -1813,40 +1581,9 @@ const file_shim_proto_rawDesc = "" +
 	"\rAddPodRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
 	"\x03dir\x18\x02 \x01(\tR\x03dir\"\x10\n" +
-	"\x0eAddPodResponse\"\xa2\x06\n" +
-	"\x13StartSandboxRequest\x12\x16\n" +
-	"\x06rootfs\x18\x01 \x01(\tR\x06rootfs\x12\x12\n" +
-	"\x04args\x18\x02 \x03(\tR\x04args\x12\x1a\n" +
-	"\bhostname\x18\x03 \x01(\tR\bhostname\x12\x1d\n" +
-	"\n" +
-	"netns_path\x18\x04 \x01(\tR\tnetnsPath\x12\x19\n" +
-	"\bhost_pid\x18\x05 \x01(\bR\ahostPid\x12\x19\n" +
-	"\bhost_ipc\x18\x06 \x01(\bR\ahostIpc\x12\x19\n" +
-	"\bhost_uts\x18\a \x01(\bR\ahostUts\x12#\n" +
-	"\rcgroup_driver\x18\b \x01(\tR\fcgroupDriver\x12#\n" +
-	"\rcgroup_parent\x18\t \x01(\tR\fcgroupParent\x12\x1f\n" +
-	"\vcgroup_name\x18\n" +
-	" \x01(\tR\n" +
-	"cgroupName\x12\"\n" +
-	"\room_score_adj\x18\v \x01(\x05R\voomScoreAdj\x12I\n" +
-	"\asysctls\x18\f \x03(\v2/.ketch.shim.v1.StartSandboxRequest.SysctlsEntryR\asysctls\x12\x19\n" +
-	"\bshm_path\x18\r \x01(\tR\ashmPath\x12\x19\n" +
-	"\bshm_size\x18\x0e \x01(\x03R\ashmSize\x12\x1d\n" +
-	"\n" +
-	"hosts_path\x18\x0f \x01(\tR\thostsPath\x12(\n" +
-	"\x10resolv_conf_path\x18\x10 \x01(\tR\x0eresolvConfPath\x12#\n" +
-	"\rhostname_path\x18\x11 \x01(\tR\fhostnamePath\x12\x1f\n" +
-	"\vuserns_path\x18\x12 \x01(\tR\n" +
-	"usernsPath\x12;\n" +
-	"\fuid_mappings\x18\x13 \x03(\v2\x18.ketch.shim.v1.IDMappingR\vuidMappings\x12;\n" +
-	"\fgid_mappings\x18\x14 \x03(\v2\x18.ketch.shim.v1.IDMappingR\vgidMappings\x1a:\n" +
-	"\fSysctlsEntry\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"[\n" +
-	"\tIDMapping\x12!\n" +
-	"\fcontainer_id\x18\x01 \x01(\rR\vcontainerId\x12\x17\n" +
-	"\ahost_id\x18\x02 \x01(\rR\x06hostId\x12\x12\n" +
-	"\x04size\x18\x03 \x01(\rR\x04size\"(\n" +
+	"\x0eAddPodResponse\"/\n" +
+	"\x13StartSandboxRequest\x12\x12\n" +
+	"\x04spec\x18\x15 \x01(\fR\x04specJ\x04\b\x01\x10\x15\"(\n" +
 	"\x14StartSandboxResponse\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\"\xd8\x01\n" +
 	"\x16CreateContainerRequest\x12\x0e\n" +
@@ -1969,77 +1706,72 @@ func file_shim_proto_rawDescGZIP() []byte {
 }
 
 var file_shim_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_shim_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_shim_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_shim_proto_goTypes = []any{
 	(Status)(0),                     // 0: ketch.shim.v1.Status
 	(*AddPodRequest)(nil),           // 1: ketch.shim.v1.AddPodRequest
 	(*AddPodResponse)(nil),          // 2: ketch.shim.v1.AddPodResponse
 	(*StartSandboxRequest)(nil),     // 3: ketch.shim.v1.StartSandboxRequest
-	(*IDMapping)(nil),               // 4: ketch.shim.v1.IDMapping
-	(*StartSandboxResponse)(nil),    // 5: ketch.shim.v1.StartSandboxResponse
-	(*CreateContainerRequest)(nil),  // 6: ketch.shim.v1.CreateContainerRequest
-	(*CreateContainerResponse)(nil), // 7: ketch.shim.v1.CreateContainerResponse
-	(*StartContainerRequest)(nil),   // 8: ketch.shim.v1.StartContainerRequest
-	(*StartContainerResponse)(nil),  // 9: ketch.shim.v1.StartContainerResponse
-	(*DeleteContainerRequest)(nil),  // 10: ketch.shim.v1.DeleteContainerRequest
-	(*DeleteContainerResponse)(nil), // 11: ketch.shim.v1.DeleteContainerResponse
-	(*ReopenLogRequest)(nil),        // 12: ketch.shim.v1.ReopenLogRequest
-	(*ReopenLogResponse)(nil),       // 13: ketch.shim.v1.ReopenLogResponse
-	(*ExecSyncRequest)(nil),         // 14: ketch.shim.v1.ExecSyncRequest
-	(*ExecSyncResponse)(nil),        // 15: ketch.shim.v1.ExecSyncResponse
-	(*UpdateRequest)(nil),           // 16: ketch.shim.v1.UpdateRequest
-	(*UpdateResponse)(nil),          // 17: ketch.shim.v1.UpdateResponse
-	(*StateRequest)(nil),            // 18: ketch.shim.v1.StateRequest
-	(*StateResponse)(nil),           // 19: ketch.shim.v1.StateResponse
-	(*Exit)(nil),                    // 20: ketch.shim.v1.Exit
-	(*KillRequest)(nil),             // 21: ketch.shim.v1.KillRequest
-	(*KillResponse)(nil),            // 22: ketch.shim.v1.KillResponse
-	(*WaitRequest)(nil),             // 23: ketch.shim.v1.WaitRequest
-	(*WaitResponse)(nil),            // 24: ketch.shim.v1.WaitResponse
-	(*StatsRequest)(nil),            // 25: ketch.shim.v1.StatsRequest
-	(*StatsResponse)(nil),           // 26: ketch.shim.v1.StatsResponse
-	(*ShutdownRequest)(nil),         // 27: ketch.shim.v1.ShutdownRequest
-	(*ShutdownResponse)(nil),        // 28: ketch.shim.v1.ShutdownResponse
-	nil,                             // 29: ketch.shim.v1.StartSandboxRequest.SysctlsEntry
+	(*StartSandboxResponse)(nil),    // 4: ketch.shim.v1.StartSandboxResponse
+	(*CreateContainerRequest)(nil),  // 5: ketch.shim.v1.CreateContainerRequest
+	(*CreateContainerResponse)(nil), // 6: ketch.shim.v1.CreateContainerResponse
+	(*StartContainerRequest)(nil),   // 7: ketch.shim.v1.StartContainerRequest
+	(*StartContainerResponse)(nil),  // 8: ketch.shim.v1.StartContainerResponse
+	(*DeleteContainerRequest)(nil),  // 9: ketch.shim.v1.DeleteContainerRequest
+	(*DeleteContainerResponse)(nil), // 10: ketch.shim.v1.DeleteContainerResponse
+	(*ReopenLogRequest)(nil),        // 11: ketch.shim.v1.ReopenLogRequest
+	(*ReopenLogResponse)(nil),       // 12: ketch.shim.v1.ReopenLogResponse
+	(*ExecSyncRequest)(nil),         // 13: ketch.shim.v1.ExecSyncRequest
+	(*ExecSyncResponse)(nil),        // 14: ketch.shim.v1.ExecSyncResponse
+	(*UpdateRequest)(nil),           // 15: ketch.shim.v1.UpdateRequest
+	(*UpdateResponse)(nil),          // 16: ketch.shim.v1.UpdateResponse
+	(*StateRequest)(nil),            // 17: ketch.shim.v1.StateRequest
+	(*StateResponse)(nil),           // 18: ketch.shim.v1.StateResponse
+	(*Exit)(nil),                    // 19: ketch.shim.v1.Exit
+	(*KillRequest)(nil),             // 20: ketch.shim.v1.KillRequest
+	(*KillResponse)(nil),            // 21: ketch.shim.v1.KillResponse
+	(*WaitRequest)(nil),             // 22: ketch.shim.v1.WaitRequest
+	(*WaitResponse)(nil),            // 23: ketch.shim.v1.WaitResponse
+	(*StatsRequest)(nil),            // 24: ketch.shim.v1.StatsRequest
+	(*StatsResponse)(nil),           // 25: ketch.shim.v1.StatsResponse
+	(*ShutdownRequest)(nil),         // 26: ketch.shim.v1.ShutdownRequest
+	(*ShutdownResponse)(nil),        // 27: ketch.shim.v1.ShutdownResponse
 }
 var file_shim_proto_depIdxs = []int32{
-	29, // 0: ketch.shim.v1.StartSandboxRequest.sysctls:type_name -> ketch.shim.v1.StartSandboxRequest.SysctlsEntry
-	4,  // 1: ketch.shim.v1.StartSandboxRequest.uid_mappings:type_name -> ketch.shim.v1.IDMapping
-	4,  // 2: ketch.shim.v1.StartSandboxRequest.gid_mappings:type_name -> ketch.shim.v1.IDMapping
-	0,  // 3: ketch.shim.v1.StateResponse.status:type_name -> ketch.shim.v1.Status
-	20, // 4: ketch.shim.v1.StateResponse.exit:type_name -> ketch.shim.v1.Exit
-	20, // 5: ketch.shim.v1.WaitResponse.exit:type_name -> ketch.shim.v1.Exit
-	1,  // 6: ketch.shim.v1.Group.AddPod:input_type -> ketch.shim.v1.AddPodRequest
-	3,  // 7: ketch.shim.v1.Shim.StartSandbox:input_type -> ketch.shim.v1.StartSandboxRequest
-	6,  // 8: ketch.shim.v1.Shim.CreateContainer:input_type -> ketch.shim.v1.CreateContainerRequest
-	8,  // 9: ketch.shim.v1.Shim.StartContainer:input_type -> ketch.shim.v1.StartContainerRequest
-	10, // 10: ketch.shim.v1.Shim.DeleteContainer:input_type -> ketch.shim.v1.DeleteContainerRequest
-	12, // 11: ketch.shim.v1.Shim.ReopenLog:input_type -> ketch.shim.v1.ReopenLogRequest
-	14, // 12: ketch.shim.v1.Shim.ExecSync:input_type -> ketch.shim.v1.ExecSyncRequest
-	16, // 13: ketch.shim.v1.Shim.Update:input_type -> ketch.shim.v1.UpdateRequest
-	18, // 14: ketch.shim.v1.Shim.State:input_type -> ketch.shim.v1.StateRequest
-	21, // 15: ketch.shim.v1.Shim.Kill:input_type -> ketch.shim.v1.KillRequest
-	23, // 16: ketch.shim.v1.Shim.Wait:input_type -> ketch.shim.v1.WaitRequest
-	25, // 17: ketch.shim.v1.Shim.Stats:input_type -> ketch.shim.v1.StatsRequest
-	27, // 18: ketch.shim.v1.Shim.Shutdown:input_type -> ketch.shim.v1.ShutdownRequest
-	2,  // 19: ketch.shim.v1.Group.AddPod:output_type -> ketch.shim.v1.AddPodResponse
-	5,  // 20: ketch.shim.v1.Shim.StartSandbox:output_type -> ketch.shim.v1.StartSandboxResponse
-	7,  // 21: ketch.shim.v1.Shim.CreateContainer:output_type -> ketch.shim.v1.CreateContainerResponse
-	9,  // 22: ketch.shim.v1.Shim.StartContainer:output_type -> ketch.shim.v1.StartContainerResponse
-	11, // 23: ketch.shim.v1.Shim.DeleteContainer:output_type -> ketch.shim.v1.DeleteContainerResponse
-	13, // 24: ketch.shim.v1.Shim.ReopenLog:output_type -> ketch.shim.v1.ReopenLogResponse
-	15, // 25: ketch.shim.v1.Shim.ExecSync:output_type -> ketch.shim.v1.ExecSyncResponse
-	17, // 26: ketch.shim.v1.Shim.Update:output_type -> ketch.shim.v1.UpdateResponse
-	19, // 27: ketch.shim.v1.Shim.State:output_type -> ketch.shim.v1.StateResponse
-	22, // 28: ketch.shim.v1.Shim.Kill:output_type -> ketch.shim.v1.KillResponse
-	24, // 29: ketch.shim.v1.Shim.Wait:output_type -> ketch.shim.v1.WaitResponse
-	26, // 30: ketch.shim.v1.Shim.Stats:output_type -> ketch.shim.v1.StatsResponse
-	28, // 31: ketch.shim.v1.Shim.Shutdown:output_type -> ketch.shim.v1.ShutdownResponse
-	19, // [19:32] is the sub-list for method output_type
-	6,  // [6:19] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	0,  // 0: ketch.shim.v1.StateResponse.status:type_name -> ketch.shim.v1.Status
+	19, // 1: ketch.shim.v1.StateResponse.exit:type_name -> ketch.shim.v1.Exit
+	19, // 2: ketch.shim.v1.WaitResponse.exit:type_name -> ketch.shim.v1.Exit
+	1,  // 3: ketch.shim.v1.Group.AddPod:input_type -> ketch.shim.v1.AddPodRequest
+	3,  // 4: ketch.shim.v1.Shim.StartSandbox:input_type -> ketch.shim.v1.StartSandboxRequest
+	5,  // 5: ketch.shim.v1.Shim.CreateContainer:input_type -> ketch.shim.v1.CreateContainerRequest
+	7,  // 6: ketch.shim.v1.Shim.StartContainer:input_type -> ketch.shim.v1.StartContainerRequest
+	9,  // 7: ketch.shim.v1.Shim.DeleteContainer:input_type -> ketch.shim.v1.DeleteContainerRequest
+	11, // 8: ketch.shim.v1.Shim.ReopenLog:input_type -> ketch.shim.v1.ReopenLogRequest
+	13, // 9: ketch.shim.v1.Shim.ExecSync:input_type -> ketch.shim.v1.ExecSyncRequest
+	15, // 10: ketch.shim.v1.Shim.Update:input_type -> ketch.shim.v1.UpdateRequest
+	17, // 11: ketch.shim.v1.Shim.State:input_type -> ketch.shim.v1.StateRequest
+	20, // 12: ketch.shim.v1.Shim.Kill:input_type -> ketch.shim.v1.KillRequest
+	22, // 13: ketch.shim.v1.Shim.Wait:input_type -> ketch.shim.v1.WaitRequest
+	24, // 14: ketch.shim.v1.Shim.Stats:input_type -> ketch.shim.v1.StatsRequest
+	26, // 15: ketch.shim.v1.Shim.Shutdown:input_type -> ketch.shim.v1.ShutdownRequest
+	2,  // 16: ketch.shim.v1.Group.AddPod:output_type -> ketch.shim.v1.AddPodResponse
+	4,  // 17: ketch.shim.v1.Shim.StartSandbox:output_type -> ketch.shim.v1.StartSandboxResponse
+	6,  // 18: ketch.shim.v1.Shim.CreateContainer:output_type -> ketch.shim.v1.CreateContainerResponse
+	8,  // 19: ketch.shim.v1.Shim.StartContainer:output_type -> ketch.shim.v1.StartContainerResponse
+	10, // 20: ketch.shim.v1.Shim.DeleteContainer:output_type -> ketch.shim.v1.DeleteContainerResponse
+	12, // 21: ketch.shim.v1.Shim.ReopenLog:output_type -> ketch.shim.v1.ReopenLogResponse
+	14, // 22: ketch.shim.v1.Shim.ExecSync:output_type -> ketch.shim.v1.ExecSyncResponse
+	16, // 23: ketch.shim.v1.Shim.Update:output_type -> ketch.shim.v1.UpdateResponse
+	18, // 24: ketch.shim.v1.Shim.State:output_type -> ketch.shim.v1.StateResponse
+	21, // 25: ketch.shim.v1.Shim.Kill:output_type -> ketch.shim.v1.KillResponse
+	23, // 26: ketch.shim.v1.Shim.Wait:output_type -> ketch.shim.v1.WaitResponse
+	25, // 27: ketch.shim.v1.Shim.Stats:output_type -> ketch.shim.v1.StatsResponse
+	27, // 28: ketch.shim.v1.Shim.Shutdown:output_type -> ketch.shim.v1.ShutdownResponse
+	16, // [16:29] is the sub-list for method output_type
+	3,  // [3:16] is the sub-list for method input_type
+	3,  // [3:3] is the sub-list for extension type_name
+	3,  // [3:3] is the sub-list for extension extendee
+	0,  // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_shim_proto_init() }
@@ -2053,7 +1785,7 @@ func file_shim_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shim_proto_rawDesc), len(file_shim_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   29,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
