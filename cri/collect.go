@@ -16,17 +16,26 @@ import (
 
 // collect finishes what a crash left half-done before ketchd serves:
 // pods and containers whose create or remove was cut short (their records
-// say "creating" or "removing") are removed with whatever of them exists,
-// and then the state directory is rid of what no record holds. Nothing of
-// a pod or container that has a record otherwise is touched.
+// say "creating" or "removing", or an exited container's has no rootfs
+// directory left: release) are removed with whatever of them exists, and
+// then the state directory is rid of what no record holds. Nothing of a
+// pod or container that has a record otherwise is touched.
 func (s *Server) collect(ctx context.Context) error {
 	var errs []error
 	ctrs, err := s.store.ListContainers(store.ContainerFilter{})
 	if err != nil {
 		return fmt.Errorf("collect: %w", err)
 	}
+	// An exited container whose rootfs directory is gone was being
+	// released: its record goes beside its rootfs (release).
+	dirs, dirsErr := s.containers.ContainerDirs()
+	hasDir := make(map[string]bool, len(dirs))
+	for _, id := range dirs {
+		hasDir[id] = true
+	}
 	for _, c := range ctrs {
-		if c.State == store.ContainerCreating || c.Removing {
+		released := dirsErr == nil && c.State == store.ContainerExited && !hasDir[c.ID]
+		if c.State == store.ContainerCreating || c.Removing || released {
 			slog.Warn("removing a container whose create or remove was cut short", "container", c.ID, "pod", c.SandboxID, "state", c.State)
 			errs = append(errs, s.removeContainer(ctx, *c))
 		}
@@ -68,7 +77,7 @@ func (s *Server) collect(ctx context.Context) error {
 	}
 	isKnown := func(id string) bool { return known[id] }
 	errs = append(errs, s.sandboxes.Collect(ctx, isKnown))
-	dirs, err := s.containers.ContainerDirs()
+	dirs, err = s.containers.ContainerDirs()
 	errs = append(errs, err)
 	for _, id := range dirs {
 		if known[id] {

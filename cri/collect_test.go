@@ -122,17 +122,21 @@ func expectAdopted(d *testDeps, id, name string) {
 }
 
 // expectNothingLeft expects the sweep of what no record holds to find
-// nothing.
-func expectNothingLeft(d *testDeps) {
+// nothing; before it, the rootfs directories are those of containers dirs.
+func expectNothingLeft(d *testDeps, dirs ...string) {
 	d.sandboxes.EXPECT().Collect(gomock.Any(), gomock.Any()).Return(nil)
+	d.containers.EXPECT().ContainerDirs().Return(dirs, nil)
 	d.containers.EXPECT().ContainerDirs().Return(nil, nil)
 }
 
 // expectRemoved expects container id of pod to be deleted from its shim and
-// its rootfs released, once each; deleteErr fails the delete, which keeps
-// the record but not the rootfs.
+// its rootfs released, once each; deleteErr fails the delete, after which
+// nothing else is done.
 func expectRemoved(d *testDeps, pod, id string, deleteErr error) {
 	d.containers.EXPECT().DeleteContainer(gomock.Any(), pod, id).Return(deleteErr)
+	if deleteErr != nil {
+		return
+	}
 	d.images.EXPECT().Release(gomock.Any(), id, d.containers.ContainerRootfs(id)).Return(nil)
 	d.containers.EXPECT().RemoveContainerDir(id).Return(nil)
 }
@@ -147,12 +151,15 @@ func TestCollectCutShortContainers(t *testing.T) {
 		state     store.ContainerState
 		removing  bool
 		deleteErr error
+		noRootfs  bool
 		gone      bool
 	}{
 		{desc: "create cut short", state: store.ContainerCreating, gone: true},
 		{desc: "remove of an exited one cut short", state: store.ContainerExited, removing: true, gone: true},
 		{desc: "remove of a created one cut short", state: store.ContainerCreated, removing: true, gone: true},
 		{desc: "remove of a running one cut short", state: store.ContainerRunning, removing: true, gone: true},
+		// Its record goes beside its rootfs, which went first.
+		{desc: "release of an exited one cut short", state: store.ContainerExited, noRootfs: true, gone: true},
 		{desc: "the shim fails the delete", state: store.ContainerCreating, deleteErr: fmt.Errorf("shim: %w", errdefs.ErrUnavailable)},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
@@ -162,7 +169,11 @@ func TestCollectCutShortContainers(t *testing.T) {
 			keep := storeContainer(t, st, pod, "done", store.ContainerExited, false)
 			d := restart(t, Config{}, st, func(d *testDeps) {
 				expectAdopted(d, pod, "web")
-				expectNothingLeft(d)
+				if tc.noRootfs {
+					expectNothingLeft(d, keep)
+				} else {
+					expectNothingLeft(d, id, keep)
+				}
 				if tc.state == store.ContainerRunning {
 					// Killed, all its processes, and its exit waited for.
 					gomock.InOrder(
@@ -289,7 +300,7 @@ func TestCollectCutShortPods(t *testing.T) {
 			running := storePod(t, st, "running")
 			d := restart(t, Config{}, st, func(d *testDeps) {
 				expectAdopted(d, running, "running")
-				expectNothingLeft(d)
+				expectNothingLeft(d, exited, created)
 				// Asked first, as any created container: its start was
 				// not cut short.
 				d.containers.EXPECT().ContainerState(gomock.Any(), pod, created).Return(shim.State{Status: shim.StatusCreated}, nil)
@@ -366,7 +377,7 @@ func TestCollectLeftovers(t *testing.T) {
 				if tc.dirsErr != nil {
 					dirs = nil
 				}
-				d.containers.EXPECT().ContainerDirs().Return(dirs, tc.dirsErr)
+				d.containers.EXPECT().ContainerDirs().Return(dirs, tc.dirsErr).Times(2)
 				if tc.dirsErr == nil {
 					for _, id := range []string{orphan, ctr[:12]} {
 						d.images.EXPECT().Release(gomock.Any(), id, d.containers.ContainerRootfs(id)).Return(nil)

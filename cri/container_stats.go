@@ -109,8 +109,9 @@ func (s *Server) containerUsage(ctx context.Context, c *store.Container) (shim.S
 	return s.containers.ContainerStats(ctx, c.SandboxID, c.ID, false)
 }
 
-// readCgroup reads a cgroup's figures; tests replace it.
-var readCgroup = shim.ReadCgroup
+// readCgroup reads the figures of a cgroup the CRI's stats need; tests
+// replace it.
+var readCgroup = func(paths map[string]string) (shim.Stats, error) { return shim.ReadCgroup(paths, false) }
 
 // criCPU, criMemory and criSwap are a cgroup's figures as the CRI reports
 // them; id keys the CPU rate's previous sample.

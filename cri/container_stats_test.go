@@ -43,6 +43,8 @@ func TestContainerUsageRead(t *testing.T) {
 				t.Fatal(err)
 			}
 			read := false
+			was := readCgroup
+			t.Cleanup(func() { readCgroup = was })
 			readCgroup = func(paths map[string]string) (shim.Stats, error) {
 				read = true
 				if len(paths) != len(want) || paths["memory"] != want["memory"] || paths[""] != want[""] {
@@ -50,7 +52,6 @@ func TestContainerUsageRead(t *testing.T) {
 				}
 				return shim.Stats{At: time.Now(), Cgroup: testCgroup()}, tc.read
 			}
-			t.Cleanup(func() { readCgroup = shim.ReadCgroup })
 			if tc.shim {
 				d.containers.EXPECT().ContainerStats(gomock.Any(), pod, id, false).Return(shim.Stats{At: time.Now(), Cgroup: testCgroup()}, nil)
 			}

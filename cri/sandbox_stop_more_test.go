@@ -110,9 +110,6 @@ func TestRemovePodSandboxFails(t *testing.T) {
 	d.images.EXPECT().Release(gomock.Any(), ok, gomock.Any()).Return(nil)
 	d.containers.EXPECT().RemoveContainerDir(ok).Return(nil)
 	d.containers.EXPECT().DeleteContainer(gomock.Any(), pod, stuck).Return(errors.New("device or resource busy"))
-	// Its rootfs is released beside the delete that fails, and again by the retry.
-	d.images.EXPECT().Release(gomock.Any(), stuck, gomock.Any()).Return(nil).Times(2)
-	d.containers.EXPECT().RemoveContainerDir(stuck).Return(nil).Times(2)
 	// No sandboxes.Remove: the pod is not removed while a container is.
 	if _, err := intercept(t, d.srv.RemovePodSandbox, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: pod}); err == nil {
 		t.Fatal("a remove that failed succeeded")
@@ -130,6 +127,8 @@ func TestRemovePodSandboxFails(t *testing.T) {
 	}
 
 	d.containers.EXPECT().DeleteContainer(gomock.Any(), pod, stuck).Return(nil)
+	d.images.EXPECT().Release(gomock.Any(), stuck, gomock.Any()).Return(nil)
+	d.containers.EXPECT().RemoveContainerDir(stuck).Return(nil)
 	d.sandboxes.EXPECT().Remove(gomock.Any(), specOf(pod, "web")).Return(nil)
 	if _, err := intercept(t, d.srv.RemovePodSandbox, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: pod}); err != nil {
 		t.Fatalf("the retry: %v", err)

@@ -89,11 +89,14 @@ func (s *Store) Release(ctx context.Context, key, target string) error {
 	if err := unix.Unmount(target, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("unmount rootfs of %s: %w", key, err)
 	}
-	if err := os.Remove(target); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("rootfs of %s: %w", key, err)
-	}
 	if err := s.snap.Remove(s.ns(ctx), key); err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("remove rootfs of %s: %w", key, err)
+	}
+	// Last, after the slow part: a crash leaves the directory while
+	// anything of the rootfs is left (package cri finishes a removal
+	// whose rootfs directory is gone).
+	if err := os.Remove(target); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("rootfs of %s: %w", key, err)
 	}
 	// The snapshot's files go with the next collection, shortly.
 	s.collectSoon()

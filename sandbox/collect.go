@@ -36,7 +36,7 @@ func (m *Manager) Collect(ctx context.Context, known func(id string) bool) error
 		ctrs, _ := os.ReadDir(filepath.Join(m.podDir(id), "libcontainer"))
 		for _, c := range ctrs {
 			if c.Name() != id {
-				errs = append(errs, shim.Destroy(ctx, m.podDir(id), c.Name()))
+				errs = append(errs, shim.Destroy(ctx, m.o.ShimBinary, m.podDir(id), c.Name()))
 			}
 		}
 		errs = append(errs, m.Remove(ctx, Spec{ID: id}))

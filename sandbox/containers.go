@@ -191,7 +191,7 @@ func (m *Manager) WaitContainer(ctx context.Context, podID, id string) (shim.Exi
 	}
 	// Reported exited from now on, so it must not run on unseen: its
 	// output has nowhere to go and nothing would record its end.
-	if err := shim.Destroy(ctx, m.podDir(podID), id); err != nil {
+	if err := shim.Destroy(ctx, m.o.ShimBinary, m.podDir(podID), id); err != nil {
 		return shim.Exit{}, fmt.Errorf("%w; and ending what is left of %s: %w", ErrShimGone, id, err)
 	}
 	return shim.Exit{}, ErrShimGone
@@ -234,7 +234,7 @@ func (m *Manager) DeleteContainer(ctx context.Context, podID, id string) error {
 	} else if !errdefs.IsNotFound(err) {
 		return err
 	}
-	return shim.Destroy(ctx, m.podDir(podID), id)
+	return shim.Destroy(ctx, m.o.ShimBinary, m.podDir(podID), id)
 }
 
 // ContainerStats reads container id's cgroup usage: with full, every

@@ -276,7 +276,7 @@ func (m *Manager) stopInit(ctx context.Context, s Spec) error {
 	id := s.ID
 	c, err := m.client(ctx, id)
 	if errdefs.IsNotFound(err) {
-		return shim.Destroy(ctx, m.podDir(id), id)
+		return shim.Destroy(ctx, m.o.ShimBinary, m.podDir(id), id)
 	}
 	if err != nil {
 		return err
@@ -288,7 +288,7 @@ func (m *Manager) stopInit(ctx context.Context, s Spec) error {
 	switch {
 	case c.Gone(err):
 		m.forget(id)
-		return shim.Destroy(ctx, m.podDir(id), id)
+		return shim.Destroy(ctx, m.o.ShimBinary, m.podDir(id), id)
 	case errdefs.IsFailedPrecondition(err), errdefs.IsNotFound(err):
 		return nil // exited already, or never started
 	}
@@ -340,7 +340,7 @@ func (m *Manager) remove(ctx context.Context, s Spec) error {
 	}
 	if errdefs.IsNotFound(err) {
 		// A shim that died leaves its pod's processes and cgroup behind.
-		err = shim.Destroy(ctx, dir, s.ID)
+		err = shim.Destroy(ctx, m.o.ShimBinary, dir, s.ID)
 	}
 	if err != nil {
 		return err

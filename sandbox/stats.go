@@ -89,7 +89,7 @@ func (m *Manager) cgroupStats(s Spec) (shim.Stats, error) {
 	if err != nil {
 		return shim.Stats{}, err
 	}
-	return shim.ReadCgroup(paths)
+	return shim.ReadCgroup(paths, false)
 }
 
 // ownCgroup tells whether the pod's cgroup parent is the pod's own, which

@@ -46,7 +46,7 @@ type Client struct {
 // tracing). When no shim serves it, the error is errdefs.ErrNotFound.
 func Connect(ctx context.Context, dir string, onClose func(), opts ...ttrpc.ClientOpts) (*Client, error) {
 	var d net.Dialer
-	conn, err := d.DialContext(ctx, "unix", filepath.Join(dir, sockFile))
+	conn, err := d.DialContext(ctx, "unix", filepath.Join(dir, SockFile))
 	if err != nil {
 		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
 			return nil, fmt.Errorf("no shim serves %s: %w: %w", dir, errdefs.ErrNotFound, err)
@@ -211,7 +211,7 @@ func (c *Client) Shutdown(ctx context.Context) error {
 	// only after everything else, so a missing socket proves a finished
 	// job.
 	if errors.Is(err, ttrpc.ErrClosed) {
-		if _, serr := os.Stat(filepath.Join(c.dir, sockFile)); errors.Is(serr, os.ErrNotExist) {
+		if _, serr := os.Stat(filepath.Join(c.dir, SockFile)); errors.Is(serr, os.ErrNotExist) {
 			err = nil
 		}
 	}
@@ -248,7 +248,7 @@ func shimPidfd(dir string) int {
 // PID reads the PID the shim whose directory is dir wrote; dir may be a
 // pod directory's ShimLink.
 func PID(dir string) (int, error) {
-	data, err := os.ReadFile(filepath.Join(dir, pidFile))
+	data, err := os.ReadFile(filepath.Join(dir, PIDFile))
 	if err != nil {
 		return 0, err
 	}
@@ -397,7 +397,7 @@ func Launch(ctx context.Context, o LaunchOptions) (retErr error) {
 // serves shimDir, or it is ending, the error is errdefs.ErrUnavailable.
 func AddPod(ctx context.Context, shimDir, id, podDir string) error {
 	var d net.Dialer
-	conn, err := d.DialContext(ctx, "unix", filepath.Join(shimDir, sockFile))
+	conn, err := d.DialContext(ctx, "unix", filepath.Join(shimDir, SockFile))
 	if err != nil {
 		return fmt.Errorf("no shim serves %s: %w: %w", shimDir, errdefs.ErrUnavailable, err)
 	}
@@ -410,7 +410,7 @@ func AddPod(ctx context.Context, shimDir, id, podDir string) error {
 // Alive reports whether a shim serves the directory dir: one holds the
 // lock on its pid file for as long as it lives.
 func Alive(dir string) bool {
-	f, err := os.Open(filepath.Join(dir, pidFile))
+	f, err := os.Open(filepath.Join(dir, PIDFile))
 	if err != nil {
 		return false
 	}

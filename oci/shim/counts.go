@@ -2,12 +2,10 @@ package shim
 
 import (
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"slices"
 
 	ketchinit "ketch.dev/ketch/reaper"
 )
@@ -20,25 +18,6 @@ const CountsDir = "counts"
 // InitCounts are a ketch-init's counts of orphans reaped and signals
 // forwarded.
 type InitCounts = ketchinit.Counts
-
-// countsFD is the descriptor ketch-init finds its counts file on: the
-// first of libcontainer's ExtraFiles.
-const countsFD = 3
-
-// withCounts creates container id's counts file and gives ketch-init,
-// args[0], the flag that makes it write there. The caller passes the file
-// as the process's first extra file and closes it once the process runs.
-func (s *Service) withCounts(id string, args []string) (*os.File, []string, error) {
-	dir := filepath.Join(s.dir, CountsDir)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, nil, fmt.Errorf("counts file: %w", err)
-	}
-	f, err := os.OpenFile(filepath.Join(dir, id), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return nil, nil, fmt.Errorf("counts file: %w", err)
-	}
-	return f, slices.Insert(slices.Clone(args), 1, fmt.Sprintf("--counts-fd=%d", countsFD)), nil
-}
 
 // ReadCounts sums the counts of every ketch-init the shim of the pod whose
 // directory is dir started. It needs no shim: ketch-init writes the files

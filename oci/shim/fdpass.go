@@ -12,8 +12,8 @@ import (
 // maxFDMessage bounds a request sent with file descriptors.
 const maxFDMessage = 64 << 10
 
-// sendFDs writes msg and, in the same message, the descriptors fds.
-func sendFDs(conn *net.UnixConn, msg []byte, fds []int) error {
+// SendFDs writes msg and, in the same message, the descriptors fds.
+func SendFDs(conn *net.UnixConn, msg []byte, fds []int) error {
 	n, oobn, err := conn.WriteMsgUnix(msg, unix.UnixRights(fds...), nil)
 	if err != nil {
 		return err
@@ -24,9 +24,9 @@ func sendFDs(conn *net.UnixConn, msg []byte, fds []int) error {
 	return nil
 }
 
-// recvFDs reads one message and the descriptors that came with it, which
+// RecvFDs reads one message and the descriptors that came with it, which
 // the caller owns (and must close).
-func recvFDs(conn *net.UnixConn) ([]byte, []*os.File, error) {
+func RecvFDs(conn *net.UnixConn) ([]byte, []*os.File, error) {
 	buf := make([]byte, maxFDMessage)
 	oob := make([]byte, unix.CmsgSpace(8*4))
 	n, oobn, _, _, err := conn.ReadMsgUnix(buf, oob)
@@ -40,9 +40,9 @@ func recvFDs(conn *net.UnixConn) ([]byte, []*os.File, error) {
 	return buf[:n], files, nil
 }
 
-// recvConsole receives the pty master runc's init sends over the console
+// RecvConsole receives the pty master runc's init sends over the console
 // socket (the file name as data, the descriptor as rights).
-func recvConsole(sock *os.File) (*os.File, error) {
+func RecvConsole(sock *os.File) (*os.File, error) {
 	name := make([]byte, 4096)
 	oob := make([]byte, unix.CmsgSpace(4))
 	for {
@@ -83,4 +83,10 @@ func parseRights(oob []byte) ([]*os.File, error) {
 		}
 	}
 	return files, nil
+}
+
+func closeFiles(a, b []*os.File) {
+	for _, f := range append(a, b...) {
+		f.Close()
+	}
 }

@@ -52,9 +52,6 @@ func TestMain(m *testing.M) {
 	if job := os.Getenv(ketchdEnv); job != "" {
 		os.Exit(playKetchd(job))
 	}
-	if path := os.Getenv(logEnv); path != "" {
-		os.Exit(writeLog(path))
-	}
 	os.Exit(runTests(m))
 }
 

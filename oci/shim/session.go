@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/runc/libcontainer/utils"
@@ -34,22 +35,22 @@ type Size struct{ Width, Height uint16 }
 // A command that cannot start answers 126 or 127, its reason written to
 // the output. Cancelling ctx kills the command.
 func (c *Client) Exec(ctx context.Context, id string, args []string, st Streams) (int, error) {
-	return c.session(ctx, streamRequest{Op: "exec", ID: id, Args: args, TTY: st.TTY}, st)
+	return c.session(ctx, StreamRequest{Op: "exec", ID: id, Args: args, TTY: st.TTY}, st)
 }
 
 // Attach joins the client's streams to running container id's stdio until
 // the container exits (its exit code is returned) or ctx ends.
 func (c *Client) Attach(ctx context.Context, id string, st Streams) (int, error) {
-	return c.session(ctx, streamRequest{Op: "attach", ID: id, TTY: st.TTY}, st)
+	return c.session(ctx, StreamRequest{Op: "attach", ID: id, TTY: st.TTY}, st)
 }
 
 // session opens a session on the shim's stream socket. The shim gets the
 // far ends of pipes (or, for an exec with a terminal, of a console socket
 // runc's init sends the pty master back over) and this side copies
 // between them and the client.
-func (c *Client) session(ctx context.Context, req streamRequest, st Streams) (int, error) {
+func (c *Client) session(ctx context.Context, req StreamRequest, st Streams) (int, error) {
 	var d net.Dialer
-	nc, err := d.DialContext(ctx, "unix", filepath.Join(c.dir, ioSockFile))
+	nc, err := d.DialContext(ctx, "unix", filepath.Join(c.dir, IOSockFile))
 	if err != nil {
 		return 0, fmt.Errorf("%s session with %s: %w: %w", req.Op, req.ID, errdefs.ErrUnavailable, err)
 	}
@@ -103,7 +104,7 @@ func (c *Client) session(ctx context.Context, req streamRequest, st Streams) (in
 	for i, f := range far {
 		fds[i] = int(f.Fd())
 	}
-	if err := sendFDs(conn, msg, fds); err != nil {
+	if err := SendFDs(conn, msg, fds); err != nil {
 		return 0, fmt.Errorf("%s session with %s: %w", req.Op, req.ID, err)
 	}
 	closeFiles(far, nil)
@@ -123,7 +124,7 @@ func (c *Client) session(ctx context.Context, req streamRequest, st Streams) (in
 	}
 	var master *os.File
 	if console != nil {
-		if master, err = recvConsole(console); err != nil {
+		if master, err = RecvConsole(console); err != nil {
 			return 0, err
 		}
 		near = append(near, master)
@@ -140,11 +141,11 @@ func (c *Client) session(ctx context.Context, req streamRequest, st Streams) (in
 	}
 	go forwardResizes(ctx, st.Resize, master, conn)
 
-	ended := make(chan streamReply, 1)
+	ended := make(chan StreamReply, 1)
 	go func() {
 		r, err := readReply(replies)
 		if err != nil {
-			r = streamReply{Error: err.Error()}
+			r = StreamReply{Error: err.Error()}
 		}
 		ended <- r
 	}()
@@ -156,7 +157,12 @@ func (c *Client) session(ctx context.Context, req streamRequest, st Streams) (in
 		// terminal's master ends when the last slave goes, after the exit.
 		// Output a surviving background child keeps writing is not the
 		// session's.
-		waitAtMost(&out, drainTimeout)
+		done := make(chan struct{})
+		go func() { out.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(drainTimeout):
+		}
 		if r.ExitCode == nil {
 			return 0, fmt.Errorf("%s in %s ended without an exit code: %s: %w", req.Op, req.ID, r.Error, errdefs.ErrUnavailable)
 		}
@@ -187,10 +193,10 @@ func forwardResizes(ctx context.Context, sizes <-chan Size, master *os.File, con
 				return
 			}
 			if master != nil {
-				setWinsize(master, sz.Width, sz.Height)
+				SetWinsize(master, sz.Width, sz.Height)
 				continue
 			}
-			b, _ := json.Marshal(resizeLine(sz))
+			b, _ := json.Marshal(Resize(sz))
 			if _, err := conn.Write(append(b, '\n')); err != nil {
 				return
 			}
@@ -198,17 +204,17 @@ func forwardResizes(ctx context.Context, sizes <-chan Size, master *os.File, con
 	}
 }
 
-func readReply(r *bufio.Reader) (streamReply, error) {
+func readReply(r *bufio.Reader) (StreamReply, error) {
 	line, err := r.ReadBytes('\n')
 	if err != nil {
 		if errors.Is(err, io.EOF) {
-			return streamReply{}, fmt.Errorf("the shim closed the session: %w", errdefs.ErrUnavailable)
+			return StreamReply{}, fmt.Errorf("the shim closed the session: %w", errdefs.ErrUnavailable)
 		}
-		return streamReply{}, err
+		return StreamReply{}, err
 	}
-	var rep streamReply
+	var rep StreamReply
 	if err := json.Unmarshal(line, &rep); err != nil {
-		return streamReply{}, fmt.Errorf("session reply: %w", err)
+		return StreamReply{}, fmt.Errorf("session reply: %w", err)
 	}
 	return rep, nil
 }
@@ -224,3 +230,7 @@ func kindError(kind string) error {
 	}
 	return errdefs.ErrUnknown
 }
+
+// drainTimeout bounds how long a session's end waits for the output a
+// process left in its pipes, as the shim bounds an exit's.
+const drainTimeout = 2 * time.Second

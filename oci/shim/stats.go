@@ -3,7 +3,6 @@ package shim
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -31,63 +30,12 @@ type StatsOptions struct {
 	Full bool
 }
 
-// Stats reads container id's cgroup usage and settings, or with o.Pod the
-// pod's cgroup usage.
-func (s *Service) Stats(_ context.Context, id string, o StatsOptions) (Stats, error) {
-	c, err := s.get(id)
-	if err != nil {
-		return Stats{}, err
-	}
-	state, err := c.lc.State()
-	if err != nil {
-		return Stats{}, fmt.Errorf("stats of %s: %w", id, err)
-	}
-	paths := state.CgroupPaths
-	if o.Pod {
-		up := make(map[string]string, len(paths))
-		for k, p := range paths {
-			up[k] = filepath.Dir(p)
-		}
-		paths = up
-	}
-	cg, err := readCgroup(paths, o.Full)
-	if err != nil {
-		return Stats{}, fmt.Errorf("stats of %s: %w", id, err)
-	}
-	st := Stats{At: time.Now(), Cgroup: *cg, OOMKills: oomKills(paths), CPUQuota: -1}
-	if id == s.id {
-		// The sandbox's PID 1, which the shim has not reaped while it
-		// serves it (the PID is still its), is in the pod's netns.
-		st.NetDev, _ = os.ReadFile(filepath.Join("/proc", strconv.Itoa(c.pid), "net", "dev"))
-	}
-	if o.Pod {
-		return st, nil
-	}
-	r := c.lc.Config().Cgroups.Resources
-	st.CPUShares, st.CPUPeriod, st.MemoryReservation = r.CpuShares, r.CpuPeriod, uint64(max(r.MemoryReservation, 0))
-	if r.CpuQuota > 0 {
-		st.CPUQuota = r.CpuQuota
-	}
-	if st.CPUShares == 0 {
-		st.CPUShares = 1024 // the kernel's default
-	}
-	if st.CPUPeriod == 0 {
-		st.CPUPeriod = 100000 // the kernel's default, in µs
-	}
-	if o.Full {
-		if pids, err := c.lc.Processes(); err == nil {
-			st.FileDescriptors, st.Sockets, st.Threads = procCounts(pids)
-		}
-		st.OpenFilesLimit = openFilesLimit(c.pid)
-	}
-	return st, nil
-}
-
 // ReadCgroup reads the usage of the cgroup at paths (by controller, as
-// oci.CgroupPaths gives them), as Stats does a container's without
-// options: ketchd reads a container's figures for the CRI itself, without
-// a round trip to its shim. A cgroup that is gone is ErrNotFound.
-func ReadCgroup(paths map[string]string) (Stats, error) {
+// oci.CgroupPaths gives them): with full every controller's figures, else
+// what the CRI's stats need. ketchd reads a container's figures for the CRI
+// itself, without a round trip to its shim. A cgroup that is gone is
+// ErrNotFound.
+func ReadCgroup(paths map[string]string, full bool) (Stats, error) {
 	for _, key := range []string{"", "memory"} { // v2's directory, a v1 controller's
 		if p, ok := paths[key]; ok {
 			if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
@@ -95,7 +43,7 @@ func ReadCgroup(paths map[string]string) (Stats, error) {
 			}
 		}
 	}
-	cg, err := readCgroup(paths, false)
+	cg, err := readCgroup(paths, full)
 	if err != nil {
 		return Stats{}, fmt.Errorf("cgroup: %w", err)
 	}
@@ -160,46 +108,6 @@ func keyed(b []byte, key string) (uint64, bool) {
 		}
 	}
 	return 0, false
-}
-
-// procCounts counts the open files, sockets and threads of pids, as
-// cAdvisor does; a process that exits meanwhile counts for nothing.
-func procCounts(pids []int) (fds, sockets, threads uint64) {
-	for _, pid := range pids {
-		dir := filepath.Join("/proc", strconv.Itoa(pid))
-		if b, err := os.ReadFile(filepath.Join(dir, "status")); err == nil {
-			n, _ := keyed(b, "Threads")
-			threads += n
-		}
-		ents, err := os.ReadDir(filepath.Join(dir, "fd"))
-		if err != nil {
-			continue
-		}
-		fds += uint64(len(ents))
-		for _, e := range ents {
-			if l, err := os.Readlink(filepath.Join(dir, "fd", e.Name())); err == nil && strings.HasPrefix(l, "socket:") {
-				sockets++
-			}
-		}
-	}
-	return fds, sockets, threads
-}
-
-// openFilesLimit is pid's soft RLIMIT_NOFILE, 0 if unknown or unlimited.
-func openFilesLimit(pid int) uint64 {
-	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "limits"))
-	if err != nil {
-		return 0
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(l, "Max open files"); ok {
-			if f := strings.Fields(rest); len(f) > 0 {
-				v, _ := strconv.ParseUint(f[0], 10, 64)
-				return v
-			}
-		}
-	}
-	return 0
 }
 
 // memStat picks a memory.stat key of either version: v1 has total_* for

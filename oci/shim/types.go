@@ -77,13 +77,6 @@ type Exit struct {
 	Truncated bool   `json:"truncated,omitempty"`
 }
 
-func exitFromWaitStatus(ws syscall.WaitStatus, at time.Time) Exit {
-	if ws.Signaled() {
-		return Exit{Code: 128 + int(ws.Signal()), Signal: ws.Signal(), At: at}
-	}
-	return Exit{Code: ws.ExitStatus(), At: at}
-}
-
 // Stats is a cgroup's usage and settings at one moment: a container's, or
 // a pod's whole cgroup.
 type Stats struct {
@@ -100,4 +93,11 @@ type Stats struct {
 	// NetDev is, for the sandbox, /proc/net/dev as its PID 1 sees it: the
 	// counters of the pod's network namespace.
 	NetDev []byte
+}
+
+// ExecResult is what a command run by ExecSync did.
+type ExecResult struct {
+	Stdout, Stderr []byte
+	ExitCode       int
+	TimedOut       bool
 }

@@ -1,4 +1,4 @@
-package shim
+package server
 
 import (
 	"bytes"
@@ -10,6 +10,7 @@ import (
 
 	"github.com/opencontainers/runc/libcontainer"
 	"github.com/opencontainers/runc/libcontainer/utils"
+	"ketch.dev/ketch/oci/shim"
 )
 
 // containerIO is an app container's stdio. Without a terminal: a pipe per
@@ -65,7 +66,7 @@ func (a *attachment) run() {
 	}
 }
 
-func newContainerIO(o ContainerOptions, p *libcontainer.Process, tty bool) (_ *containerIO, retErr error) {
+func newContainerIO(o shim.ContainerOptions, p *libcontainer.Process, tty bool) (_ *containerIO, retErr error) {
 	l, err := openCRILog(o.LogDir, o.LogPath)
 	if err != nil {
 		return nil, err
@@ -132,7 +133,7 @@ func (cio *containerIO) startTTY() error {
 	if cio.console == nil {
 		return nil
 	}
-	master, err := recvConsole(cio.console)
+	master, err := shim.RecvConsole(cio.console)
 	cio.console.Close()
 	cio.console = nil
 	if err != nil {
@@ -211,7 +212,7 @@ func (cio *containerIO) resize(w, h uint16) {
 	master := cio.master
 	cio.mu.Unlock()
 	if master != nil {
-		setWinsize(master, w, h)
+		shim.SetWinsize(master, w, h)
 	}
 }
 

@@ -1,4 +1,4 @@
-package shim
+package server
 
 import (
 	"bufio"
@@ -6,41 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"os"
 
 	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
+	"ketch.dev/ketch/oci/shim"
 )
-
-// ioSockFile is the shim's stream socket: each connection is one exec or
-// attach session whose stdio travels as descriptors (SCM_RIGHTS), so no
-// byte of it passes through a second copy in the shim. ttrpc carries no
-// descriptors, hence a socket of its own.
-const ioSockFile = "io.sock"
-
-// streamRequest opens a session. Descriptors come with it, in order:
-// stdin when Stdin; then, for an exec with TTY, the console socket that
-// runc's init sends the pty master over; otherwise stdout, and stderr when
-// Stderr.
-type streamRequest struct {
-	Op     string   `json:"op"` // "exec" or "attach"
-	ID     string   `json:"id"`
-	Args   []string `json:"args,omitempty"`
-	TTY    bool     `json:"tty,omitempty"`
-	Stdin  bool     `json:"stdin,omitempty"`
-	Stderr bool     `json:"stderr,omitempty"`
-}
-
-// streamReply is a line the shim writes on the session's connection: once
-// it started (or failed), and once it ended.
-type streamReply struct {
-	Started  bool   `json:"started,omitempty"`
-	Error    string `json:"error,omitempty"`
-	Kind     string `json:"kind,omitempty"` // the errdefs class of Error
-	ExitCode *int   `json:"exit_code,omitempty"`
-}
 
 // serveStreams accepts sessions on l until it is closed.
 func (s *Service) serveStreams(l *net.UnixListener) {
@@ -55,14 +27,14 @@ func (s *Service) serveStreams(l *net.UnixListener) {
 
 func (s *Service) session(conn *net.UnixConn) {
 	defer conn.Close()
-	msg, files, err := recvFDs(conn)
+	msg, files, err := shim.RecvFDs(conn)
 	if err != nil {
 		return
 	}
 	defer closeFiles(files, nil)
-	var req streamRequest
+	var req shim.StreamRequest
 	if err := json.Unmarshal(msg, &req); err != nil {
-		reply(conn, streamReply{Error: "bad request: " + err.Error(), Kind: "invalid"})
+		reply(conn, shim.StreamReply{Error: "bad request: " + err.Error(), Kind: "invalid"})
 		return
 	}
 	switch req.Op {
@@ -74,11 +46,11 @@ func (s *Service) session(conn *net.UnixConn) {
 		err = fmt.Errorf("stream op %q: %w", req.Op, errdefs.ErrInvalidArgument)
 	}
 	if err != nil {
-		reply(conn, streamReply{Error: err.Error(), Kind: errKind(err)})
+		reply(conn, shim.StreamReply{Error: err.Error(), Kind: errKind(err)})
 	}
 }
 
-func reply(conn *net.UnixConn, r streamReply) {
+func reply(conn *net.UnixConn, r shim.StreamReply) {
 	b, _ := json.Marshal(r)
 	_, _ = conn.Write(append(b, '\n'))
 }
@@ -112,7 +84,7 @@ func (t *take) next() (*os.File, error) {
 
 // execSession runs a command in a running container with the session's
 // stdio and replies with its exit code; a client that hangs up kills it.
-func (s *Service) execSession(conn *net.UnixConn, req streamRequest, files []*os.File) error {
+func (s *Service) execSession(conn *net.UnixConn, req shim.StreamRequest, files []*os.File) error {
 	c, err := s.execTarget(req.ID, req.Args)
 	if err != nil {
 		return err
@@ -146,13 +118,13 @@ func (s *Service) execSession(conn *net.UnixConn, req streamRequest, files []*os
 	closeFiles(files, nil)
 	if err != nil {
 		code := execFailureCode(err)
-		reply(conn, streamReply{Error: err.Error(), ExitCode: &code})
+		reply(conn, shim.StreamReply{Error: err.Error(), ExitCode: &code})
 		return nil
 	}
-	reply(conn, streamReply{Started: true})
+	reply(conn, shim.StreamReply{Started: true})
 	select {
 	case e := <-done:
-		reply(conn, streamReply{ExitCode: &e.Code})
+		reply(conn, shim.StreamReply{ExitCode: &e.Code})
 	case <-hangUp(conn):
 		killTree(pid)
 		<-done
@@ -193,7 +165,7 @@ func hangUp(conn *net.UnixConn) <-chan struct{} {
 // output from now on goes to the client as well as to the log, and the
 // client's stdin to the container's stdin. It ends when the container
 // exits (replying its exit code) or the client hangs up.
-func (s *Service) attachSession(conn *net.UnixConn, req streamRequest, files []*os.File) error {
+func (s *Service) attachSession(conn *net.UnixConn, req shim.StreamRequest, files []*os.File) error {
 	c, err := s.get(req.ID)
 	if err != nil {
 		return err
@@ -240,13 +212,13 @@ func (s *Service) attachSession(conn *net.UnixConn, req streamRequest, files []*
 		defer stdin.Close() // ends feedStdin's copy with the session
 		go cio.feedStdin(stdin)
 	}
-	reply(conn, streamReply{Started: true})
+	reply(conn, shim.StreamReply{Started: true})
 	lines := bufio.NewScanner(conn)
 	gone := make(chan struct{})
 	go func() {
 		defer close(gone)
 		for lines.Scan() {
-			var r resizeLine
+			var r shim.Resize
 			if json.Unmarshal(lines.Bytes(), &r) == nil {
 				cio.resize(r.Width, r.Height)
 			}
@@ -255,24 +227,10 @@ func (s *Service) attachSession(conn *net.UnixConn, req streamRequest, files []*
 	select {
 	case <-c.exited:
 		code := c.exit.Code
-		reply(conn, streamReply{ExitCode: &code})
+		reply(conn, shim.StreamReply{ExitCode: &code})
 	case <-gone:
 	}
 	return nil
-}
-
-// resizeLine is what an attach client sends on its connection when the
-// terminal it shows the container in changes size.
-type resizeLine struct {
-	Width  uint16 `json:"w"`
-	Height uint16 `json:"h"`
-}
-
-// setWinsize resizes the terminal behind a pty master.
-func setWinsize(master *os.File, w, h uint16) {
-	if err := unix.IoctlSetWinsize(int(master.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Col: w, Row: h}); err != nil {
-		slog.Debug("resize terminal", "err", err)
-	}
 }
 
 // pollable returns f (closed) as a non-blocking file on Go's poller, so

@@ -1,4 +1,4 @@
-package shim
+package server
 
 import (
 	"bytes"
@@ -17,6 +17,7 @@ import (
 	"github.com/opencontainers/runc/libcontainer/specconv"
 	"github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+	"ketch.dev/ketch/oci/shim"
 )
 
 // drainTimeout bounds how long an exit waits for the container's output
@@ -28,9 +29,9 @@ const drainTimeout = 2 * time.Second
 // mounted: libcontainer validates it and records its state, and nothing
 // runs until StartContainer, which is when the user's program is looked
 // up and started, as with containerd. A failure leaves nothing.
-func (s *Service) CreateContainer(_ context.Context, id string, spec *specs.Spec, o ContainerOptions) error {
+func (s *Service) CreateContainer(_ context.Context, id string, spec *specs.Spec, o shim.ContainerOptions) error {
 	switch {
-	case !ValidID(id) || id == s.id:
+	case !shim.ValidID(id) || id == s.id:
 		return fmt.Errorf("create container: id %q: %w", id, errdefs.ErrInvalidArgument)
 	case spec.Process == nil || len(spec.Process.Args) == 0 || spec.Root == nil || spec.Linux == nil:
 		return fmt.Errorf("create container %s: spec needs process args, root and linux: %w", id, errdefs.ErrInvalidArgument)
@@ -105,13 +106,13 @@ func (s *Service) unreserve(id string) {
 // A container already started, or being started, answers with that start:
 // ketchd asks again only when it died during a start the shim went on
 // with, and its record must then say running, not that the start failed.
-func (s *Service) StartContainer(ctx context.Context, id string) (Started, error) {
+func (s *Service) StartContainer(ctx context.Context, id string) (shim.Started, error) {
 	c, err := s.get(id)
 	if err != nil {
-		return Started{}, err
+		return shim.Started{}, err
 	}
 	if c.process == nil {
-		return Started{}, fmt.Errorf("start %s: the sandbox starts with the pod: %w", id, errdefs.ErrInvalidArgument)
+		return shim.Started{}, fmt.Errorf("start %s: the sandbox starts with the pod: %w", id, errdefs.ErrInvalidArgument)
 	}
 	c.mu.Lock()
 	for c.starting != nil {
@@ -120,12 +121,12 @@ func (s *Service) StartContainer(ctx context.Context, id string) (Started, error
 		select {
 		case <-starting:
 		case <-ctx.Done():
-			return Started{}, fmt.Errorf("start %s: %w", id, ctx.Err())
+			return shim.Started{}, fmt.Errorf("start %s: %w", id, ctx.Err())
 		}
 		c.mu.Lock()
 	}
 	if !c.startedAt.IsZero() {
-		st := Started{At: c.startedAt, Pid: c.pid}
+		st := shim.Started{At: c.startedAt, Pid: c.pid}
 		c.mu.Unlock()
 		return st, nil
 	}
@@ -138,10 +139,10 @@ func (s *Service) StartContainer(ctx context.Context, id string) (Started, error
 	c.mu.Unlock()
 	close(done)
 	if err != nil {
-		return Started{}, fmt.Errorf("start container %s: %w", id, err)
+		return shim.Started{}, fmt.Errorf("start container %s: %w", id, err)
 	}
 	s.log.Info("started", "id", id, "pid", c.pid)
-	return Started{At: at, Pid: c.pid}, nil
+	return shim.Started{At: at, Pid: c.pid}, nil
 }
 
 func (s *Service) start(c *container) (time.Time, error) {
@@ -164,7 +165,7 @@ func (s *Service) start(c *container) (time.Time, error) {
 		}
 		c.pid, err = proc.Pid()
 		return c.pid, err
-	}, func(e Exit) { go s.exitedApp(c, cio, e) })
+	}, func(e shim.Exit) { go s.exitedApp(c, cio, e) })
 	cio.closeChildEnds()
 	if err == nil {
 		err = cio.startTTY()
@@ -247,7 +248,7 @@ func processFromSpec(p *specs.Process) *libcontainer.Process {
 // It runs on its own goroutine, so that the drain never holds the reaper.
 // cio is handed over rather than read from c: a program that exits at once
 // can be reaped before start has recorded its stdio in c.
-func (s *Service) exitedApp(c *container, cio *containerIO, e Exit) {
+func (s *Service) exitedApp(c *container, cio *containerIO, e shim.Exit) {
 	cio.drain(drainTimeout)
 	if cio.result != nil {
 		e.Result, e.Truncated = cio.result.buf, cio.result.truncated

@@ -1,4 +1,4 @@
-package shim
+package server
 
 import (
 	"log/slog"
@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+	"ketch.dev/ketch/oci/shim"
 )
 
 // reaper collects every child of the shim. As subreaper the shim inherits
@@ -27,13 +28,13 @@ type reaper struct {
 
 	mu sync.Mutex
 	// watched maps a PID to the function told its exit. Guarded by mu.
-	watched map[int]func(Exit)
+	watched map[int]func(shim.Exit)
 
 	kick chan struct{}
 }
 
 func newReaper() *reaper {
-	return &reaper{watched: map[int]func(Exit){}, kick: make(chan struct{}, 1)}
+	return &reaper{watched: map[int]func(shim.Exit){}, kick: make(chan struct{}, 1)}
 }
 
 // run reaps on every SIGCHLD until stop is closed.
@@ -56,8 +57,8 @@ func (r *reaper) run(stop <-chan struct{}) {
 // released: they write to disk, and starts should not wait on that.
 func (r *reaper) reap() {
 	type exited struct {
-		fn   func(Exit)
-		exit Exit
+		fn   func(shim.Exit)
+		exit shim.Exit
 	}
 	var told []exited
 	r.forkMu.Lock()
@@ -90,7 +91,7 @@ func (r *reaper) reap() {
 // its PID, and tells onExit how that process ends. The PID is watched
 // before the reaper can run again, so even an init that dies at once is
 // not reaped unseen.
-func (r *reaper) start(fork func() (int, error), onExit func(Exit)) (int, error) {
+func (r *reaper) start(fork func() (int, error), onExit func(shim.Exit)) (int, error) {
 	r.forkMu.RLock()
 	pid, err := fork()
 	if err == nil {

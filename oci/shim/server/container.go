@@ -1,4 +1,4 @@
-package shim
+package server
 
 import (
 	"sync"
@@ -6,6 +6,7 @@ import (
 
 	"github.com/opencontainers/runc/libcontainer"
 	"github.com/opencontainers/runtime-spec/specs-go"
+	"ketch.dev/ketch/oci/shim"
 )
 
 // container is one libcontainer container the shim runs: the pod's
@@ -18,7 +19,7 @@ type container struct {
 	// process and opts are what StartContainer runs an app container
 	// with; both nil for the sandbox, which runs from the start.
 	process *specs.Process
-	opts    *ContainerOptions
+	opts    *shim.ContainerOptions
 
 	mu        sync.Mutex
 	startedAt time.Time     // zero until started; guarded by mu
@@ -28,7 +29,7 @@ type container struct {
 	// exited is closed once exit is set and recorded on disk; exit is
 	// written once, before the close, and read only after it.
 	exited chan struct{}
-	exit   Exit
+	exit   shim.Exit
 }
 
 func newContainer(id string, lc *libcontainer.Container) *container {
@@ -50,22 +51,22 @@ func (c *container) started() (time.Time, bool) {
 	return c.startedAt, !c.startedAt.IsZero()
 }
 
-func (c *container) state() State {
+func (c *container) state() shim.State {
 	at, started := c.started()
-	st := State{ID: c.id, Status: StatusCreated, Pid: c.pid, StartedAt: at}
+	st := shim.State{ID: c.id, Status: shim.StatusCreated, Pid: c.pid, StartedAt: at}
 	switch {
 	case c.stopped():
 		e := c.exit
-		st.Status, st.Exit = StatusStopped, &e
+		st.Status, st.Exit = shim.StatusStopped, &e
 	case started || c.process == nil: // the sandbox runs from the start
-		st.Status = StatusRunning
+		st.Status = shim.StatusRunning
 	}
 	return st
 }
 
 // running: started (or the sandbox) and not yet exited.
 func (c *container) running() bool {
-	return c.state().Status == StatusRunning
+	return c.state().Status == shim.StatusRunning
 }
 
 func (c *container) stdio() *containerIO {

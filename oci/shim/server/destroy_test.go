@@ -1,4 +1,4 @@
-package shim
+package server
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"github.com/opencontainers/cgroups"
 	"github.com/opencontainers/cgroups/manager"
 	"github.com/opencontainers/runc/libcontainer/configs"
+	"ketch.dev/ketch/oci/shim"
 )
 
 // A shim killed half-way through a start leaves cgroups that libcontainer,
@@ -24,7 +25,7 @@ func TestDestroyUnstarted(t *testing.T) {
 	dir, id := t.TempDir(), "c1"
 	parent := fmt.Sprintf("/ketch-shimtest-%d", os.Getpid())
 	cg := &cgroups.Cgroup{Path: parent + "/" + id, Resources: &cgroups.Resources{}}
-	root := filepath.Join(dir, stateDir)
+	root := filepath.Join(dir, shim.StateDir)
 	if err := os.MkdirAll(filepath.Join(root, id), 0o711); err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package shim
+package server
 
 import (
 	"context"
@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/containerd/errdefs"
+	"ketch.dev/ketch/oci/shim"
+
 	// Without it libcontainer cannot apply the device rules every
 	// container has ("cgroup manager is not configured to set device rules").
 	_ "github.com/opencontainers/cgroups/devices"
@@ -104,7 +106,7 @@ func (s *Service) startSandbox(spec *specs.Spec) (_ *container, retErr error) {
 		// Set before the reaper learns the PID, so its report can read it.
 		c.pid, err = proc.Pid()
 		return c.pid, err
-	}, func(e Exit) { s.exited(c, e) })
+	}, func(e shim.Exit) { s.exited(c, e) })
 	// A sysctl value the kernel refuses (a word for a number) fails only
 	// in the container's init, whose error comes back as text: the
 	// request's fault all the same.

@@ -1,4 +1,4 @@
-package shim
+package server
 
 import (
 	"context"
@@ -13,16 +13,10 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/runc/libcontainer"
+	"ketch.dev/ketch/oci/shim"
 )
 
 const (
-	pidFile  = "shim.pid"
-	sockFile = "shim.sock"
-	stateDir = "libcontainer"
-	// ShimLink, in a pod's directory, links to the directory of the shim
-	// that serves the pod.
-	ShimLink = "shim"
-
 	// stopTimeout bounds how long Shutdown waits for a KILLed init to be
 	// reaped; only an init stuck in the kernel (D state) takes longer.
 	stopTimeout = 10 * time.Second
@@ -53,7 +47,7 @@ func newService(id, dir string, r *reaper) *Service {
 	return &Service{id: id, dir: dir, reaper: r, log: slog.With("pod", id), containers: map[string]*container{}, creating: map[string]bool{}}
 }
 
-func (s *Service) stateRoot() string { return filepath.Join(s.dir, stateDir) }
+func (s *Service) stateRoot() string { return filepath.Join(s.dir, shim.StateDir) }
 
 func (s *Service) get(id string) (*container, error) {
 	s.mu.Lock()
@@ -67,10 +61,10 @@ func (s *Service) get(id string) (*container, error) {
 
 // State answers from memory: a container is running until the reaper has
 // collected its init and recorded the exit.
-func (s *Service) State(ctx context.Context, id string) (State, error) {
+func (s *Service) State(ctx context.Context, id string) (shim.State, error) {
 	c, err := s.get(id)
 	if err != nil {
-		return State{}, err
+		return shim.State{}, err
 	}
 	// A start under way is waited for: a ketchd that died during it asks
 	// on its return whether the container started, and must not be told
@@ -82,7 +76,7 @@ func (s *Service) State(ctx context.Context, id string) (State, error) {
 		select {
 		case <-starting:
 		case <-ctx.Done():
-			return State{}, ctx.Err()
+			return shim.State{}, ctx.Err()
 		}
 	}
 	return c.state(), nil
@@ -130,25 +124,25 @@ func (s *Service) Kill(_ context.Context, id string, sig syscall.Signal, all boo
 
 // Wait returns the container's exit once it is recorded on disk. A
 // container that was never started has none to wait for.
-func (s *Service) Wait(ctx context.Context, id string) (Exit, error) {
+func (s *Service) Wait(ctx context.Context, id string) (shim.Exit, error) {
 	c, err := s.get(id)
 	if err != nil {
-		return Exit{}, err
+		return shim.Exit{}, err
 	}
-	if c.state().Status == StatusCreated {
-		return Exit{}, fmt.Errorf("wait for %s: not started: %w", id, errdefs.ErrFailedPrecondition)
+	if c.state().Status == shim.StatusCreated {
+		return shim.Exit{}, fmt.Errorf("wait for %s: not started: %w", id, errdefs.ErrFailedPrecondition)
 	}
 	select {
 	case <-c.exited:
 		return c.exit, nil
 	case <-ctx.Done():
-		return Exit{}, fmt.Errorf("wait for %s: %w", id, ctx.Err())
+		return shim.Exit{}, fmt.Errorf("wait for %s: %w", id, ctx.Err())
 	}
 }
 
 // exited is the reaper's report that c's init has ended: the record goes to
 // disk first, so that no caller learns of an exit a crash could lose.
-func (s *Service) exited(c *container, e Exit) {
+func (s *Service) exited(c *container, e shim.Exit) {
 	if err := recordExit(s.dir, c.id, e); err != nil {
 		s.log.Error("exit not recorded", "id", c.id, "err", err)
 	}
@@ -188,7 +182,7 @@ func (s *Service) Shutdown(ctx context.Context) error {
 	if err := os.RemoveAll(s.stateRoot()); err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}
-	for _, f := range []string{ioSockFile, sockFile} {
+	for _, f := range []string{shim.IOSockFile, shim.SockFile} {
 		if err := os.Remove(filepath.Join(s.dir, f)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("shutdown: %w", err)
 		}

@@ -1,4 +1,4 @@
-package shim
+package server
 
 import (
 	"context"
@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/runc/libcontainer"
+	"ketch.dev/ketch/oci/shim"
 )
 
 // maxExecOutput caps what ExecSync keeps of each stream, so a chatty
@@ -22,22 +23,15 @@ import (
 // kubelet keeps far less of a probe's output.
 const maxExecOutput = 2<<20 - 64<<10
 
-// ExecResult is what a command run by ExecSync did.
-type ExecResult struct {
-	Stdout, Stderr []byte
-	ExitCode       int
-	TimedOut       bool
-}
-
 // ExecSync runs args in running container id as the container's own
 // process (user, env, cwd, capabilities, seccomp), and returns its output
 // and exit code. A command that cannot be started answers 127 (not found)
 // or 126, as a shell does, with the reason on stderr. At the timeout (0:
 // none) the command and its descendants are killed.
-func (s *Service) ExecSync(ctx context.Context, id string, args []string, timeout time.Duration) (ExecResult, error) {
+func (s *Service) ExecSync(ctx context.Context, id string, args []string, timeout time.Duration) (shim.ExecResult, error) {
 	c, err := s.execTarget(id, args)
 	if err != nil {
-		return ExecResult{}, err
+		return shim.ExecResult{}, err
 	}
 	proc := c.execProcess(args, false)
 
@@ -50,7 +44,7 @@ func (s *Service) ExecSync(ctx context.Context, id string, args []string, timeou
 		r, w, err := os.Pipe()
 		if err != nil {
 			closeFiles(readers, writers)
-			return ExecResult{}, err
+			return shim.ExecResult{}, err
 		}
 		readers, writers = append(readers, r), append(writers, w)
 		copiers.Add(1)
@@ -65,10 +59,10 @@ func (s *Service) ExecSync(ctx context.Context, id string, args []string, timeou
 	if err != nil {
 		closeFiles(readers, nil)
 		copiers.Wait()
-		return ExecResult{Stderr: []byte(err.Error() + "\n"), ExitCode: execFailureCode(err)}, nil
+		return shim.ExecResult{Stderr: []byte(err.Error() + "\n"), ExitCode: execFailureCode(err)}, nil
 	}
 
-	var res ExecResult
+	var res shim.ExecResult
 	var expired <-chan time.Time
 	if timeout > 0 {
 		t := time.NewTimer(timeout)
@@ -86,7 +80,7 @@ func (s *Service) ExecSync(ctx context.Context, id string, args []string, timeou
 		<-done
 		closeFiles(readers, nil)
 		copiers.Wait()
-		return ExecResult{}, fmt.Errorf("exec in %s: %w", id, ctx.Err())
+		return shim.ExecResult{}, fmt.Errorf("exec in %s: %w", id, ctx.Err())
 	}
 	// A background child of the command may hold the pipes; its output
 	// after the command's exit is not the command's.
@@ -108,14 +102,14 @@ func (c *container) execProcess(args []string, tty bool) *libcontainer.Process {
 }
 
 // runExec starts proc in c; done gets its exit once the reaper has it.
-func (s *Service) runExec(c *container, proc *libcontainer.Process) (int, <-chan Exit, error) {
-	done := make(chan Exit, 1)
+func (s *Service) runExec(c *container, proc *libcontainer.Process) (int, <-chan shim.Exit, error) {
+	done := make(chan shim.Exit, 1)
 	pid, err := s.reaper.start(func() (int, error) {
 		if err := c.lc.Run(proc); err != nil {
 			return 0, err
 		}
 		return proc.Pid()
-	}, func(e Exit) { done <- e })
+	}, func(e shim.Exit) { done <- e })
 	return pid, done, err
 }
 

@@ -1,4 +1,4 @@
-package shim
+package server
 
 import (
 	"context"
@@ -22,6 +22,7 @@ import (
 	"github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"ketch.dev/ketch/oci/shim"
 	"ketch.dev/ketch/oci/shim/api"
 )
 
@@ -67,12 +68,12 @@ func Serve(ctx context.Context, o Options) error {
 	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
 		return err
 	}
-	lock, err := lockPidFile(filepath.Join(o.Dir, pidFile))
+	lock, err := lockPidFile(filepath.Join(o.Dir, shim.PIDFile))
 	if err != nil {
 		return err
 	}
 	defer lock.Close()
-	l, err := listen(filepath.Join(o.Dir, sockFile))
+	l, err := listen(filepath.Join(o.Dir, shim.SockFile))
 	if err != nil {
 		return err
 	}
@@ -129,7 +130,7 @@ func shutdownServer(srv *ttrpc.Server) {
 // AddPod serves pod id, whose directory is dir, from now on.
 func (g *group) AddPod(_ context.Context, r *api.AddPodRequest) (_ *api.AddPodResponse, retErr error) {
 	id, dir := r.GetId(), r.GetDir()
-	if !ValidID(id) || !filepath.IsAbs(dir) {
+	if !shim.ValidID(id) || !filepath.IsAbs(dir) {
 		return nil, fmt.Errorf("pod %q in %q: %w", id, dir, errdefs.ErrInvalidArgument)
 	}
 	g.mu.Lock()
@@ -141,7 +142,7 @@ func (g *group) AddPod(_ context.Context, r *api.AddPodRequest) (_ *api.AddPodRe
 		return nil, fmt.Errorf("pod %s: %w", id, errdefs.ErrAlreadyExists)
 	}
 	// The link first: whoever finds the pod's socket finds its shim.
-	if err := atomicSymlink(g.dir, filepath.Join(dir, ShimLink)); err != nil {
+	if err := atomicSymlink(g.dir, filepath.Join(dir, shim.ShimLink)); err != nil {
 		return nil, fmt.Errorf("pod %s: %w", id, err)
 	}
 	var p podServer
@@ -150,11 +151,11 @@ func (g *group) AddPod(_ context.Context, r *api.AddPodRequest) (_ *api.AddPodRe
 			p.close()
 		}
 	}()
-	l, err := listen(filepath.Join(dir, sockFile))
+	l, err := listen(filepath.Join(dir, shim.SockFile))
 	if err != nil {
 		return nil, fmt.Errorf("pod %s: %w", id, err)
 	}
-	p.streams, err = listen(filepath.Join(dir, ioSockFile))
+	p.streams, err = listen(filepath.Join(dir, shim.IOSockFile))
 	if err != nil {
 		l.Close()
 		return nil, fmt.Errorf("pod %s: %w", id, err)
@@ -182,7 +183,7 @@ func (g *group) drop(id string) (last bool) {
 	delete(g.pods, id)
 	if len(g.pods) == 0 && !g.closing {
 		g.closing = true
-		for _, f := range []string{sockFile, pidFile} {
+		for _, f := range []string{shim.SockFile, shim.PIDFile} {
 			if err := os.Remove(filepath.Join(g.dir, f)); err != nil && !errors.Is(err, os.ErrNotExist) {
 				slog.Warn("remove the shim's files", "err", err)
 			}
@@ -270,19 +271,6 @@ func listen(path string) (net.Listener, error) {
 	return l, nil
 }
 
-// ValidID accepts the ids libcontainer accepts, and no path tricks.
-func ValidID(id string) bool {
-	if id == "" || id == "." || id == ".." || len(id) > 1024 {
-		return false
-	}
-	for _, r := range id {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '+' || r == '-' || r == '.') {
-			return false
-		}
-	}
-	return true
-}
-
 // serverInterceptor is the one place where errors become status codes: the
 // handlers wrap errdefs sentinels and the client turns the codes back into
 // them. It also logs every call, to log (which names the pod), and keeps a
@@ -333,7 +321,7 @@ func (t *ttrpcService) CreateContainer(ctx context.Context, r *api.CreateContain
 	if err := json.Unmarshal(r.GetSpec(), &spec); err != nil {
 		return nil, fmt.Errorf("create container %s: spec: %w: %w", r.GetId(), errdefs.ErrInvalidArgument, err)
 	}
-	o := ContainerOptions{LogPath: r.GetLogPath(), LogDir: r.GetLogDir(), Stdin: r.GetStdin(), StdinOnce: r.GetStdinOnce(), ResultCap: int(r.GetResultCap()), Init: r.GetInit()}
+	o := shim.ContainerOptions{LogPath: r.GetLogPath(), LogDir: r.GetLogDir(), Stdin: r.GetStdin(), StdinOnce: r.GetStdinOnce(), ResultCap: int(r.GetResultCap()), Init: r.GetInit()}
 	if err := t.s.CreateContainer(ctx, r.GetId(), &spec, o); err != nil {
 		return nil, err
 	}
@@ -409,7 +397,7 @@ func (t *ttrpcService) Wait(ctx context.Context, r *api.WaitRequest) (*api.WaitR
 }
 
 func (t *ttrpcService) Stats(ctx context.Context, r *api.StatsRequest) (*api.StatsResponse, error) {
-	st, err := t.s.Stats(ctx, r.GetId(), StatsOptions{Pod: r.GetPod(), Full: r.GetFull()})
+	st, err := t.s.Stats(ctx, r.GetId(), shim.StatsOptions{Pod: r.GetPod(), Full: r.GetFull()})
 	if err != nil {
 		return nil, err
 	}
