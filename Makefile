@@ -112,7 +112,7 @@ fuzz: build
 	$(GO) test ./oci -run '^$$' -fuzz '^FuzzSpec$$' -fuzztime $(FUZZ_TIME)
 	$(GO) test ./image -run '^$$' -fuzz '^FuzzNormalize$$' -fuzztime $(FUZZ_TIME)
 	$(GO) test ./sandbox/cni -run '^$$' -fuzz '^FuzzRuntimeConf$$' -fuzztime $(FUZZ_TIME)
-	$(GO) test ./oci/shim -run '^$$' -fuzz '^FuzzOpenLogFile$$' -fuzztime $(FUZZ_TIME)
+	$(GO) test ./oci/shim/server -run '^$$' -fuzz '^FuzzOpenLogFile$$' -fuzztime $(FUZZ_TIME)
 
 # Then the Streaming specs again over websocket (v5 exec/attach, SPDY tunnelled port-forward).
 critest: build

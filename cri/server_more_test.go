@@ -27,7 +27,7 @@ func TestNewRefusesOpenStreamAddress(t *testing.T) {
 	ctrl := gomock.NewController(t)
 	images, network, sandboxes, containers := NewMockImageStore(ctrl), NewMockNetwork(ctrl), NewMockSandboxes(ctrl), NewMockContainers(ctrl)
 	sandboxes.EXPECT().Collect(gomock.Any(), gomock.Any()).Return(nil)
-	containers.EXPECT().ContainerDirs().Return(nil, nil)
+	containers.EXPECT().ContainerDirs().Return(nil, nil).Times(2)
 	sandboxes.EXPECT().NotifyShimLost(gomock.Any())
 	sandboxes.EXPECT().Adopt(specOf(pod, "web")).Return(nil)
 	var waits, returned atomic.Int32

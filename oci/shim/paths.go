@@ -1,6 +1,6 @@
 package shim
 
-// The files of a shim and of the pods it serves: the tree doc.go draws.
+// The files of a shim and of the pods it serves (the tree in doc.go).
 const (
 	// In the shim's directory (<state>/shims/<shim-id>), and in a pod's
 	// directory (<state>/pods/<pod-id>): the PID file (shims only) and the
