@@ -42,7 +42,11 @@ func TestFuzzCRI(t *testing.T) {
 		}
 	}
 	t.Logf("answers by code: %v; pods made %d, containers made %d", f.codes, len(f.pods), len(f.ctrs))
-	if len(f.pods) < n/100 || len(f.ctrs) < n/100 {
+	// A fuzzer that makes nothing real tests only the validation. How many
+	// containers it makes varies with the seed (of 1,000 requests: 19 to
+	// 27 in four runs, 8 with seed 647257186, where most creates named
+	// pods gone already), so the bound is well below that.
+	if len(f.pods) < n/100 || len(f.ctrs) < n/250 {
 		t.Errorf("too few valid requests: the fuzzer made %d pods and %d containers of %d requests", len(f.pods), len(f.ctrs), n)
 	}
 
