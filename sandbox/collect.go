@@ -33,7 +33,7 @@ func (m *Manager) Collect(ctx context.Context, known func(id string) bool) error
 		slog.Warn("removing a pod no record holds (left by a crash)", "pod", id)
 		// Without a shim, only what libcontainer recorded finds the pod's
 		// containers' processes and cgroups.
-		ctrs, _ := os.ReadDir(filepath.Join(m.podDir(id), "libcontainer"))
+		ctrs, _ := os.ReadDir(filepath.Join(m.podDir(id), shim.StateDir))
 		for _, c := range ctrs {
 			if c.Name() != id {
 				errs = append(errs, shim.Destroy(ctx, m.o.ShimBinary, m.podDir(id), c.Name()))
@@ -68,7 +68,7 @@ func (m *Manager) collectRootfs() error {
 	if len(old) == 0 {
 		return nil
 	}
-	users, err := filepath.Glob(filepath.Join(m.o.StateDir, "pods", "*", "libcontainer", "*", "*.json"))
+	users, err := filepath.Glob(filepath.Join(m.o.StateDir, "pods", "*", shim.StateDir, "*", "*.json"))
 	if err != nil {
 		return err
 	}

@@ -37,7 +37,7 @@ type PodPaths struct {
 // Paths returns pod s's PodPaths.
 func (m *Manager) Paths(s Spec) PodPaths {
 	dir := m.podDir(s.ID)
-	shm := filepath.Join(dir, "shm")
+	shm := filepath.Join(dir, shmDir)
 	if s.HostIPC {
 		shm = hostShm
 	}
@@ -49,9 +49,9 @@ func (m *Manager) Paths(s Spec) PodPaths {
 	}
 	return PodPaths{
 		NetNS:        m.NetNSPath(s),
-		Hosts:        filepath.Join(dir, "hosts"),
-		ResolvConf:   filepath.Join(dir, "resolv.conf"),
-		Hostname:     filepath.Join(dir, "hostname"),
+		Hosts:        filepath.Join(dir, hostsFile),
+		ResolvConf:   filepath.Join(dir, resolvConfFile),
+		Hostname:     filepath.Join(dir, hostnameFile),
 		Shm:          shm,
 		Namespaces:   pins,
 		CgroupParent: m.cgroupParent(s),

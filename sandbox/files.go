@@ -16,6 +16,16 @@ import (
 // agree on what exists.
 const hostShm = "/dev/shm"
 
+// The files sandbox keeps in a pod's directory, beside the shim's
+// (oci/shim's paths.go) and the namespace pins (nsPins).
+const (
+	hostsFile      = "hosts"
+	resolvConfFile = "resolv.conf"
+	hostnameFile   = "hostname"
+	shmDir         = "shm"
+	usernsPin      = "userns"
+)
+
 // podFiles are the files the pod's containers see as /etc/hosts,
 // /etc/resolv.conf and /etc/hostname.
 type podFiles struct {
@@ -27,9 +37,9 @@ type podFiles struct {
 // network); resolv.conf comes from the pod's DNS config, or is the node's.
 func writeFiles(dir string, s Spec) (podFiles, error) {
 	f := podFiles{
-		hosts:      filepath.Join(dir, "hosts"),
-		resolvConf: filepath.Join(dir, "resolv.conf"),
-		hostname:   filepath.Join(dir, "hostname"),
+		hosts:      filepath.Join(dir, hostsFile),
+		resolvConf: filepath.Join(dir, resolvConfFile),
+		hostname:   filepath.Join(dir, hostnameFile),
 	}
 	hosts, err := os.ReadFile("/etc/hosts")
 	if errors.Is(err, os.ErrNotExist) {
@@ -87,7 +97,7 @@ func resolvConf(dns *DNS) ([]byte, error) {
 // mountShm mounts the pod's /dev/shm, a tmpfs of size bytes that its
 // containers will share, at dir/shm.
 func mountShm(dir string, size int64) (string, error) {
-	path := filepath.Join(dir, "shm")
+	path := filepath.Join(dir, shmDir)
 	if err := os.Mkdir(path, 0o755); err != nil {
 		return "", err
 	}
@@ -100,7 +110,7 @@ func mountShm(dir string, size int64) (string, error) {
 
 // unmountShm unmounts the pod's /dev/shm; nothing mounted is no error.
 func unmountShm(dir string) error {
-	err := unix.Unmount(filepath.Join(dir, "shm"), unix.MNT_DETACH)
+	err := unix.Unmount(filepath.Join(dir, shmDir), unix.MNT_DETACH)
 	if err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("unmount pod /dev/shm: %w", err)
 	}

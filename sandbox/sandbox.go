@@ -153,7 +153,7 @@ const maxSocketPath = 107
 func New(o Options) (*Manager, error) {
 	// A pod's shim socket is <state>/pods/<64-hex id>/shim.sock; the
 	// kernel would refuse it later, pod by pod, with an unclear error.
-	if n := len(filepath.Join(o.StateDir, "pods", fmt.Sprintf("%064d", 0), "shim.sock")); n > maxSocketPath {
+	if n := len(filepath.Join(o.StateDir, "pods", fmt.Sprintf("%064d", 0), shim.SockFile)); n > maxSocketPath {
 		return nil, fmt.Errorf("state dir %s is too long: shim sockets would be %d bytes, unix sockets take %d: %w",
 			o.StateDir, n, maxSocketPath, errdefs.ErrInvalidArgument)
 	}
@@ -247,7 +247,7 @@ func (m *Manager) lock(id string) func() {
 func (m *Manager) podDir(id string) string     { return filepath.Join(m.o.StateDir, "pods", id) }
 func (m *Manager) netnsDir() string            { return filepath.Join(m.o.StateDir, "netns") }
 func (m *Manager) netnsPath(id string) string  { return filepath.Join(m.netnsDir(), id) }
-func (m *Manager) usernsPath(id string) string { return filepath.Join(m.podDir(id), "userns") }
+func (m *Manager) usernsPath(id string) string { return filepath.Join(m.podDir(id), usernsPin) }
 
 // NetNSPath is where pod id's network namespace is pinned ("" with the
 // node's network), for callers that run things in it.
