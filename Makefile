@@ -18,15 +18,17 @@ build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/ketchd ./cmd/ketchd
 	# ketch-init is bind-mounted into sandboxes: tiny and static.
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" -o bin/ketch-init ./cmd/ketch-init
-	# libcontainer needs cgo (nsenter); containers will need seccomp.
-	CGO_ENABLED=1 $(GO) build -tags seccomp -ldflags "$(LDFLAGS)" -o bin/ketch-shim ./cmd/ketch-shim
+	# The shim lives as long as its pods: no cgo, no libcontainer.
+	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o bin/ketch-shim ./cmd/ketch-shim
+	# libcontainer needs cgo (nsenter); containers need seccomp.
+	CGO_ENABLED=1 $(GO) build -tags seccomp -ldflags "$(LDFLAGS)" -o bin/ketch-runc ./cmd/ketch-runc
 
-# ketchd finds ketch-shim and ketch-init beside itself. A node without a CNI network
+# ketchd finds ketch-shim and ketch-init beside itself, and ketch-shim ketch-runc. A node without a CNI network
 # config gets ketch's bridge network (contrib/10-ketch.conflist); one that has its own
 # keeps it.
 install: build
 	install -D -m 0755 bin/ketchd $(PREFIX)/bin/ketchd
-	install -m 0755 bin/ketch-shim bin/ketch-init $(PREFIX)/bin/
+	install -m 0755 bin/ketch-shim bin/ketch-runc bin/ketch-init $(PREFIX)/bin/
 	install -d -m 0755 /etc/ketch/certs.d /etc/cni/net.d
 	[ -e /etc/ketch/config.toml ] || install -m 0644 contrib/config.toml /etc/ketch/config.toml
 	[ -n "$$(ls /etc/cni/net.d)" ] || install -m 0644 contrib/10-ketch.conflist /etc/cni/net.d/

@@ -93,7 +93,7 @@ func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil
 
 type SandboxConfig struct {
 	// ShimBinary and InitBinary default to ketch-shim and ketch-init
-	// beside the ketchd executable.
+	// beside the ketchd executable; ketch-runc sits beside the shim.
 	ShimBinary string `toml:"shim_binary"`
 	InitBinary string `toml:"init_binary"`
 	// ShmSize is the size of each pod's /dev/shm in bytes.

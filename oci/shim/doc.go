@@ -3,12 +3,12 @@
 // pods it serves keep, which ketchd reads without a shim. The shim itself
 // is package oci/shim/server (command cmd/ketch-shim); ketchd links none of
 // it, and no libcontainer: what a dead shim left is destroyed by running
-// `ketch-shim destroy` (Destroy).
+// `ketch-runc destroy` (Destroy).
 //
 // A shim serves a bounded group of pods in its own session, so it
-// outlives ketchd. It is the parent of every container init it starts and
-// the subreaper of everything else its pods leave behind, so it alone sees
-// exit codes; it writes each exit to <pod dir>/exits/<id> (temp file,
+// outlives ketchd. It is the subreaper of every container process its
+// helper, ketch-runc, starts and of everything else its pods leave behind,
+// so it alone sees exit codes; it writes each exit to <pod dir>/exits/<id> (temp file,
 // fsync, rename) before it reports it, so a ketchd that was down when a
 // process died still learns how it ended (ReadExit). Each pod is served on
 // sockets of its own, so a connection, a call and a failure name one pod;

@@ -90,3 +90,14 @@ func closeFiles(a, b []*os.File) {
 		f.Close()
 	}
 }
+
+// SockPair is a connected pair of Unix stream sockets, both close-on-exec:
+// one end stays, the other goes to a process that sends descriptors on it
+// (runc's init, the pty master).
+func SockPair(name string) (parent, child *os.File, err error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	return os.NewFile(uintptr(fds[1]), name+"-p"), os.NewFile(uintptr(fds[0]), name+"-c"), nil
+}

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"ketch.dev/ketch/oci"
+	"ketch.dev/ketch/oci/runc"
 	"ketch.dev/ketch/oci/shim"
 )
 
@@ -79,10 +80,15 @@ func runTests(m *testing.M) int {
 	}
 	shimBinary = filepath.Join(dir, "ketch-shim")
 	initBinary = filepath.Join(dir, "ketch-init")
-	// The shipping builds: the shim with cgo (nsenter) and seccomp, which
-	// the containers it will run need; ketch-init static.
-	if err := goBuild(root, shimBinary, "./cmd/ketch-shim", "CGO_ENABLED=1", "-tags", "seccomp"); err != nil {
+	// The shipping builds: the shim without cgo, its libcontainer helper
+	// beside it with cgo (nsenter) and seccomp, which the containers need;
+	// ketch-init static.
+	if err := goBuild(root, shimBinary, "./cmd/ketch-shim", "CGO_ENABLED=0"); err != nil {
 		fmt.Fprintln(os.Stderr, "build ketch-shim:", err)
+		return 1
+	}
+	if err := goBuild(root, runc.Beside(shimBinary), "./cmd/ketch-runc", "CGO_ENABLED=1", "-tags", "seccomp"); err != nil {
+		fmt.Fprintln(os.Stderr, "build ketch-runc:", err)
 		return 1
 	}
 	if err := goBuild(root, initBinary, "./cmd/ketch-init", "CGO_ENABLED=0"); err != nil {

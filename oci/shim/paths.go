@@ -1,5 +1,7 @@
 package shim
 
+import "ketch.dev/ketch/oci/runc"
+
 // The files of a shim and of the pods it serves (the tree in doc.go).
 const (
 	// In the shim's directory (<state>/shims/<shim-id>), and in a pod's
@@ -21,14 +23,4 @@ const (
 )
 
 // ValidID accepts the ids libcontainer accepts, and no path tricks.
-func ValidID(id string) bool {
-	if id == "" || id == "." || id == ".." || len(id) > 1024 {
-		return false
-	}
-	for _, r := range id {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '+' || r == '-' || r == '.') {
-			return false
-		}
-	}
-	return true
-}
+func ValidID(id string) bool { return runc.ValidID(id) }

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
-	"github.com/opencontainers/runc/libcontainer/utils"
 )
 
 // Streams are a client's ends of an exec or attach session: what it
@@ -79,7 +78,7 @@ func (c *Client) session(ctx context.Context, req StreamRequest, st Streams) (in
 	}
 	switch {
 	case req.TTY && req.Op == "exec":
-		parent, child, err := utils.NewSockPair("console")
+		parent, child, err := SockPair("console")
 		if err != nil {
 			return 0, err
 		}

@@ -14,7 +14,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/cgroups"
 	"github.com/opencontainers/cgroups/fs"
-	"github.com/opencontainers/cgroups/manager"
+	"github.com/opencontainers/cgroups/fs2"
 )
 
 // StatsOptions say what a Stats call reads besides a container's cgroup.
@@ -47,7 +47,7 @@ func ReadCgroup(paths map[string]string, full bool) (Stats, error) {
 	if err != nil {
 		return Stats{}, fmt.Errorf("cgroup: %w", err)
 	}
-	return Stats{At: time.Now(), Cgroup: *cg, OOMKills: oomKills(paths), CPUQuota: -1}, nil
+	return Stats{At: time.Now(), Cgroup: *cg, OOMKills: OOMKills(paths), CPUQuota: -1}, nil
 }
 
 // criControllers are the cgroup v1 controllers whose figures the CRI's
@@ -59,9 +59,16 @@ var criControllers = map[string]interface {
 // readCgroup reads the cgroup at paths: every controller with all, else
 // on cgroup v1 only criControllers (v2 reads a few files either way).
 func readCgroup(paths map[string]string, all bool) (*cgroups.Stats, error) {
-	if all || cgroups.IsCgroup2UnifiedMode() {
-		// The fs managers read either driver's cgroups; a reader needs no more.
-		m, err := manager.NewWithPaths(&cgroups.Cgroup{Resources: &cgroups.Resources{}}, paths)
+	// The fs managers read either driver's cgroups; a reader needs no more.
+	if cgroups.IsCgroup2UnifiedMode() {
+		m, err := fs2.NewManager(&cgroups.Cgroup{Resources: &cgroups.Resources{}}, paths[""])
+		if err != nil {
+			return nil, err
+		}
+		return m.GetStats()
+	}
+	if all {
+		m, err := fs.NewManager(&cgroups.Cgroup{Resources: &cgroups.Resources{}}, paths)
 		if err != nil {
 			return nil, err
 		}
@@ -78,9 +85,9 @@ func readCgroup(paths map[string]string, all bool) (*cgroups.Stats, error) {
 	return st, nil
 }
 
-// oomKills is the kernel's count of OOM kills in the cgroup: oom_kill of
+// OOMKills is the kernel's count of OOM kills in the cgroup: oom_kill of
 // memory.events (v2) or memory.oom_control (v1).
-func oomKills(paths map[string]string) uint64 {
+func OOMKills(paths map[string]string) uint64 {
 	for key, file := range map[string]string{"": "memory.events", "memory": "memory.oom_control"} {
 		dir, ok := paths[key]
 		if !ok {

@@ -1,20 +1,29 @@
 package server
 
 import (
+	"errors"
+	"fmt"
+	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
-	"github.com/opencontainers/runc/libcontainer"
 	"github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+	"ketch.dev/ketch/oci/runc"
 	"ketch.dev/ketch/oci/shim"
 )
 
-// container is one libcontainer container the shim runs: the pod's
-// sandbox, whose id is the pod id, or an app container.
+// container is one container the shim runs: the pod's sandbox, whose id
+// is the pod id, or an app container. ketch-runc makes and starts it.
 type container struct {
-	id  string
-	lc  *libcontainer.Container // libcontainer locks its own calls
-	pid int                     // set before the reaper watches it; constant after
+	id     string
+	rootfs string
+	pid    int // set before the reaper watches it; constant after
+	// ownPIDNS: its init is the PID 1 of a namespace of its own, and takes
+	// every process of it along when KILLed. cgroupfs: its cgroups are
+	// plain directories (not a systemd unit's).
+	ownPIDNS, cgroupfs bool
 
 	// process and opts are what StartContainer runs an app container
 	// with; both nil for the sandbox, which runs from the start.
@@ -22,18 +31,38 @@ type container struct {
 	opts    *shim.ContainerOptions
 
 	mu        sync.Mutex
+	spec      []byte               // an app container's runtime spec (JSON) until it has started; guarded by mu
+	tried     bool                 // a start ran ketch-runc, which may have left state and cgroups; guarded by mu
+	resources specs.LinuxResources // its cgroups' settings, as created and updated; guarded by mu
+	// cgroups maps each controller to the container's cgroup (cgroup v2:
+	// ""), as libcontainer made them at its start; guarded by mu.
+	cgroups map[string]string
+	// pidfd is the init's until its exit is recorded, -1 before and after:
+	// a signal never reaches a PID the init's reaping freed for reuse.
+	// Guarded by mu.
+	pidfd     int
 	startedAt time.Time     // zero until started; guarded by mu
 	starting  chan struct{} // while StartContainer is under way; closed when it ends; guarded by mu
 	io        *containerIO  // an app container's stdio and log once started; guarded by mu
 
-	// exited is closed once exit is set and recorded on disk; exit is
-	// written once, before the close, and read only after it.
-	exited chan struct{}
-	exit   shim.Exit
+	// exited is closed once exit is set and recorded on disk; exit and
+	// destroyed (its cgroups and state went at the exit) are written
+	// once, before the close, and read only after it.
+	exited    chan struct{}
+	exit      shim.Exit
+	destroyed bool
 }
 
-func newContainer(id string, lc *libcontainer.Container) *container {
-	return &container{id: id, lc: lc, exited: make(chan struct{})}
+func newContainer(id string, spec *specs.Spec) *container {
+	c := &container{id: id, rootfs: spec.Root.Path, pidfd: -1, exited: make(chan struct{}),
+		cgroupfs: filepath.IsAbs(spec.Linux.CgroupsPath)}
+	for _, ns := range spec.Linux.Namespaces {
+		c.ownPIDNS = c.ownPIDNS || ns.Type == specs.PIDNamespace && ns.Path == ""
+	}
+	if r := spec.Linux.Resources; r != nil {
+		c.resources = *r
+	}
+	return c
 }
 
 func (c *container) stopped() bool {
@@ -73,4 +102,48 @@ func (c *container) stdio() *containerIO {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.io
+}
+
+// ran records what ketch-runc's run of c's init answered. It runs while
+// the reaper holds off, so pid is still the init's, if only as a zombie.
+func (c *container) ran(r runc.Reply) error {
+	fd, err := unix.PidfdOpen(r.Pid, 0)
+	if err != nil {
+		return fmt.Errorf("pidfd of %d: %w", r.Pid, err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.cgroups, c.pidfd = r.CgroupPaths, fd
+	return nil
+}
+
+// signal sends sig to c's init, unless its exit has been recorded or it
+// has exited: runc.ErrNotRunning.
+func (c *container) signal(sig syscall.Signal) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.pidfd < 0 {
+		return runc.ErrNotRunning
+	}
+	err := unix.PidfdSendSignal(c.pidfd, sig, nil, 0)
+	if errors.Is(err, unix.ESRCH) {
+		return runc.ErrNotRunning
+	}
+	return err
+}
+
+// closePidfd lets c's pidfd go once its exit is recorded.
+func (c *container) closePidfd() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.pidfd >= 0 {
+		unix.Close(c.pidfd)
+		c.pidfd = -1
+	}
+}
+
+func (c *container) cgroupPaths() map[string]string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cgroups
 }

@@ -1,8 +1,8 @@
 package server
 
 import (
-	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -10,13 +10,9 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
-	"github.com/opencontainers/cgroups/fs"
-	"github.com/opencontainers/cgroups/fs2"
-	"github.com/opencontainers/runc/libcontainer"
-	"github.com/opencontainers/runc/libcontainer/configs/validate"
-	"github.com/opencontainers/runc/libcontainer/specconv"
 	"github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+	"ketch.dev/ketch/oci/runc"
 	"ketch.dev/ketch/oci/shim"
 )
 
@@ -26,9 +22,9 @@ import (
 const drainTimeout = 2 * time.Second
 
 // CreateContainer sets app container id up from spec, whose root is
-// mounted: libcontainer validates it and records its state, and nothing
-// runs until StartContainer, which is when the user's program is looked
-// up and started, as with containerd. A failure leaves nothing.
+// mounted. As with containerd, nothing is made and nothing runs until
+// StartContainer: ketch-runc then checks the spec, makes the container
+// and looks the user's program up. A failure leaves nothing.
 func (s *Service) CreateContainer(_ context.Context, id string, spec *specs.Spec, o shim.ContainerOptions) error {
 	switch {
 	case !shim.ValidID(id) || id == s.id:
@@ -47,28 +43,12 @@ func (s *Service) CreateContainer(_ context.Context, id string, spec *specs.Spec
 		}
 		spec.Process.OOMScoreAdj = &oom
 	}
-	config, err := s.libcontainerConfig(&specconv.CreateOpts{
-		CgroupName: id,
-		// cgroupfs paths are absolute; systemd ones are slice:prefix:name.
-		UseSystemdCgroup: !strings.HasPrefix(spec.Linux.CgroupsPath, "/"),
-		Spec:             spec,
-	})
-	if err == nil {
-		err = validate.Validate(config)
-	}
-	if err != nil {
-		return fmt.Errorf("create container %s: %w: %w", id, errdefs.ErrInvalidArgument, err)
-	}
-	lc, err := libcontainer.Create(s.stateRoot(), id, config)
+	specJSON, err := json.Marshal(spec)
 	if err != nil {
 		return fmt.Errorf("create container %s: %w", id, err)
 	}
-	if err := saveConfig(s.stateRoot(), id, config); err != nil {
-		_ = lc.Destroy()
-		return fmt.Errorf("create container %s: %w", id, err)
-	}
-	c := newContainer(id, lc)
-	c.process, c.opts = spec.Process, &o
+	c := newContainer(id, spec)
+	c.spec, c.process, c.opts = specJSON, spec.Process, &o
 	s.mu.Lock()
 	s.containers[id] = c
 	s.mu.Unlock()
@@ -153,25 +133,26 @@ func (s *Service) start(c *container) (time.Time, error) {
 			return time.Time{}, err
 		}
 		defer counts.Close()
-		proc.Args, proc.ExtraFiles = args, []*os.File{counts}
+		proc.Args, proc.ExtraFiles, proc.WaitChild = args, []*os.File{counts}, true
 	}
 	cio, err := newContainerIO(*c.opts, proc, c.process.Terminal)
 	if err != nil {
 		return time.Time{}, err
 	}
+	c.mu.Lock()
+	c.tried = true
+	spec := c.spec
+	c.mu.Unlock()
 	_, err = s.reaper.start(func() (int, error) {
-		if err := c.lc.Run(proc); err != nil {
-			return 0, err
+		r, err := s.runc.Run(c.id, spec, proc)
+		if err == nil {
+			c.pid, err = r.Pid, c.ran(r)
 		}
-		c.pid, err = proc.Pid()
 		return c.pid, err
 	}, func(e shim.Exit) { go s.exitedApp(c, cio, e) })
 	cio.closeChildEnds()
 	if err == nil {
 		err = cio.startTTY()
-	}
-	if err == nil {
-		waitExec(c.pid, c.opts.Init)
 	}
 	if err != nil {
 		cio.close()
@@ -179,40 +160,10 @@ func (s *Service) start(c *container) (time.Time, error) {
 	}
 	at := time.Now()
 	c.mu.Lock()
-	c.io, c.startedAt = cio, at
+	c.io, c.startedAt, c.spec = cio, at, nil
 	c.mu.Unlock()
 	return at, nil
 }
-
-// waitExec waits, briefly, until pid has exec'd the container's program.
-// libcontainer's Run returns once it has told runc's init to exec, a
-// moment before it does; a stop signal in between would reach runc's Go
-// init, which has handlers for every signal and so, as PID 1, exits 2 on a
-// TERM the program itself (a shell as PID 1) would have ignored.
-//
-// runc's init runs from a sealed copy of this binary, so its command line,
-// not its executable, tells it: libcontainer gives it our argv[0], "init".
-//
-// ketch-init in init mode (withChild) is a Go program too: until it has
-// set its handlers up a TERM would make it exit 2; it starts the
-// container's own program once they are.
-func waitExec(pid int, withChild bool) {
-	runcInit := []byte(os.Args[0] + "\x00init\x00")
-	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Microsecond) {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		if err != nil {
-			return // gone
-		}
-		if bytes.Equal(b, runcInit) {
-			continue
-		}
-		if !withChild || hasChild(pid) {
-			return
-		}
-	}
-}
-
-func hasChild(pid int) bool { return len(children(pid)) > 0 }
 
 // startError says which kind of failure a start was: a program that is not
 // there is the request's fault, as kubelet reports it (StartError).
@@ -227,8 +178,8 @@ func startError(err error) error {
 	return err
 }
 
-func processFromSpec(p *specs.Process) *libcontainer.Process {
-	lp := &libcontainer.Process{
+func processFromSpec(p *specs.Process) *runc.Process {
+	lp := &runc.Process{
 		Args: p.Args,
 		Env:  p.Env,
 		Cwd:  p.Cwd,
@@ -253,9 +204,7 @@ func (s *Service) exitedApp(c *container, cio *containerIO, e shim.Exit) {
 	if cio.result != nil {
 		e.Result, e.Truncated = cio.result.buf, cio.result.truncated
 	}
-	if st, err := c.lc.State(); err == nil {
-		e.OOMKilled = oomKilled(st.CgroupPaths)
-	}
+	e.OOMKilled = shim.OOMKills(c.cgroupPaths()) > 0
 	if err := unmountRootfs(c); err != nil {
 		s.log.Warn("unmount the rootfs of an exited container", "id", c.id, "err", err)
 	}
@@ -263,10 +212,12 @@ func (s *Service) exitedApp(c *container, cio *containerIO, e shim.Exit) {
 	// libcontainer state go now, with any process a shared PID namespace
 	// kept, so that an exited container holds nothing and RemoveContainer
 	// does not wait for them (1.4-1.8 ms of its 4.7 here).
-	// DeleteContainer's destroy then finds nothing to do.
-	if err := c.lc.Destroy(); err != nil {
+	// DeleteContainer's destroy then has nothing to do.
+	err := s.release(context.Background(), c)
+	if err != nil {
 		s.log.Warn("destroy an exited container", "id", c.id, "err", err)
 	}
+	c.destroyed = err == nil
 	s.exited(c, e)
 }
 
@@ -280,25 +231,11 @@ func (s *Service) exitedApp(c *container, cio *containerIO, e shim.Exit) {
 func unmountRootfs(c *container) error {
 	// MNT_DETACH: a process of the container's that a shared PID
 	// namespace keeps alive still has its own copy of the mount.
-	err := unix.Unmount(c.lc.Config().Rootfs, unix.MNT_DETACH)
+	err := unix.Unmount(c.rootfs, unix.MNT_DETACH)
 	if err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
 		return err
 	}
 	return nil
-}
-
-// oomKilled reads the cgroup's own count of OOM kills: memory.oom_control
-// on cgroup v1, memory.events on v2.
-func oomKilled(paths map[string]string) bool {
-	if p, ok := paths["memory"]; ok {
-		n, _ := fs.OOMKillCount(p)
-		return n > 0
-	}
-	if p, ok := paths[""]; ok {
-		n, _ := fs2.OOMKillCount(p)
-		return n > 0
-	}
-	return false
 }
 
 // DeleteContainer kills container id if it runs, waits for its exit to be

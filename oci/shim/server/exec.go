@@ -5,14 +5,12 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
-	"github.com/opencontainers/runc/libcontainer"
+	"ketch.dev/ketch/oci/runc"
 	"ketch.dev/ketch/oci/shim"
 )
 
@@ -93,7 +91,7 @@ func (s *Service) ExecSync(ctx context.Context, id string, args []string, timeou
 
 // execProcess is a command run in c as c's own process is: its user,
 // env and cwd (capabilities, seccomp and the rest come with c's config).
-func (c *container) execProcess(args []string, tty bool) *libcontainer.Process {
+func (c *container) execProcess(args []string, tty bool) *runc.Process {
 	p := *c.process
 	p.Args, p.Terminal = args, tty
 	proc := processFromSpec(&p)
@@ -102,13 +100,11 @@ func (c *container) execProcess(args []string, tty bool) *libcontainer.Process {
 }
 
 // runExec starts proc in c; done gets its exit once the reaper has it.
-func (s *Service) runExec(c *container, proc *libcontainer.Process) (int, <-chan shim.Exit, error) {
+func (s *Service) runExec(c *container, proc *runc.Process) (int, <-chan shim.Exit, error) {
 	done := make(chan shim.Exit, 1)
 	pid, err := s.reaper.start(func() (int, error) {
-		if err := c.lc.Run(proc); err != nil {
-			return 0, err
-		}
-		return proc.Pid()
+		r, err := s.runc.Run(c.id, nil, proc)
+		return r.Pid, err
 	}, func(e shim.Exit) { done <- e })
 	return pid, done, err
 }
@@ -131,24 +127,9 @@ func killTree(pid int) {
 
 func descendants(pid int) []int {
 	var out []int
-	for _, kid := range children(pid) {
+	for _, kid := range runc.Children(pid) {
 		out = append(out, kid)
 		out = append(out, descendants(kid)...)
-	}
-	return out
-}
-
-// children are pid's child processes, whichever of its threads forked them.
-func children(pid int) []int {
-	var out []int
-	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
-	for _, t := range tasks {
-		data, _ := os.ReadFile(t)
-		for _, f := range strings.Fields(string(data)) {
-			if kid, err := strconv.Atoi(f); err == nil {
-				out = append(out, kid)
-			}
-		}
 	}
 	return out
 }

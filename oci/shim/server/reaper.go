@@ -13,17 +13,17 @@ import (
 )
 
 // reaper collects every child of the shim. As subreaper the shim inherits
-// each container init (libcontainer's final child, once its intermediate
-// parents exit) and every orphan a pod leaves outside a private PID
-// namespace; reaping them all with wait4(-1) is the only way neither stays
-// a zombie. But libcontainer waits for its own helper processes by PID
-// while it starts a container, and a wait4(-1) in that window would steal
-// their statuses and fail the start. So every libcontainer call that forks
-// holds forkMu for reading, and the reaper runs only while it holds it for
-// writing.
+// each container process ketch-runc starts (once it and runc's
+// intermediate processes exit) and every orphan a pod leaves outside a
+// private PID namespace; reaping them all with wait4(-1) is the only way
+// none stays a zombie. But the shim waits for each ketch-runc it runs by
+// PID, and a wait4(-1) meanwhile would steal its status. So every helper
+// call holds forkMu for reading, and the reaper runs only while it holds
+// it for writing: a process the helper started is not reaped before the
+// helper has told its PID, even one that exited at once.
 type reaper struct {
-	// forkMu is held shared by libcontainer calls that fork and wait for
-	// their own children, exclusively while wait4(-1) runs.
+	// forkMu is held shared by helper calls, exclusively while wait4(-1)
+	// runs.
 	forkMu sync.RWMutex
 
 	mu sync.Mutex
@@ -87,7 +87,7 @@ func (r *reaper) reap() {
 	}
 }
 
-// start runs fork, which starts a process through libcontainer and returns
+// start runs fork, which starts a process through ketch-runc and returns
 // its PID, and tells onExit how that process ends. The PID is watched
 // before the reaper can run again, so even an init that dies at once is
 // not reaped unseen.
@@ -109,8 +109,9 @@ func (r *reaper) start(fork func() (int, error), onExit func(shim.Exit)) (int, e
 	return pid, err
 }
 
-// hold keeps the reaper from reaping while f runs: f may signal a PID it
-// knows is alive without the PID being reaped and reused meanwhile.
+// hold keeps the reaper from reaping while f runs: f may run ketch-runc,
+// or signal a PID it knows is alive without the PID being reaped and
+// reused meanwhile.
 func (r *reaper) hold(f func() error) error {
 	r.forkMu.RLock()
 	defer r.forkMu.RUnlock()

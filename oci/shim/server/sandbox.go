@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -9,16 +10,9 @@ import (
 	"strings"
 
 	"github.com/containerd/errdefs"
+	"ketch.dev/ketch/oci/runc"
 	"ketch.dev/ketch/oci/shim"
 
-	// Without it libcontainer cannot apply the device rules every
-	// container has ("cgroup manager is not configured to set device rules").
-	_ "github.com/opencontainers/cgroups/devices"
-	"github.com/opencontainers/cgroups/systemd"
-	"github.com/opencontainers/runc/libcontainer"
-	"github.com/opencontainers/runc/libcontainer/configs"
-	"github.com/opencontainers/runc/libcontainer/configs/validate"
-	"github.com/opencontainers/runc/libcontainer/specconv"
 	"github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
@@ -54,42 +48,26 @@ func (s *Service) startSandbox(spec *specs.Spec) (_ *container, retErr error) {
 		}
 		spec.Process.OOMScoreAdj = &oom
 	}
-	config, err := s.libcontainerConfig(&specconv.CreateOpts{
-		CgroupName:       s.id,
-		UseSystemdCgroup: !strings.HasPrefix(spec.Linux.CgroupsPath, "/"),
-		Spec:             spec,
-	})
+	specJSON, err := json.Marshal(spec)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", errdefs.ErrInvalidArgument, err)
-	}
-	// libcontainer.Create validates too, but its errors do not say that the
-	// request was at fault; this one does (bad sysctls, mostly).
-	if err := validate.Validate(config); err != nil {
-		return nil, fmt.Errorf("%w: %w", errdefs.ErrInvalidArgument, err)
-	}
-	lc, err := libcontainer.Create(s.stateRoot(), s.id, config)
-	if err != nil {
-		return nil, fmt.Errorf("create: %w", err)
+		return nil, err
 	}
 	defer func() {
 		if retErr != nil {
-			if err := lc.Destroy(); err != nil {
+			err := s.reaper.hold(func() error { return s.runc.Destroy(context.Background(), s.id) })
+			if err != nil {
 				retErr = fmt.Errorf("%w; clean-up: %w", retErr, err)
 			}
 		}
 	}()
-	// As for an app container: a shim killed before libcontainer saved
-	// its state (once the init runs) leaves a cgroup only this finds.
-	if err := saveConfig(s.stateRoot(), s.id, config); err != nil {
-		return nil, fmt.Errorf("create: %w", err)
-	}
-	c := newContainer(s.id, lc)
+	c := newContainer(s.id, spec)
+	c.tried = true
 	counts, args, err := s.withCounts(s.id, spec.Process.Args)
 	if err != nil {
 		return nil, err
 	}
 	defer counts.Close()
-	proc := &libcontainer.Process{
+	proc := &runc.Process{
 		Args:       args,
 		Env:        spec.Process.Env,
 		Cwd:        spec.Process.Cwd,
@@ -100,11 +78,11 @@ func (s *Service) startSandbox(spec *specs.Spec) (_ *container, retErr error) {
 		Init:   true,
 	}
 	_, err = s.reaper.start(func() (int, error) {
-		if err := lc.Run(proc); err != nil {
-			return 0, err
-		}
+		r, err := s.runc.Run(s.id, specJSON, proc)
 		// Set before the reaper learns the PID, so its report can read it.
-		c.pid, err = proc.Pid()
+		if err == nil {
+			c.pid, err = r.Pid, c.ran(r)
+		}
 		return c.pid, err
 	}, func(e shim.Exit) { s.exited(c, e) })
 	// A sysctl value the kernel refuses (a word for a number) fails only
@@ -117,20 +95,6 @@ func (s *Service) startSandbox(spec *specs.Spec) (_ *container, retErr error) {
 		return nil, fmt.Errorf("run %s: %w", spec.Process.Args[0], err)
 	}
 	return c, nil
-}
-
-// libcontainerConfig is runc's specconv of a spec. Given a user namespace
-// to join by a path other than /proc/<pid>/ns/user, specconv forks a
-// helper into it to read its mappings and waits for that helper by PID: it
-// must run while the reaper holds off, or wait4(-1) takes the helper.
-func (s *Service) libcontainerConfig(o *specconv.CreateOpts) (*configs.Config, error) {
-	var config *configs.Config
-	err := s.reaper.hold(func() error {
-		var err error
-		config, err = specconv.CreateLibcontainerConfig(o)
-		return err
-	})
-	return config, err
 }
 
 // checkSandboxSpec refuses what libcontainer would fail on late or with an
@@ -157,7 +121,7 @@ func checkSandboxSpec(spec *specs.Spec) error {
 			return err
 		}
 	}
-	if !filepath.IsAbs(spec.Linux.CgroupsPath) && !systemd.IsRunningSystemd() {
+	if !filepath.IsAbs(spec.Linux.CgroupsPath) && !systemdRuns() {
 		return fmt.Errorf("cgroup driver systemd: systemd does not run this host: %w", errdefs.ErrFailedPrecondition)
 	}
 	for _, m := range spec.Mounts {
@@ -222,4 +186,10 @@ func asNotFound(err error) error {
 		return fmt.Errorf("%w: %w", errdefs.ErrNotFound, err)
 	}
 	return err
+}
+
+// systemdRuns: systemd's own test (sd_booted).
+func systemdRuns() bool {
+	fi, err := os.Lstat("/run/systemd/system")
+	return err == nil && fi.IsDir()
 }

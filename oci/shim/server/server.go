@@ -18,10 +18,10 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/ttrpc"
-	"github.com/opencontainers/runc/libcontainer/seccomp"
 	"github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"ketch.dev/ketch/oci/runc"
 	"ketch.dev/ketch/oci/shim"
 	"ketch.dev/ketch/oci/shim/api"
 )
@@ -32,12 +32,15 @@ type Options struct {
 	// Ready, if set, gets one byte and is closed once the socket accepts
 	// calls: Launch waits for it instead of polling the socket.
 	Ready *os.File
+	// Runc is ketch-runc; empty is the one beside this executable.
+	Runc string
 }
 
 // group is the shim's set of pods: AddPod adds one, its Shutdown drops it,
 // and the shim ends with the last.
 type group struct {
 	dir    string
+	runc   string // ketch-runc
 	reaper *reaper
 
 	mu sync.Mutex
@@ -79,12 +82,22 @@ func Serve(ctx context.Context, o Options) error {
 	}
 	defer l.Close()
 
+	if o.Runc == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		o.Runc = runc.Beside(exe)
+	}
+	if _, err := os.Stat(o.Runc); err != nil {
+		return fmt.Errorf("the libcontainer helper: %w", err)
+	}
 	r := newReaper()
 	stop := make(chan struct{})
 	defer close(stop)
 	go r.run(stop)
 
-	g := &group{dir: o.Dir, reaper: r, pods: map[string]*podServer{}, done: make(chan struct{})}
+	g := &group{dir: o.Dir, runc: o.Runc, reaper: r, pods: map[string]*podServer{}, done: make(chan struct{})}
 	srv, err := newServer(slog.Default())
 	if err != nil {
 		return err
@@ -92,9 +105,7 @@ func Serve(ctx context.Context, o Options) error {
 	api.RegisterGroupService(srv, g)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ctx, l) }()
-	// Containers with a seccomp profile need a shim built with -tags
-	// seccomp; say which this is, for whoever reads why one failed.
-	slog.Info("serving", "dir", o.Dir, "pid", os.Getpid(), "seccomp", seccomp.Enabled)
+	slog.Info("serving", "dir", o.Dir, "pid", os.Getpid(), "runc", o.Runc)
 	if o.Ready != nil {
 		_, _ = o.Ready.Write([]byte{'\n'})
 		o.Ready.Close()
@@ -160,7 +171,7 @@ func (g *group) AddPod(_ context.Context, r *api.AddPodRequest) (_ *api.AddPodRe
 		l.Close()
 		return nil, fmt.Errorf("pod %s: %w", id, err)
 	}
-	p.svc = newService(id, dir, g.reaper)
+	p.svc = newService(id, dir, g.runc, g.reaper)
 	if p.srv, err = newServer(p.svc.log); err != nil {
 		l.Close()
 		return nil, err

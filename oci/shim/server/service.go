@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"sync"
@@ -12,7 +13,8 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
-	"github.com/opencontainers/runc/libcontainer"
+	"github.com/opencontainers/cgroups"
+	"ketch.dev/ketch/oci/runc"
 	"ketch.dev/ketch/oci/shim"
 )
 
@@ -23,11 +25,13 @@ const (
 )
 
 // Service is the shim's logic, independent of the transport: it owns the
-// pod's containers, their libcontainer state, and their exit records.
+// pod's containers and their exit records; ketch-runc their libcontainer
+// state.
 type Service struct {
 	id     string // the pod id, which is also the sandbox container's id
 	dir    string
 	reaper *reaper
+	runc   runc.Helper  // makes, starts, signals and destroys the pod's containers
 	log    *slog.Logger // names the pod
 
 	mu sync.Mutex
@@ -43,8 +47,8 @@ type Service struct {
 	starts sync.WaitGroup
 }
 
-func newService(id, dir string, r *reaper) *Service {
-	return &Service{id: id, dir: dir, reaper: r, log: slog.With("pod", id), containers: map[string]*container{}, creating: map[string]bool{}}
+func newService(id, dir, runcBinary string, r *reaper) *Service {
+	return &Service{id: id, dir: dir, reaper: r, runc: runc.Helper{Binary: runcBinary, Root: filepath.Join(dir, shim.StateDir)}, log: slog.With("pod", id), containers: map[string]*container{}, creating: map[string]bool{}}
 }
 
 func (s *Service) stateRoot() string { return filepath.Join(s.dir, shim.StateDir) }
@@ -92,17 +96,15 @@ func (s *Service) Kill(_ context.Context, id string, sig syscall.Signal, all boo
 	// Holding the reaper keeps the init from being reaped, and its PID
 	// reused, between the check and the signal.
 	err = s.reaper.hold(func() error {
-		if !c.running() {
-			return libcontainer.ErrNotRunning
+		switch {
+		case !c.running():
+			return runc.ErrNotRunning
+		case !all && sig != syscall.SIGKILL, sig == syscall.SIGKILL && c.ownPIDNS:
+			return c.signal(sig)
+		case sig == syscall.SIGKILL:
+			return s.runc.Kill(id, sig) // the container whole: see runc.Helper.Kill
 		}
-		if !all || sig == syscall.SIGKILL {
-			// libcontainer KILLs a container whole, so that no process of
-			// it sees another die first (a shell would log "Killed"): its
-			// PID 1 takes a PID namespace of its own with it; in a shared
-			// one the cgroup is killed frozen, or through cgroup.kill.
-			return c.lc.Signal(sig)
-		}
-		pids, err := c.lc.Processes()
+		pids, err := cgroupPids(c.cgroupPaths())
 		if err != nil {
 			return err
 		}
@@ -113,7 +115,7 @@ func (s *Service) Kill(_ context.Context, id string, sig syscall.Signal, all boo
 		}
 		return nil
 	})
-	if errors.Is(err, libcontainer.ErrNotRunning) {
+	if errors.Is(err, runc.ErrNotRunning) {
 		return fmt.Errorf("kill %s: not running: %w", id, errdefs.ErrFailedPrecondition)
 	}
 	if err != nil {
@@ -147,6 +149,7 @@ func (s *Service) exited(c *container, e shim.Exit) {
 		s.log.Error("exit not recorded", "id", c.id, "err", err)
 	}
 	c.exit = e
+	c.closePidfd()
 	close(c.exited)
 	s.log.Info("exited", "id", c.id, "pid", c.pid, "code", e.Code, "signal", int(e.Signal))
 }
@@ -196,8 +199,8 @@ func (s *Service) destroy(ctx context.Context, c *container) error {
 	if c.running() {
 		// KILL of a private PID namespace's init kills the whole namespace;
 		// with a shared one libcontainer kills every PID in the cgroup.
-		err := s.reaper.hold(func() error { return c.lc.Signal(syscall.SIGKILL) })
-		if err != nil && !errors.Is(err, libcontainer.ErrNotRunning) {
+		err := s.Kill(ctx, c.id, syscall.SIGKILL, true)
+		if err != nil && !errdefs.IsFailedPrecondition(err) {
 			return fmt.Errorf("kill %s: %w", c.id, err)
 		}
 		timer := time.NewTimer(stopTimeout)
@@ -210,8 +213,15 @@ func (s *Service) destroy(ctx context.Context, c *container) error {
 			return fmt.Errorf("wait for %s: %w", c.id, ctx.Err())
 		}
 	}
-	if err := c.lc.Destroy(); err != nil {
-		return fmt.Errorf("destroy %s: %w", c.id, err)
+	c.mu.Lock()
+	tried := c.tried
+	c.mu.Unlock()
+	// Nothing was made for a container never started; the exit of one
+	// that ran usually took its state and cgroups.
+	if tried && !(c.stopped() && c.destroyed) {
+		if err := s.release(ctx, c); err != nil {
+			return err
+		}
 	}
 	if cio := c.stdio(); cio != nil {
 		cio.close()
@@ -220,4 +230,34 @@ func (s *Service) destroy(ctx context.Context, c *container) error {
 	delete(s.containers, c.id)
 	s.mu.Unlock()
 	return nil
+}
+
+// cgroupPids are the processes in the cgroup paths name (libcontainer's
+// map: cgroup v2's is "", v1's devices one has every process).
+func cgroupPids(paths map[string]string) ([]int, error) {
+	p, ok := paths[""]
+	if !ok {
+		p = paths["devices"]
+	}
+	if p == "" {
+		return nil, errors.New("no cgroup")
+	}
+	return cgroups.GetAllPids(p)
+}
+
+// release removes what container c, whose init has exited, holds besides
+// its rootfs: its cgroups and libcontainer state.
+// With cgroupfs and no process left in its cgroups, the shim removes the
+// empty directories itself, as libcontainer's destroy would; else
+// ketch-runc destroys it (KILLs what a shared PID namespace kept, stops a
+// systemd unit), a process the shim spares every exit.
+func (s *Service) release(ctx context.Context, c *container) error {
+	if paths := c.cgroupPaths(); c.cgroupfs && paths != nil {
+		if pids, err := cgroupPids(paths); err == nil && len(pids) == 0 &&
+			cgroups.RemovePaths(maps.Clone(paths)) == nil &&
+			os.RemoveAll(filepath.Join(s.runc.Root, c.id)) == nil {
+			return nil
+		}
+	}
+	return s.reaper.hold(func() error { return s.runc.Destroy(ctx, c.id) })
 }

@@ -18,11 +18,10 @@ func (s *Service) Stats(_ context.Context, id string, o shim.StatsOptions) (shim
 	if err != nil {
 		return shim.Stats{}, err
 	}
-	state, err := c.lc.State()
-	if err != nil {
-		return shim.Stats{}, fmt.Errorf("stats of %s: %w", id, err)
+	paths := c.cgroupPaths()
+	if paths == nil {
+		return shim.Stats{}, nil // not started: no cgroup yet
 	}
-	paths := state.CgroupPaths
 	if o.Pod {
 		up := make(map[string]string, len(paths))
 		for k, p := range paths {
@@ -42,11 +41,14 @@ func (s *Service) Stats(_ context.Context, id string, o shim.StatsOptions) (shim
 	if o.Pod {
 		return st, nil
 	}
-	r := c.lc.Config().Cgroups.Resources
-	st.CPUShares, st.CPUPeriod, st.MemoryReservation = r.CpuShares, r.CpuPeriod, uint64(max(r.MemoryReservation, 0))
-	if r.CpuQuota > 0 {
-		st.CPUQuota = r.CpuQuota
+	c.mu.Lock()
+	if cpu := c.resources.CPU; cpu != nil {
+		st.CPUShares, st.CPUPeriod, st.CPUQuota = deref(cpu.Shares), deref(cpu.Period), max(deref(cpu.Quota), 0)
 	}
+	if m := c.resources.Memory; m != nil {
+		st.MemoryReservation = uint64(max(deref(m.Reservation), 0))
+	}
+	c.mu.Unlock()
 	if st.CPUShares == 0 {
 		st.CPUShares = 1024 // the kernel's default
 	}
@@ -54,7 +56,7 @@ func (s *Service) Stats(_ context.Context, id string, o shim.StatsOptions) (shim
 		st.CPUPeriod = 100000 // the kernel's default, in µs
 	}
 	if o.Full {
-		if pids, err := c.lc.Processes(); err == nil {
+		if pids, err := cgroupPids(paths); err == nil {
 			st.FileDescriptors, st.Sockets, st.Threads = procCounts(pids)
 		}
 		st.OpenFilesLimit = openFilesLimit(c.pid)
@@ -99,4 +101,12 @@ func openFilesLimit(pid int) uint64 {
 		}
 	}
 	return 0
+}
+
+func deref[T any](p *T) T {
+	var v T
+	if p != nil {
+		v = *p
+	}
+	return v
 }

@@ -8,8 +8,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/opencontainers/runc/libcontainer"
-	"github.com/opencontainers/runc/libcontainer/utils"
+	"ketch.dev/ketch/oci/runc"
 	"ketch.dev/ketch/oci/shim"
 )
 
@@ -66,7 +65,7 @@ func (a *attachment) run() {
 	}
 }
 
-func newContainerIO(o shim.ContainerOptions, p *libcontainer.Process, tty bool) (_ *containerIO, retErr error) {
+func newContainerIO(o shim.ContainerOptions, p *runc.Process, tty bool) (_ *containerIO, retErr error) {
 	l, err := openCRILog(o.LogDir, o.LogPath)
 	if err != nil {
 		return nil, err
@@ -82,7 +81,7 @@ func newContainerIO(o shim.ContainerOptions, p *libcontainer.Process, tty bool) 
 		}
 	}()
 	if tty {
-		parent, child, err := utils.NewSockPair("console")
+		parent, child, err := shim.SockPair("console")
 		if err != nil {
 			return nil, err
 		}

@@ -5,11 +5,10 @@ import (
 	"fmt"
 
 	"github.com/containerd/errdefs"
-	"github.com/opencontainers/cgroups"
 	"github.com/opencontainers/runtime-spec/specs-go"
 )
 
-// Update applies r to running container id's cgroup: the limits kubelet
+// Update applies r to running container id's cgroups: the limits kubelet
 // resizes in place. Fields r leaves unset keep their values.
 func (s *Service) Update(_ context.Context, id string, r *specs.LinuxResources) error {
 	c, err := s.get(id)
@@ -19,44 +18,31 @@ func (s *Service) Update(_ context.Context, id string, r *specs.LinuxResources) 
 	if !c.running() {
 		return fmt.Errorf("update %s: not running: %w", id, errdefs.ErrFailedPrecondition)
 	}
-	config := c.lc.Config()
-	applyResources(config.Cgroups.Resources, r)
-	if err := c.lc.Set(config); err != nil {
+	if err := s.reaper.hold(func() error { return s.runc.Update(id, r) }); err != nil {
 		return fmt.Errorf("update %s: %w", id, err)
 	}
-	return nil
-}
-
-func applyResources(cg *cgroups.Resources, r *specs.LinuxResources) {
+	// What Stats reports of the settings.
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if cpu := r.CPU; cpu != nil {
-		if cpu.Shares != nil {
-			cg.CpuShares = *cpu.Shares
+		if c.resources.CPU == nil {
+			c.resources.CPU = &specs.LinuxCPU{}
 		}
-		if cpu.Quota != nil {
-			cg.CpuQuota = *cpu.Quota
+		if cpu.Shares != nil {
+			c.resources.CPU.Shares = cpu.Shares
 		}
 		if cpu.Period != nil {
-			cg.CpuPeriod = *cpu.Period
+			c.resources.CPU.Period = cpu.Period
 		}
-		if cpu.Cpus != "" {
-			cg.CpusetCpus = cpu.Cpus
-		}
-		if cpu.Mems != "" {
-			cg.CpusetMems = cpu.Mems
+		if cpu.Quota != nil {
+			c.resources.CPU.Quota = cpu.Quota
 		}
 	}
-	if m := r.Memory; m != nil {
-		if m.Limit != nil {
-			cg.Memory = *m.Limit
+	if m := r.Memory; m != nil && m.Reservation != nil {
+		if c.resources.Memory == nil {
+			c.resources.Memory = &specs.LinuxMemory{}
 		}
-		if m.Swap != nil {
-			cg.MemorySwap = *m.Swap
-		}
+		c.resources.Memory.Reservation = m.Reservation
 	}
-	for _, h := range r.HugepageLimits {
-		cg.HugetlbLimit = append(cg.HugetlbLimit, &cgroups.HugepageLimit{Pagesize: h.Pagesize, Limit: h.Limit})
-	}
-	if len(r.Unified) > 0 {
-		cg.Unified = r.Unified
-	}
+	return nil
 }

@@ -1,23 +1,20 @@
-package server
+package helper
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/opencontainers/cgroups"
 	"github.com/opencontainers/cgroups/manager"
 	"github.com/opencontainers/runc/libcontainer/configs"
-	"ketch.dev/ketch/oci/shim"
 )
 
 // A shim killed half-way through a start leaves cgroups that libcontainer,
 // which saves its state only once the container has started, knows
 // nothing of: Destroy finds them from the config saved at create, removes
-// them and the state dir, and a second Destroy finds nothing to do.
+// them and the state dir, and a second destroy finds nothing to do.
 func TestDestroyUnstarted(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: makes cgroups")
@@ -25,7 +22,7 @@ func TestDestroyUnstarted(t *testing.T) {
 	dir, id := t.TempDir(), "c1"
 	parent := fmt.Sprintf("/ketch-shimtest-%d", os.Getpid())
 	cg := &cgroups.Cgroup{Path: parent + "/" + id, Resources: &cgroups.Resources{}}
-	root := filepath.Join(dir, shim.StateDir)
+	root := filepath.Join(dir, "state")
 	if err := os.MkdirAll(filepath.Join(root, id), 0o711); err != nil {
 		t.Fatal(err)
 	}
@@ -49,10 +46,8 @@ func TestDestroyUnstarted(t *testing.T) {
 	if len(paths) == 0 {
 		t.Fatal("the cgroup manager made no cgroup")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
 	for range 2 {
-		if err := Destroy(ctx, dir, id); err != nil {
+		if err := destroy(root, id); err != nil {
 			t.Fatal(err)
 		}
 	}
