@@ -151,9 +151,9 @@ const maxSocketPath = 107
 
 // New prepares the sandbox rootfs and returns a Manager.
 func New(o Options) (*Manager, error) {
-	// A pod's shim socket is <state>/pods/<64-hex id>/shim.sock; the
-	// kernel would refuse it later, pod by pod, with an unclear error.
-	if n := len(filepath.Join(o.StateDir, "pods", fmt.Sprintf("%064d", 0), shim.SockFile)); n > maxSocketPath {
+	// A shim's sockets are <state>/shims/<16-hex id>/shim.sock and
+	// io.sock; the kernel would refuse them later with an unclear error.
+	if n := len(filepath.Join(o.StateDir, "shims", fmt.Sprintf("%016d", 0), shim.SockFile)); n > maxSocketPath {
 		return nil, fmt.Errorf("state dir %s is too long: shim sockets would be %d bytes, unix sockets take %d: %w",
 			o.StateDir, n, maxSocketPath, errdefs.ErrInvalidArgument)
 	}

@@ -152,9 +152,14 @@ func (h Helper) call(ctx context.Context, cmd, id string, req Request, files []*
 	c.Dir = "/"
 	c.Stdin, c.Stdout, c.Stderr = bytes.NewReader(in), &out, os.Stderr
 	c.ExtraFiles = files
-	// A helper whose caller died must not go on making a container nobody
-	// knows of; runc's init, its child, dies with it the same way.
-	c.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if cmd == "run" {
+		// A run whose shim died must not go on making a container nobody
+		// knows of; runc's init, its child, dies with it the same way.
+		// (The signal comes when the forking thread ends: only the shim,
+		// which locks no thread, runs containers. ketchd, whose netns
+		// work ends threads, only destroys, which may finish alone.)
+		c.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	}
 	// GC is wasted on a process this short.
 	c.Env = append(os.Environ(), "GOGC=off")
 	runErr := c.Run()

@@ -27,54 +27,137 @@ import (
 	"ketch.dev/ketch/pidfd"
 )
 
-// Client is ketchd's connection to one pod's shim. Closing it, or ketchd
-// dying, leaves the shim and its pod running; Connect reaches it again.
+// Client is ketchd's client of one pod's shim. The clients of a shim's
+// pods share one connection (conn); closing a client, or ketchd dying,
+// leaves the shim and its pod running; Connect reaches it again.
 //
 // Its errors carry errdefs sentinels (errdefs.IsNotFound and the like), as
 // the shim's handlers wrapped them.
 type Client struct {
-	conn   *ttrpc.Client
-	shim   api.ShimService
-	dir    string
-	closed chan struct{} // closed when the connection ends, by either side
-	ending atomic.Bool   // Close or Shutdown ends the connection: no news
+	conn    *conn
+	pod     string // the pod's id, which every call names
+	dir     string // the pod's directory
+	onClose func()
+	ending  atomic.Bool // Close or Shutdown ends the client: no news
 }
 
-// Connect reaches the shim serving the pod directory dir; onClose, if not
-// nil, is called if the connection ends other than by Close or Shutdown:
-// the shim died, most likely. opts add to the connection's (ketchd's
-// tracing). When no shim serves it, the error is errdefs.ErrNotFound.
+// conn is ketchd's one connection to a shim, shared by its pods' clients.
+type conn struct {
+	dir    string // where its sockets are: the shim's directory
+	ttrpc  *ttrpc.Client
+	shim   api.ShimService
+	closed chan struct{} // closed when the connection ends, by either side
+
+	// clients are those using it; guarded by connsMu.
+	clients map[*Client]bool
+}
+
+// conns are the open connections by shim directory; connsMu guards it and
+// each conn's clients.
+var (
+	connsMu sync.Mutex
+	conns   = map[string]*conn{}
+)
+
+// Connect reaches the shim serving the pod directory dir, which is named
+// by the pod's id (<state>/pods/<id>), on the shim's one connection;
+// onClose, if not nil, is called if the connection ends other than by
+// Close or Shutdown: the shim died, most likely. opts add to a new
+// connection's (ketchd's tracing). When no shim serves it, the error is
+// errdefs.ErrNotFound.
 func Connect(ctx context.Context, dir string, onClose func(), opts ...ttrpc.ClientOpts) (*Client, error) {
+	// A shim that ketch 0.1.0 started serves each pod on sockets in the
+	// pod's directory, and takes its calls as its own.
+	shimDir := dir
+	if _, err := os.Stat(filepath.Join(dir, SockFile)); err != nil {
+		if shimDir, err = os.Readlink(filepath.Join(dir, ShimLink)); err != nil {
+			return nil, fmt.Errorf("no shim serves %s: %w: %w", dir, errdefs.ErrNotFound, err)
+		}
+	}
+	c := &Client{pod: filepath.Base(dir), dir: dir, onClose: onClose}
+	connsMu.Lock()
+	sc := conns[shimDir]
+	if sc != nil {
+		sc.clients[c] = true
+		c.conn = sc
+	}
+	connsMu.Unlock()
+	if sc != nil {
+		return c, nil
+	}
+	// Dialled without the lock: a shim that does not accept must hold up
+	// no other.
 	var d net.Dialer
-	conn, err := d.DialContext(ctx, "unix", filepath.Join(dir, SockFile))
+	nc, err := d.DialContext(ctx, "unix", filepath.Join(shimDir, SockFile))
 	if err != nil {
 		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
 			return nil, fmt.Errorf("no shim serves %s: %w: %w", dir, errdefs.ErrNotFound, err)
 		}
-		return nil, fmt.Errorf("connect to shim in %s: %w", dir, err)
+		return nil, fmt.Errorf("connect to shim in %s: %w", shimDir, err)
 	}
-	c := &Client{dir: dir, closed: make(chan struct{})}
-	c.conn = ttrpc.NewClient(conn, append(opts, ttrpc.WithOnClose(func() {
-		close(c.closed)
-		if onClose != nil && !c.ending.Load() {
-			onClose()
-		}
-	}))...)
-	c.shim = api.NewShimClient(c.conn)
+	sc = &conn{dir: shimDir, closed: make(chan struct{}), clients: map[*Client]bool{c: true}}
+	sc.ttrpc = ttrpc.NewClient(nc, append(opts, ttrpc.WithOnClose(sc.ended))...)
+	sc.shim = api.NewShimClient(sc.ttrpc)
+	c.conn = sc
+	connsMu.Lock()
+	other := conns[shimDir]
+	if other == nil {
+		conns[shimDir] = sc
+	} else { // another Connect got there first: share its connection
+		delete(sc.clients, c)
+		other.clients[c] = true
+		c.conn = other
+	}
+	connsMu.Unlock()
+	if other != nil {
+		sc.ttrpc.Close()
+	}
 	return c, nil
 }
 
-// Close drops the connection; the shim keeps running.
+// ended tells the clients that did not end themselves that the
+// connection did.
+func (sc *conn) ended() {
+	connsMu.Lock()
+	close(sc.closed)
+	if conns[sc.dir] == sc {
+		delete(conns, sc.dir)
+	}
+	var tell []func()
+	for c := range sc.clients {
+		if c.onClose != nil && !c.ending.Load() {
+			tell = append(tell, c.onClose)
+		}
+	}
+	connsMu.Unlock()
+	for _, f := range tell {
+		f()
+	}
+}
+
+// Close lets the client go; the connection ends with the last client of
+// the shim's, and the shim keeps running.
 func (c *Client) Close() error {
 	c.ending.Store(true)
-	return c.conn.Close()
+	connsMu.Lock()
+	sc := c.conn
+	delete(sc.clients, c)
+	last := len(sc.clients) == 0
+	if last && conns[sc.dir] == sc {
+		delete(conns, sc.dir)
+	}
+	connsMu.Unlock()
+	if last {
+		return sc.ttrpc.Close()
+	}
+	return nil
 }
 
 // Closed reports whether the connection has ended: closed here, or the
 // shim gone. Connect again to reach a shim that serves the pod now.
 func (c *Client) Closed() bool {
 	select {
-	case <-c.closed:
+	case <-c.conn.closed:
 		return true
 	default:
 		return false
@@ -82,12 +165,24 @@ func (c *Client) Closed() bool {
 }
 
 // Done is closed when the connection ends, as Closed then reports.
-func (c *Client) Done() <-chan struct{} { return c.closed }
+func (c *Client) Done() <-chan struct{} { return c.conn.closed }
 
 // Gone reports whether err, from a call on c, means the shim went away
 // (it died or was killed): what it held is then left for Destroy.
 func (c *Client) Gone(err error) bool {
 	return err != nil && (errors.Is(err, ttrpc.ErrClosed) || c.Closed())
+}
+
+// call is ctx naming the client's pod, as every Shim API call does.
+func (c *Client) call(ctx context.Context) context.Context {
+	md, ok := ttrpc.GetMetadata(ctx)
+	if ok {
+		md = md.Clone()
+	} else {
+		md = ttrpc.MD{}
+	}
+	md.Set(PodMetadata, c.pod)
+	return ttrpc.WithMetadata(ctx, md)
 }
 
 // StartSandbox starts the pod's PID 1 from spec (oci.SandboxSpec) and
@@ -97,7 +192,7 @@ func (c *Client) StartSandbox(ctx context.Context, spec *specs.Spec) (int, error
 	if err != nil {
 		return 0, fmt.Errorf("start sandbox: %w", err)
 	}
-	r, err := c.shim.StartSandbox(ctx, &api.StartSandboxRequest{Spec: data})
+	r, err := c.conn.shim.StartSandbox(c.call(ctx), &api.StartSandboxRequest{Spec: data})
 	if err != nil {
 		return 0, fromTTRPC(err)
 	}
@@ -111,7 +206,7 @@ func (c *Client) CreateContainer(ctx context.Context, id string, spec *specs.Spe
 	if err != nil {
 		return fmt.Errorf("create container %s: %w", id, err)
 	}
-	_, err = c.shim.CreateContainer(ctx, &api.CreateContainerRequest{
+	_, err = c.conn.shim.CreateContainer(c.call(ctx), &api.CreateContainerRequest{
 		Id: id, Spec: data, LogPath: o.LogPath, LogDir: o.LogDir, Stdin: o.Stdin, StdinOnce: o.StdinOnce, ResultCap: int64(o.ResultCap), Init: o.Init,
 	})
 	return fromTTRPC(err)
@@ -120,7 +215,7 @@ func (c *Client) CreateContainer(ctx context.Context, id string, spec *specs.Spe
 // StartContainer runs created container id's program and returns when it
 // started. errdefs.ErrNotFound: the program is not in the image.
 func (c *Client) StartContainer(ctx context.Context, id string) (Started, error) {
-	r, err := c.shim.StartContainer(ctx, &api.StartContainerRequest{Id: id})
+	r, err := c.conn.shim.StartContainer(c.call(ctx), &api.StartContainerRequest{Id: id})
 	if err != nil {
 		return Started{}, fromTTRPC(err)
 	}
@@ -130,19 +225,19 @@ func (c *Client) StartContainer(ctx context.Context, id string) (Started, error)
 // DeleteContainer kills container id if it runs and removes it; unknown
 // ids succeed.
 func (c *Client) DeleteContainer(ctx context.Context, id string) error {
-	_, err := c.shim.DeleteContainer(ctx, &api.DeleteContainerRequest{Id: id})
+	_, err := c.conn.shim.DeleteContainer(c.call(ctx), &api.DeleteContainerRequest{Id: id})
 	return fromTTRPC(err)
 }
 
 // ReopenLog reopens running container id's log file.
 func (c *Client) ReopenLog(ctx context.Context, id string) error {
-	_, err := c.shim.ReopenLog(ctx, &api.ReopenLogRequest{Id: id})
+	_, err := c.conn.shim.ReopenLog(c.call(ctx), &api.ReopenLogRequest{Id: id})
 	return fromTTRPC(err)
 }
 
 // ExecSync runs args in running container id and returns what it did.
 func (c *Client) ExecSync(ctx context.Context, id string, args []string, timeout time.Duration) (ExecResult, error) {
-	r, err := c.shim.ExecSync(ctx, &api.ExecSyncRequest{Id: id, Args: args, TimeoutNano: int64(timeout)})
+	r, err := c.conn.shim.ExecSync(c.call(ctx), &api.ExecSyncRequest{Id: id, Args: args, TimeoutNano: int64(timeout)})
 	if err != nil {
 		return ExecResult{}, fromTTRPC(err)
 	}
@@ -155,13 +250,13 @@ func (c *Client) Update(ctx context.Context, id string, r *specs.LinuxResources)
 	if err != nil {
 		return err
 	}
-	_, err = c.shim.Update(ctx, &api.UpdateRequest{Id: id, Resources: data})
+	_, err = c.conn.shim.Update(c.call(ctx), &api.UpdateRequest{Id: id, Resources: data})
 	return fromTTRPC(err)
 }
 
 // State returns container id's state; the sandbox's id is the pod id.
 func (c *Client) State(ctx context.Context, id string) (State, error) {
-	r, err := c.shim.State(ctx, &api.StateRequest{Id: id})
+	r, err := c.conn.shim.State(c.call(ctx), &api.StateRequest{Id: id})
 	if err != nil {
 		return State{}, fromTTRPC(err)
 	}
@@ -171,13 +266,13 @@ func (c *Client) State(ctx context.Context, id string) (State, error) {
 // Kill signals container id's init, or with all every process in its
 // cgroup. errdefs.ErrFailedPrecondition means it is not running.
 func (c *Client) Kill(ctx context.Context, id string, sig syscall.Signal, all bool) error {
-	_, err := c.shim.Kill(ctx, &api.KillRequest{Id: id, Signal: uint32(sig), All: all})
+	_, err := c.conn.shim.Kill(c.call(ctx), &api.KillRequest{Id: id, Signal: uint32(sig), All: all})
 	return fromTTRPC(err)
 }
 
 // Wait blocks until container id's init has exited and returns its exit.
 func (c *Client) Wait(ctx context.Context, id string) (Exit, error) {
-	r, err := c.shim.Wait(ctx, &api.WaitRequest{Id: id})
+	r, err := c.conn.shim.Wait(c.call(ctx), &api.WaitRequest{Id: id})
 	if err != nil {
 		return Exit{}, fromTTRPC(err)
 	}
@@ -187,7 +282,7 @@ func (c *Client) Wait(ctx context.Context, id string) (Exit, error) {
 // Stats reads container id's cgroup usage, or with pod that of the pod's
 // cgroup, the one above the sandbox's (see Service.Stats).
 func (c *Client) Stats(ctx context.Context, id string, o StatsOptions) (Stats, error) {
-	r, err := c.shim.Stats(ctx, &api.StatsRequest{Id: id, Pod: o.Pod, Full: o.Full})
+	r, err := c.conn.shim.Stats(c.call(ctx), &api.StatsRequest{Id: id, Pod: o.Pod, Full: o.Full})
 	if err != nil {
 		return Stats{}, fromTTRPC(err)
 	}
@@ -205,13 +300,13 @@ func (c *Client) Shutdown(ctx context.Context) error {
 		defer unix.Close(pidfd)
 	}
 	c.ending.Store(true)
-	r, err := c.shim.Shutdown(ctx, &api.ShutdownRequest{})
+	r, err := c.conn.shim.Shutdown(c.call(ctx), &api.ShutdownRequest{})
 	// The shim may close the connection before its reply is out (ttrpc
-	// closes connections it believes idle). It removes the pod's socket
-	// only after everything else, so a missing socket proves a finished
-	// job.
+	// closes connections it believes idle as a shim ends). It removes the
+	// pod's link only after everything else, so a missing link proves a
+	// finished job.
 	if errors.Is(err, ttrpc.ErrClosed) {
-		if _, serr := os.Stat(filepath.Join(c.dir, SockFile)); errors.Is(serr, os.ErrNotExist) {
+		if _, serr := os.Lstat(filepath.Join(c.dir, ShimLink)); errors.Is(serr, os.ErrNotExist) {
 			err = nil
 		}
 	}

@@ -183,9 +183,10 @@ func newPod(t *testing.T) *pod {
 	if err != nil {
 		t.Fatal(err)
 	}
+	id := "pod-" + strings.TrimPrefix(filepath.Base(base), "ksh-")
 	p := &pod{
-		id:           "pod-" + strings.TrimPrefix(filepath.Base(base), "ksh-"),
-		dir:          filepath.Join(base, "pod"),
+		id:           id,
+		dir:          filepath.Join(base, id), // named by the pod's id, as ketchd's are
 		shimDir:      filepath.Join(base, "shim"),
 		cgroupParent: "/ketch-test-" + filepath.Base(base),
 		shimFD:       -1,

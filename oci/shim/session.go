@@ -48,8 +48,9 @@ func (c *Client) Attach(ctx context.Context, id string, st Streams) (int, error)
 // runc's init sends the pty master back over) and this side copies
 // between them and the client.
 func (c *Client) session(ctx context.Context, req StreamRequest, st Streams) (int, error) {
+	req.Pod = c.pod
 	var d net.Dialer
-	nc, err := d.DialContext(ctx, "unix", filepath.Join(c.dir, IOSockFile))
+	nc, err := d.DialContext(ctx, "unix", filepath.Join(c.conn.dir, IOSockFile))
 	if err != nil {
 		return 0, fmt.Errorf("%s session with %s: %w: %w", req.Op, req.ID, errdefs.ErrUnavailable, err)
 	}

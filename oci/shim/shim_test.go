@@ -228,12 +228,12 @@ func checkShutdown(t *testing.T, p *pod) {
 	if dirs := cgroupDirs(t, p.cgroupParent+"/"+p.id); len(dirs) > 0 {
 		t.Errorf("cgroups left: %v", dirs)
 	}
-	for _, f := range []string{"libcontainer", "shim.sock", "io.sock"} {
-		if _, err := os.Stat(filepath.Join(p.dir, f)); !os.IsNotExist(err) {
+	for _, f := range []string{"libcontainer", "shim"} {
+		if _, err := os.Lstat(filepath.Join(p.dir, f)); !os.IsNotExist(err) {
 			t.Errorf("%s left in the pod directory (%v)", f, err)
 		}
 	}
-	for _, f := range []string{"shim.sock", "shim.pid"} {
+	for _, f := range []string{"shim.sock", "io.sock", "shim.pid"} {
 		if _, err := os.Stat(filepath.Join(p.shimDir, f)); !os.IsNotExist(err) {
 			t.Errorf("%s left in the shim's directory (%v)", f, err)
 		}

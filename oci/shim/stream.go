@@ -13,6 +13,7 @@ import (
 // Stderr.
 type StreamRequest struct {
 	Op     string   `json:"op"` // "exec" or "attach"
+	Pod    string   `json:"pod"`
 	ID     string   `json:"id"`
 	Args   []string `json:"args,omitempty"`
 	TTY    bool     `json:"tty,omitempty"`

@@ -460,13 +460,14 @@ func TestStartTheShimWentOnWith(t *testing.T) {
 	d.mustPull(t, busybox)
 	pod, podCfg, _ := d.podWithLogs(t, "cut-short")
 	id := d.createContainer(t, pod, podCfg, containerConfig("app", "sleep", "3600"))
-	conn, err := net.Dial("unix", filepath.Join(d.state, "pods", pod, "shim.sock"))
+	conn, err := net.Dial("unix", filepath.Join(d.state, "pods", pod, "shim", "shim.sock"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	tc := ttrpc.NewClient(conn)
 	defer tc.Close()
-	started, err := shimapi.NewShimClient(tc).StartContainer(ctxT(t, 30*time.Second), &shimapi.StartContainerRequest{Id: id})
+	ctx := ttrpc.WithMetadata(ctxT(t, 30*time.Second), ttrpc.MD{"ketch-pod": {pod}})
+	started, err := shimapi.NewShimClient(tc).StartContainer(ctx, &shimapi.StartContainerRequest{Id: id})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -37,7 +38,10 @@ type Options struct {
 }
 
 // group is the shim's set of pods: AddPod adds one, its Shutdown drops it,
-// and the shim ends with the last.
+// and the shim ends with the last. Every pod is served on the shim's two
+// sockets, each call and session naming its pod (shim.PodMetadata,
+// StreamRequest.Pod): a pod costs the shim no listener and, with
+// ketchd's one connection a shim, no connection of its own.
 type group struct {
 	dir    string
 	runc   string // ketch-runc
@@ -46,16 +50,19 @@ type group struct {
 	mu sync.Mutex
 	// pods by id; closing is set when the last one is dropped, and then
 	// no pod is added. Guarded by mu.
-	pods    map[string]*podServer
+	pods    map[string]*Service
 	closing bool
-	done    chan struct{} // closed once the last pod's servers stopped
+	done    chan struct{} // closed once the last pod is dropped
 }
 
-// podServer is what serves one pod: its service, and its two sockets.
-type podServer struct {
-	svc     *Service
-	srv     *ttrpc.Server
-	streams net.Listener
+// pod is the Service of pod id; NotFound when the shim does not serve it.
+func (g *group) pod(id string) (*Service, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if s := g.pods[id]; s != nil {
+		return s, nil
+	}
+	return nil, fmt.Errorf("pod %q: not served here: %w", id, errdefs.ErrNotFound)
 }
 
 // Serve runs the shim until the last pod it served has been shut down: it
@@ -81,6 +88,11 @@ func Serve(ctx context.Context, o Options) error {
 		return err
 	}
 	defer l.Close()
+	streams, err := listen(filepath.Join(o.Dir, shim.IOSockFile))
+	if err != nil {
+		return err
+	}
+	defer streams.Close()
 
 	if o.Runc == "" {
 		exe, err := os.Executable()
@@ -97,14 +109,19 @@ func Serve(ctx context.Context, o Options) error {
 	defer close(stop)
 	go r.run(stop)
 
-	g := &group{dir: o.Dir, runc: o.Runc, reaper: r, pods: map[string]*podServer{}, done: make(chan struct{})}
-	srv, err := newServer(slog.Default())
+	g := &group{dir: o.Dir, runc: o.Runc, reaper: r, pods: map[string]*Service{}, done: make(chan struct{})}
+	srv, err := ttrpc.NewServer(
+		ttrpc.WithServerHandshaker(ttrpc.UnixSocketRequireSameUser()),
+		ttrpc.WithUnaryServerInterceptor(g.interceptor),
+	)
 	if err != nil {
 		return err
 	}
 	api.RegisterGroupService(srv, g)
+	api.RegisterShimService(srv, ttrpcService{g})
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ctx, l) }()
+	go g.serveStreams(streams.(*net.UnixListener))
 	slog.Info("serving", "dir", o.Dir, "pid", os.Getpid(), "runc", o.Runc)
 	if o.Ready != nil {
 		_, _ = o.Ready.Write([]byte{'\n'})
@@ -121,13 +138,6 @@ func Serve(ctx context.Context, o Options) error {
 	return nil
 }
 
-func newServer(log *slog.Logger) (*ttrpc.Server, error) {
-	return ttrpc.NewServer(
-		ttrpc.WithServerHandshaker(ttrpc.UnixSocketRequireSameUser()),
-		ttrpc.WithUnaryServerInterceptor(serverInterceptor(log)),
-	)
-}
-
 // shutdownServer stops srv once its replies are written; a caller still
 // blocked in Wait is cut off after a bound.
 func shutdownServer(srv *ttrpc.Server) {
@@ -139,7 +149,7 @@ func shutdownServer(srv *ttrpc.Server) {
 }
 
 // AddPod serves pod id, whose directory is dir, from now on.
-func (g *group) AddPod(_ context.Context, r *api.AddPodRequest) (_ *api.AddPodResponse, retErr error) {
+func (g *group) AddPod(_ context.Context, r *api.AddPodRequest) (*api.AddPodResponse, error) {
 	id, dir := r.GetId(), r.GetDir()
 	if !shim.ValidID(id) || !filepath.IsAbs(dir) {
 		return nil, fmt.Errorf("pod %q in %q: %w", id, dir, errdefs.ErrInvalidArgument)
@@ -152,74 +162,33 @@ func (g *group) AddPod(_ context.Context, r *api.AddPodRequest) (_ *api.AddPodRe
 	case g.pods[id] != nil:
 		return nil, fmt.Errorf("pod %s: %w", id, errdefs.ErrAlreadyExists)
 	}
-	// The link first: whoever finds the pod's socket finds its shim.
+	// The link first: whoever finds the pod finds its shim.
 	if err := atomicSymlink(g.dir, filepath.Join(dir, shim.ShimLink)); err != nil {
 		return nil, fmt.Errorf("pod %s: %w", id, err)
 	}
-	var p podServer
-	defer func() {
-		if retErr != nil {
-			p.close()
-		}
-	}()
-	l, err := listen(filepath.Join(dir, shim.SockFile))
-	if err != nil {
-		return nil, fmt.Errorf("pod %s: %w", id, err)
-	}
-	p.streams, err = listen(filepath.Join(dir, shim.IOSockFile))
-	if err != nil {
-		l.Close()
-		return nil, fmt.Errorf("pod %s: %w", id, err)
-	}
-	p.svc = newService(id, dir, g.runc, g.reaper)
-	if p.srv, err = newServer(p.svc.log); err != nil {
-		l.Close()
-		return nil, err
-	}
-	api.RegisterShimService(p.srv, &ttrpcService{p.svc, g})
-	go func() { _ = p.srv.Serve(context.Background(), l) }()
-	go p.svc.serveStreams(p.streams.(*net.UnixListener))
-	g.pods[id] = &p
-	p.svc.log.Info("serving pod", "dir", dir)
+	svc := newService(id, dir, g.runc, g.reaper)
+	g.pods[id] = svc
+	svc.log.Info("serving pod", "dir", dir)
 	return &api.AddPodResponse{}, nil
 }
 
-// drop stops serving pod id, whose Shutdown is done, once the reply is
-// out, and tells whether it was the last: the shim then ends, and its
-// socket and pid file go at once, so that no caller finds it.
+// drop stops serving pod id, whose Shutdown is done, and tells whether it
+// was the last: the shim then ends once the reply is out, and its sockets
+// and pid file go at once, so that no caller finds it.
 func (g *group) drop(id string) (last bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	p := g.pods[id]
 	delete(g.pods, id)
 	if len(g.pods) == 0 && !g.closing {
 		g.closing = true
-		for _, f := range []string{shim.SockFile, shim.PIDFile} {
+		for _, f := range []string{shim.SockFile, shim.IOSockFile, shim.PIDFile} {
 			if err := os.Remove(filepath.Join(g.dir, f)); err != nil && !errors.Is(err, os.ErrNotExist) {
 				slog.Warn("remove the shim's files", "err", err)
 			}
 		}
+		close(g.done)
 	}
-	closing := g.closing
-	go func() {
-		if p != nil {
-			p.close()
-		}
-		if closing && p != nil {
-			close(g.done)
-		}
-	}()
-	return closing
-}
-
-// close stops serving the pod, once the replies under way are written.
-func (p *podServer) close() {
-	if p.srv != nil {
-		shutdownServer(p.srv)
-	}
-	if p.streams != nil {
-		p.streams.Close()
-	}
+	return g.closing
 }
 
 // atomicSymlink makes path a link to target, replacing what was there.
@@ -282,142 +251,156 @@ func listen(path string) (net.Listener, error) {
 	return l, nil
 }
 
-// serverInterceptor is the one place where errors become status codes: the
+// interceptor is the one place where errors become status codes: the
 // handlers wrap errdefs sentinels and the client turns the codes back into
-// them. It also logs every call, to log (which names the pod), and keeps a
-// panic from ending the shim.
-func serverInterceptor(log *slog.Logger) ttrpc.UnaryServerInterceptor {
-	return func(ctx context.Context, unmarshal ttrpc.Unmarshaler, info *ttrpc.UnaryServerInfo, method ttrpc.Method) (resp any, err error) {
-		start := time.Now()
-		defer func() {
-			if p := recover(); p != nil {
-				log.Error("panic", "method", info.FullMethod, "panic", p, "stack", string(debug.Stack()))
-				err = fmt.Errorf("%s: panic: %v: %w", info.FullMethod, p, errdefs.ErrInternal)
-			}
-			// Calls at debug: an exec probe makes one a second for as
-			// long as its pod runs, and the log lives on the node's tmpfs.
-			level := slog.LevelDebug
-			if err != nil {
-				level = slog.LevelWarn
-			}
-			log.Log(ctx, level, "call", "method", info.FullMethod, "duration", time.Since(start), "err", err)
-			if err != nil {
-				err = errgrpc.ToGRPC(err)
-			}
-		}()
-		return method(ctx, unmarshal)
+// them. It finds the pod a Shim call names (shim.PodMetadata; NotFound
+// when the shim does not serve it), logs every call to the pod's log, and
+// keeps a panic from ending the shim.
+func (g *group) interceptor(ctx context.Context, unmarshal ttrpc.Unmarshaler, info *ttrpc.UnaryServerInfo, method ttrpc.Method) (resp any, err error) {
+	start := time.Now()
+	log := slog.Default()
+	defer func() {
+		if p := recover(); p != nil {
+			log.Error("panic", "method", info.FullMethod, "panic", p, "stack", string(debug.Stack()))
+			err = fmt.Errorf("%s: panic: %v: %w", info.FullMethod, p, errdefs.ErrInternal)
+		}
+		// Calls at debug: an exec probe makes one a second for as
+		// long as its pod runs, and the log lives on the node's tmpfs.
+		level := slog.LevelDebug
+		if err != nil {
+			level = slog.LevelWarn
+		}
+		log.Log(ctx, level, "call", "method", info.FullMethod, "duration", time.Since(start), "err", err)
+		if err != nil {
+			err = errgrpc.ToGRPC(err)
+		}
+	}()
+	if strings.HasPrefix(info.FullMethod, "/"+shimService+"/") {
+		id, _ := ttrpc.GetMetadataValue(ctx, shim.PodMetadata)
+		s, err := g.pod(id)
+		if err != nil {
+			return nil, err
+		}
+		log = s.log
+		ctx = context.WithValue(ctx, serviceKey{}, s)
 	}
+	return method(ctx, unmarshal)
 }
 
-// ttrpcService adapts one pod's Service to the generated ttrpc interface.
-type ttrpcService struct {
-	s *Service
-	g *group
-}
+// shimService is the Shim API's ttrpc service name.
+const shimService = "ketch.shim.v1.Shim"
 
-func (t *ttrpcService) StartSandbox(ctx context.Context, r *api.StartSandboxRequest) (*api.StartSandboxResponse, error) {
+type serviceKey struct{}
+
+// ttrpcService adapts the Shim API to the Service of the pod each call
+// names, which the interceptor found.
+type ttrpcService struct{ g *group }
+
+func service(ctx context.Context) *Service { return ctx.Value(serviceKey{}).(*Service) }
+
+func (t ttrpcService) StartSandbox(ctx context.Context, r *api.StartSandboxRequest) (*api.StartSandboxResponse, error) {
 	var spec specs.Spec
 	if err := json.Unmarshal(r.GetSpec(), &spec); err != nil {
 		return nil, fmt.Errorf("start sandbox: spec: %w: %w", errdefs.ErrInvalidArgument, err)
 	}
-	pid, err := t.s.StartSandbox(ctx, &spec)
+	pid, err := service(ctx).StartSandbox(ctx, &spec)
 	if err != nil {
 		return nil, err
 	}
 	return &api.StartSandboxResponse{Pid: uint32(pid)}, nil
 }
 
-func (t *ttrpcService) CreateContainer(ctx context.Context, r *api.CreateContainerRequest) (*api.CreateContainerResponse, error) {
+func (t ttrpcService) CreateContainer(ctx context.Context, r *api.CreateContainerRequest) (*api.CreateContainerResponse, error) {
 	var spec specs.Spec
 	if err := json.Unmarshal(r.GetSpec(), &spec); err != nil {
 		return nil, fmt.Errorf("create container %s: spec: %w: %w", r.GetId(), errdefs.ErrInvalidArgument, err)
 	}
 	o := shim.ContainerOptions{LogPath: r.GetLogPath(), LogDir: r.GetLogDir(), Stdin: r.GetStdin(), StdinOnce: r.GetStdinOnce(), ResultCap: int(r.GetResultCap()), Init: r.GetInit()}
-	if err := t.s.CreateContainer(ctx, r.GetId(), &spec, o); err != nil {
+	if err := service(ctx).CreateContainer(ctx, r.GetId(), &spec, o); err != nil {
 		return nil, err
 	}
 	return &api.CreateContainerResponse{}, nil
 }
 
-func (t *ttrpcService) StartContainer(ctx context.Context, r *api.StartContainerRequest) (*api.StartContainerResponse, error) {
-	st, err := t.s.StartContainer(ctx, r.GetId())
+func (t ttrpcService) StartContainer(ctx context.Context, r *api.StartContainerRequest) (*api.StartContainerResponse, error) {
+	st, err := service(ctx).StartContainer(ctx, r.GetId())
 	if err != nil {
 		return nil, err
 	}
 	return &api.StartContainerResponse{StartedAtUnixNano: st.At.UnixNano(), Pid: uint32(st.Pid)}, nil
 }
 
-func (t *ttrpcService) DeleteContainer(ctx context.Context, r *api.DeleteContainerRequest) (*api.DeleteContainerResponse, error) {
-	if err := t.s.DeleteContainer(ctx, r.GetId()); err != nil {
+func (t ttrpcService) DeleteContainer(ctx context.Context, r *api.DeleteContainerRequest) (*api.DeleteContainerResponse, error) {
+	if err := service(ctx).DeleteContainer(ctx, r.GetId()); err != nil {
 		return nil, err
 	}
 	return &api.DeleteContainerResponse{}, nil
 }
 
-func (t *ttrpcService) ReopenLog(ctx context.Context, r *api.ReopenLogRequest) (*api.ReopenLogResponse, error) {
-	if err := t.s.ReopenLog(ctx, r.GetId()); err != nil {
+func (t ttrpcService) ReopenLog(ctx context.Context, r *api.ReopenLogRequest) (*api.ReopenLogResponse, error) {
+	if err := service(ctx).ReopenLog(ctx, r.GetId()); err != nil {
 		return nil, err
 	}
 	return &api.ReopenLogResponse{}, nil
 }
 
-func (t *ttrpcService) ExecSync(ctx context.Context, r *api.ExecSyncRequest) (*api.ExecSyncResponse, error) {
-	res, err := t.s.ExecSync(ctx, r.GetId(), r.GetArgs(), time.Duration(r.GetTimeoutNano()))
+func (t ttrpcService) ExecSync(ctx context.Context, r *api.ExecSyncRequest) (*api.ExecSyncResponse, error) {
+	res, err := service(ctx).ExecSync(ctx, r.GetId(), r.GetArgs(), time.Duration(r.GetTimeoutNano()))
 	if err != nil {
 		return nil, err
 	}
 	return &api.ExecSyncResponse{Stdout: res.Stdout, Stderr: res.Stderr, ExitCode: int32(res.ExitCode), TimedOut: res.TimedOut}, nil
 }
 
-func (t *ttrpcService) Update(ctx context.Context, r *api.UpdateRequest) (*api.UpdateResponse, error) {
+func (t ttrpcService) Update(ctx context.Context, r *api.UpdateRequest) (*api.UpdateResponse, error) {
 	var res specs.LinuxResources
 	if err := json.Unmarshal(r.GetResources(), &res); err != nil {
 		return nil, fmt.Errorf("update %s: resources: %w: %w", r.GetId(), errdefs.ErrInvalidArgument, err)
 	}
-	if err := t.s.Update(ctx, r.GetId(), &res); err != nil {
+	if err := service(ctx).Update(ctx, r.GetId(), &res); err != nil {
 		return nil, err
 	}
 	return &api.UpdateResponse{}, nil
 }
 
-func (t *ttrpcService) State(ctx context.Context, r *api.StateRequest) (*api.StateResponse, error) {
-	st, err := t.s.State(ctx, r.GetId())
+func (t ttrpcService) State(ctx context.Context, r *api.StateRequest) (*api.StateResponse, error) {
+	st, err := service(ctx).State(ctx, r.GetId())
 	if err != nil {
 		return nil, err
 	}
 	return stateToProto(st), nil
 }
 
-func (t *ttrpcService) Kill(ctx context.Context, r *api.KillRequest) (*api.KillResponse, error) {
+func (t ttrpcService) Kill(ctx context.Context, r *api.KillRequest) (*api.KillResponse, error) {
 	sig := syscall.Signal(r.GetSignal())
 	if sig <= 0 || sig > 64 {
 		return nil, fmt.Errorf("signal %d: %w", r.GetSignal(), errdefs.ErrInvalidArgument)
 	}
-	if err := t.s.Kill(ctx, r.GetId(), sig, r.GetAll()); err != nil {
+	if err := service(ctx).Kill(ctx, r.GetId(), sig, r.GetAll()); err != nil {
 		return nil, err
 	}
 	return &api.KillResponse{}, nil
 }
 
-func (t *ttrpcService) Wait(ctx context.Context, r *api.WaitRequest) (*api.WaitResponse, error) {
-	e, err := t.s.Wait(ctx, r.GetId())
+func (t ttrpcService) Wait(ctx context.Context, r *api.WaitRequest) (*api.WaitResponse, error) {
+	e, err := service(ctx).Wait(ctx, r.GetId())
 	if err != nil {
 		return nil, err
 	}
 	return &api.WaitResponse{Exit: exitToProto(&e)}, nil
 }
 
-func (t *ttrpcService) Stats(ctx context.Context, r *api.StatsRequest) (*api.StatsResponse, error) {
-	st, err := t.s.Stats(ctx, r.GetId(), shim.StatsOptions{Pod: r.GetPod(), Full: r.GetFull()})
+func (t ttrpcService) Stats(ctx context.Context, r *api.StatsRequest) (*api.StatsResponse, error) {
+	st, err := service(ctx).Stats(ctx, r.GetId(), shim.StatsOptions{Pod: r.GetPod(), Full: r.GetFull()})
 	if err != nil {
 		return nil, err
 	}
 	return statsToProto(st)
 }
 
-func (t *ttrpcService) Shutdown(ctx context.Context, _ *api.ShutdownRequest) (*api.ShutdownResponse, error) {
-	if err := t.s.Shutdown(ctx); err != nil {
+func (t ttrpcService) Shutdown(ctx context.Context, _ *api.ShutdownRequest) (*api.ShutdownResponse, error) {
+	if err := service(ctx).Shutdown(ctx); err != nil {
 		return nil, err
 	}
-	return &api.ShutdownResponse{Last: t.g.drop(t.s.id)}, nil
+	return &api.ShutdownResponse{Last: t.g.drop(service(ctx).id)}, nil
 }

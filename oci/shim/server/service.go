@@ -156,7 +156,7 @@ func (s *Service) exited(c *container, e shim.Exit) {
 
 // Shutdown kills every container, waits for their exits to be recorded,
 // destroys their cgroups and libcontainer state, and removes the pod's
-// sockets; the shim then stops serving the pod. It may be called again
+// link to the shim; the shim then stops serving the pod. It may be called again
 // after an error. The exit records stay for ketchd to read.
 func (s *Service) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
@@ -185,10 +185,9 @@ func (s *Service) Shutdown(ctx context.Context) error {
 	if err := os.RemoveAll(s.stateRoot()); err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}
-	for _, f := range []string{shim.IOSockFile, shim.SockFile} {
-		if err := os.Remove(filepath.Join(s.dir, f)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("shutdown: %w", err)
-		}
+	// Last: a pod without its link is one whose Shutdown is done.
+	if err := os.Remove(filepath.Join(s.dir, shim.ShimLink)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("shutdown: %w", err)
 	}
 	return nil
 }

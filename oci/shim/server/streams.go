@@ -15,17 +15,18 @@ import (
 )
 
 // serveStreams accepts sessions on l until it is closed.
-func (s *Service) serveStreams(l *net.UnixListener) {
+func (g *group) serveStreams(l *net.UnixListener) {
 	for {
 		conn, err := l.AcceptUnix()
 		if err != nil {
 			return
 		}
-		go s.session(conn)
+		go g.session(conn)
 	}
 }
 
-func (s *Service) session(conn *net.UnixConn) {
+// session runs one exec or attach session, of the pod its request names.
+func (g *group) session(conn *net.UnixConn) {
 	defer conn.Close()
 	msg, files, err := shim.RecvFDs(conn)
 	if err != nil {
@@ -37,13 +38,16 @@ func (s *Service) session(conn *net.UnixConn) {
 		reply(conn, shim.StreamReply{Error: "bad request: " + err.Error(), Kind: "invalid"})
 		return
 	}
-	switch req.Op {
-	case "exec":
-		err = s.execSession(conn, req, files)
-	case "attach":
-		err = s.attachSession(conn, req, files)
-	default:
-		err = fmt.Errorf("stream op %q: %w", req.Op, errdefs.ErrInvalidArgument)
+	s, err := g.pod(req.Pod)
+	if err == nil {
+		switch req.Op {
+		case "exec":
+			err = s.execSession(conn, req, files)
+		case "attach":
+			err = s.attachSession(conn, req, files)
+		default:
+			err = fmt.Errorf("stream op %q: %w", req.Op, errdefs.ErrInvalidArgument)
+		}
 	}
 	if err != nil {
 		reply(conn, shim.StreamReply{Error: err.Error(), Kind: errKind(err)})
