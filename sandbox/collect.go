@@ -58,7 +58,7 @@ func (m *Manager) Collect(ctx context.Context, known func(id string) bool) error
 // collectRootfs removes the sandbox rootfs dirs older ketch-inits
 // installed once nothing uses them. Pods run from one and init-mode
 // containers bind-mount its ketch-init; the libcontainer state of a started
-// one, and the config the shim keeps of a created one, name that path.
+// one, and the spec the shim keeps of a created one, name that path.
 func (m *Manager) collectRootfs() error {
 	dirs, err := filepath.Glob(filepath.Join(filepath.Dir(m.rootfs), "rootfs-*"))
 	if err != nil {

@@ -22,7 +22,8 @@ import (
 // its libraries', paid once a shim rather than once a pod; its death costs
 // every pod it serves their containers (ShimDied), so the bound keeps that
 // to a part of a node's pods. Measured (make compare, 110 pods): 16 a
-// shim cost 417 KiB PSS a pod, 32 cost 297, CRI-O's conmon 342.
+// shim cost 417 KiB PSS a pod, 32 cost 297, CRI-O's conmon 342; the lean
+// shim (no libcontainer) 32 a shim 203, 64 a shim 166 (architecture.md).
 const DefaultPodsPerShim = 32
 
 // shimPool places pods in shims: a new pod goes to the fullest shim with

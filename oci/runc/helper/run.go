@@ -121,8 +121,10 @@ func process(p *runc.Process, f runc.Files) (*libcontainer.Process, error) {
 func waitExec(pid int, withChild bool) {
 	runcInit := []byte(os.Args[0] + "\x00init\x00")
 	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Microsecond) {
+		// Not "empty means gone": mid-execve a live process's command
+		// line reads empty until the new program's arguments are set up.
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		if err != nil || len(b) == 0 {
+		if err != nil {
 			return // gone
 		}
 		if bytes.Equal(b, runcInit) {

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -43,6 +44,7 @@ type container struct {
 	pidfd     int
 	startedAt time.Time     // zero until started; guarded by mu
 	starting  chan struct{} // while StartContainer is under way; closed when it ends; guarded by mu
+	deleting  bool          // DeleteContainer or Shutdown has begun: no start from now on; guarded by mu
 	io        *containerIO  // an app container's stdio and log once started; guarded by mu
 
 	// exited is closed once exit is set and recorded on disk; exit and
@@ -146,4 +148,22 @@ func (c *container) cgroupPaths() map[string]string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.cgroups
+}
+
+// settle waits until no start of c is under way, and returns with c.mu
+// held, so that none can begin before the caller has looked; on ctx's end
+// it returns its error, unlocked.
+func (c *container) settle(ctx context.Context) error {
+	c.mu.Lock()
+	for c.starting != nil {
+		starting := c.starting
+		c.mu.Unlock()
+		select {
+		case <-starting:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		c.mu.Lock()
+	}
+	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -20,6 +21,10 @@ import (
 // to reach its log: a background child left in a shared PID namespace
 // keeps the pipes open for as long as it lives (node-facts.md).
 const drainTimeout = 2 * time.Second
+
+// createdSpecFile holds a created container's spec in its libcontainer
+// state directory until ketch-runc's run replaces the directory.
+const createdSpecFile = "spec.json"
 
 // CreateContainer sets app container id up from spec, whose root is
 // mounted. As with containerd, nothing is made and nothing runs until
@@ -45,6 +50,16 @@ func (s *Service) CreateContainer(_ context.Context, id string, spec *specs.Spec
 	}
 	specJSON, err := json.Marshal(spec)
 	if err != nil {
+		return fmt.Errorf("create container %s: %w", id, err)
+	}
+	// On disk too, though the start takes it from memory: what a created
+	// container's spec names (an init-mode ketch-init in an older sandbox
+	// rootfs) must be found in use by ketchd's collection.
+	if err := os.MkdirAll(filepath.Join(s.runc.Root, id), 0o711); err != nil {
+		return fmt.Errorf("create container %s: %w", id, err)
+	}
+	if err := os.WriteFile(filepath.Join(s.runc.Root, id, createdSpecFile), specJSON, 0o600); err != nil {
+		os.RemoveAll(filepath.Join(s.runc.Root, id))
 		return fmt.Errorf("create container %s: %w", id, err)
 	}
 	c := newContainer(id, spec)
@@ -94,16 +109,12 @@ func (s *Service) StartContainer(ctx context.Context, id string) (shim.Started, 
 	if c.process == nil {
 		return shim.Started{}, fmt.Errorf("start %s: the sandbox starts with the pod: %w", id, errdefs.ErrInvalidArgument)
 	}
-	c.mu.Lock()
-	for c.starting != nil {
-		starting := c.starting
+	if err := c.settle(ctx); err != nil {
+		return shim.Started{}, fmt.Errorf("start %s: %w", id, err)
+	}
+	if c.deleting {
 		c.mu.Unlock()
-		select {
-		case <-starting:
-		case <-ctx.Done():
-			return shim.Started{}, fmt.Errorf("start %s: %w", id, ctx.Err())
-		}
-		c.mu.Lock()
+		return shim.Started{}, fmt.Errorf("start %s: being removed: %w", id, errdefs.ErrFailedPrecondition)
 	}
 	if !c.startedAt.IsZero() {
 		st := shim.Started{At: c.startedAt, Pid: c.pid}

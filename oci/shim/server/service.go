@@ -73,16 +73,10 @@ func (s *Service) State(ctx context.Context, id string) (shim.State, error) {
 	// A start under way is waited for: a ketchd that died during it asks
 	// on its return whether the container started, and must not be told
 	// "created" a moment before it runs.
-	c.mu.Lock()
-	starting := c.starting
-	c.mu.Unlock()
-	if starting != nil {
-		select {
-		case <-starting:
-		case <-ctx.Done():
-			return shim.State{}, ctx.Err()
-		}
+	if err := c.settle(ctx); err != nil {
+		return shim.State{}, err
 	}
+	c.mu.Unlock()
 	return c.state(), nil
 }
 
@@ -195,6 +189,14 @@ func (s *Service) Shutdown(ctx context.Context) error {
 // destroy kills c, waits until the reaper has recorded its exit, and
 // removes its cgroup and libcontainer state.
 func (s *Service) destroy(ctx context.Context, c *container) error {
+	// A start under way is let finish, and none may follow: ketch-runc's
+	// destroy and run are processes of their own, and a run after the
+	// destroy would mount into a rootfs ketchd is releasing.
+	if err := c.settle(ctx); err != nil {
+		return fmt.Errorf("delete %s: %w", c.id, err)
+	}
+	c.deleting = true
+	c.mu.Unlock()
 	if c.running() {
 		// KILL of a private PID namespace's init kills the whole namespace;
 		// with a shared one libcontainer kills every PID in the cgroup.
@@ -215,9 +217,14 @@ func (s *Service) destroy(ctx context.Context, c *container) error {
 	c.mu.Lock()
 	tried := c.tried
 	c.mu.Unlock()
-	// Nothing was made for a container never started; the exit of one
-	// that ran usually took its state and cgroups.
-	if tried && !(c.stopped() && c.destroyed) {
+	// Nothing but its spec was made for a container never started; the
+	// exit of one that ran usually took its state and cgroups.
+	switch {
+	case !tried:
+		if err := os.RemoveAll(filepath.Join(s.runc.Root, c.id)); err != nil {
+			return fmt.Errorf("delete %s: %w", c.id, err)
+		}
+	case !(c.stopped() && c.destroyed):
 		if err := s.release(ctx, c); err != nil {
 			return err
 		}
