@@ -150,8 +150,8 @@ func (s *Service) exited(c *container, e shim.Exit) {
 
 // Shutdown kills every container, waits for their exits to be recorded,
 // destroys their cgroups and libcontainer state, and removes the pod's
-// link to the shim; the shim then stops serving the pod. It may be called again
-// after an error. The exit records stay for ketchd to read.
+// link to the shim; the shim then stops serving the pod. It may be called
+// again after an error. The exit records stay for ketchd to read.
 func (s *Service) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closing = true
