@@ -89,6 +89,13 @@ func libcontainerConfig(id string, specJSON []byte) (*configs.Config, error) {
 	if spec.Process == nil || spec.Root == nil || spec.Linux == nil {
 		return nil, invalidError{errors.New("spec needs process, root and linux")}
 	}
+	if adj := spec.Process.OOMScoreAdj; adj != nil {
+		oom, err := clampOOMScoreAdj(*adj)
+		if err != nil {
+			return nil, err
+		}
+		spec.Process.OOMScoreAdj = &oom
+	}
 	config, err := specconv.CreateLibcontainerConfig(&specconv.CreateOpts{
 		CgroupName: id,
 		// cgroupfs paths are absolute; systemd ones are slice:prefix:name.

@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -30,8 +29,11 @@ const createdSpecFile = "spec.json"
 // mounted. As with containerd, nothing is made and nothing runs until
 // StartContainer: ketch-runc then checks the spec, makes the container
 // and looks the user's program up. A failure leaves nothing.
-func (s *Service) CreateContainer(_ context.Context, id string, spec *specs.Spec, o shim.ContainerOptions) error {
+func (s *Service) CreateContainer(_ context.Context, id string, specJSON []byte, o shim.ContainerOptions) error {
+	spec, err := decodeSpec(specJSON)
 	switch {
+	case err != nil:
+		return fmt.Errorf("create container %s: %w", id, err)
 	case !shim.ValidID(id) || id == s.id:
 		return fmt.Errorf("create container: id %q: %w", id, errdefs.ErrInvalidArgument)
 	case spec.Process == nil || len(spec.Process.Args) == 0 || spec.Root == nil || spec.Linux == nil:
@@ -41,17 +43,6 @@ func (s *Service) CreateContainer(_ context.Context, id string, spec *specs.Spec
 		return fmt.Errorf("create container %s: %w", id, err)
 	}
 	defer s.unreserve(id)
-	if spec.Process.OOMScoreAdj != nil {
-		oom, err := clampOOMScoreAdj(*spec.Process.OOMScoreAdj)
-		if err != nil {
-			return fmt.Errorf("create container %s: %w", id, err)
-		}
-		spec.Process.OOMScoreAdj = &oom
-	}
-	specJSON, err := json.Marshal(spec)
-	if err != nil {
-		return fmt.Errorf("create container %s: %w", id, err)
-	}
 	// On disk too, though the start takes it from memory: what a created
 	// container's spec names (an init-mode ketch-init in an older sandbox
 	// rootfs) must be found in use by ketchd's collection.

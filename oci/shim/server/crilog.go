@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,7 +12,6 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
-	"golang.org/x/sys/unix"
 )
 
 // maxLogLine is where a long line is cut into partial (P) entries, as
@@ -158,103 +156,40 @@ func (l *criLog) entry(stream string, partial bool, line []byte) {
 	l.buf = buf
 }
 
-// copy logs r as stream until r ends, and hands every piece read to tee
-// (attached clients, result capture) as soon as it is read: a prompt
-// without a newline must reach an attached terminal now, even though the
-// log entry waits for the end of its line.
-func (l *criLog) copy(stream string, r io.Reader, tee func([]byte)) {
-	var line []byte // the current line's bytes not yet logged
-	readLent(r, func(chunk []byte) {
-		if tee != nil {
-			tee(chunk)
+// lines cuts a stream's output into log entries as it comes, piece by
+// piece: a line that outgrows maxLogLine is logged in partial pieces, and
+// the last piece of the output ends its line, newline or not.
+type lines struct {
+	log    *criLog
+	stream string
+	line   []byte // the current line's bytes not yet logged
+}
+
+func (w *lines) write(chunk []byte) {
+	for len(chunk) > 0 {
+		i := bytes.IndexByte(chunk, '\n')
+		end := len(chunk)
+		if i >= 0 {
+			end = i
 		}
-		for len(chunk) > 0 {
-			i := bytes.IndexByte(chunk, '\n')
-			end := len(chunk)
-			if i >= 0 {
-				end = i
-			}
-			// A line that outgrows maxLogLine is logged in partial pieces.
-			if room := maxLogLine - len(line); end > room {
-				line = append(line, chunk[:room]...)
-				l.entry(stream, true, line)
-				line, chunk = line[:0], chunk[room:]
-				continue
-			}
-			line = append(line, chunk[:end]...)
-			if i < 0 {
-				break
-			}
-			l.entry(stream, false, line)
-			line, chunk = line[:0], chunk[i+1:]
+		if room := maxLogLine - len(w.line); end > room {
+			w.line = append(w.line, chunk[:room]...)
+			w.log.entry(w.stream, true, w.line)
+			w.line, chunk = w.line[:0], chunk[room:]
+			continue
 		}
-	})
-	// The last piece of the output ends its line, newline or not.
-	if len(line) > 0 {
-		l.entry(stream, false, line)
+		w.line = append(w.line, chunk[:end]...)
+		if i < 0 {
+			break
+		}
+		w.log.entry(w.stream, false, w.line)
+		w.line, chunk = w.line[:0], chunk[i+1:]
 	}
 }
 
-// readBufs lends the buffers output is read into. A stream takes one only
-// once it has something to read and gives it back at once, so an idle
-// container holds none: two of 32 KiB for each container were more than
-// all else a pod costs its shim.
-var readBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
-
-// readLent reads r until it ends or fails (closed at the container's
-// exit), each time into a lent buffer, which f must not keep.
-func readLent(r io.Reader, f func([]byte)) {
-	sc, ok := r.(syscall.Conn)
-	if !ok {
-		readEach(r, f)
-		return
+func (w *lines) end() {
+	if len(w.line) > 0 {
+		w.log.entry(w.stream, false, w.line)
 	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		readEach(r, f)
-		return
-	}
-	for {
-		var n int
-		var rerr error
-		var bp *[]byte
-		// Called once the descriptor is readable (pollable ones: pipes,
-		// non-blocking terminals); false waits for the next time.
-		err := rc.Read(func(fd uintptr) bool {
-			bp = readBufs.Get().(*[]byte)
-			n, rerr = unix.Read(int(fd), *bp)
-			for rerr == unix.EINTR {
-				n, rerr = unix.Read(int(fd), *bp)
-			}
-			if rerr == unix.EAGAIN {
-				readBufs.Put(bp)
-				bp = nil
-				return false
-			}
-			return true
-		})
-		if err == nil && n > 0 {
-			f((*bp)[:n])
-		}
-		if bp != nil {
-			readBufs.Put(bp)
-		}
-		if err != nil || rerr != nil || n <= 0 {
-			return
-		}
-	}
-}
-
-// readEach reads r until it ends or fails into one buffer of its own.
-func readEach(r io.Reader, f func([]byte)) {
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := r.Read(buf)
-		if n > 0 {
-			f(buf[:n])
-		}
-		if err != nil {
-			return
-		}
-	}
+	w.line = nil
 }

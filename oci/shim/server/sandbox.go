@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -21,8 +20,12 @@ import (
 // returns its host PID. Bad input is refused before anything is created; a
 // failure after that undoes every step, so a failed call leaves no
 // process, cgroup or state behind and may be retried.
-func (s *Service) StartSandbox(_ context.Context, spec *specs.Spec) (int, error) {
-	if err := checkSandboxSpec(spec); err != nil {
+func (s *Service) StartSandbox(_ context.Context, specJSON []byte) (int, error) {
+	spec, err := decodeSpec(specJSON)
+	if err == nil {
+		err = checkSandboxSpec(spec)
+	}
+	if err != nil {
 		return 0, fmt.Errorf("start sandbox %s: %w", s.id, err)
 	}
 	if err := s.reserve(s.id); err != nil {
@@ -30,7 +33,7 @@ func (s *Service) StartSandbox(_ context.Context, spec *specs.Spec) (int, error)
 	}
 	defer s.unreserve(s.id)
 
-	c, err := s.startSandbox(spec)
+	c, err := s.startSandbox(spec, specJSON)
 	if err != nil {
 		return 0, fmt.Errorf("start sandbox %s: %w", s.id, err)
 	}
@@ -40,18 +43,7 @@ func (s *Service) StartSandbox(_ context.Context, spec *specs.Spec) (int, error)
 	return c.pid, nil
 }
 
-func (s *Service) startSandbox(spec *specs.Spec) (_ *container, retErr error) {
-	if spec.Process.OOMScoreAdj != nil {
-		oom, err := clampOOMScoreAdj(*spec.Process.OOMScoreAdj)
-		if err != nil {
-			return nil, err
-		}
-		spec.Process.OOMScoreAdj = &oom
-	}
-	specJSON, err := json.Marshal(spec)
-	if err != nil {
-		return nil, err
-	}
+func (s *Service) startSandbox(spec *specs.Spec, specJSON []byte) (_ *container, retErr error) {
 	defer func() {
 		if retErr != nil {
 			err := s.reaper.hold(func() error { return s.runc.Destroy(context.Background(), s.id) })

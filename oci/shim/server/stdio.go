@@ -2,24 +2,27 @@ package server
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"sync"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"ketch.dev/ketch/oci/runc"
 	"ketch.dev/ketch/oci/shim"
 )
 
 // containerIO is an app container's stdio. Without a terminal: a pipe per
-// output stream whose write end the container holds and whose read end one
-// goroutine copies into the CRI log and to attached clients, and, when
+// output stream whose write end the container holds and whose read end the
+// shim's pump copies into the CRI log and to attached clients, and, when
 // asked for, a stdin pipe held open for attach. With a terminal: the pty
 // master, copied as stdout, and written to as stdin.
 type containerIO struct {
 	log       *criLog
-	readers   []*os.File // our ends of stdout and stderr, or the pty master
+	outputs   []*pumped  // our ends of stdout and stderr, or the pty master
 	child     []*os.File // the container's ends, closed here once it holds them
 	console   *os.File   // our end of the console socket until the master came
 	stdinOnce bool
@@ -88,18 +91,6 @@ func newContainerIO(o shim.ContainerOptions, p *runc.Process, tty bool) (_ *cont
 		cio.console, cio.child, p.ConsoleSocket = parent, append(cio.child, child), child
 		return cio, nil
 	}
-	for _, stream := range []string{"stdout", "stderr"} {
-		r, w, err := os.Pipe()
-		if err != nil {
-			return nil, err
-		}
-		cio.readers, cio.child = append(cio.readers, r), append(cio.child, w)
-		if stream == "stdout" {
-			p.Stdout = w
-		} else {
-			p.Stderr = w
-		}
-	}
 	if o.Stdin {
 		r, w, err := os.Pipe()
 		if err != nil {
@@ -107,23 +98,66 @@ func newContainerIO(o shim.ContainerOptions, p *runc.Process, tty bool) (_ *cont
 		}
 		cio.child, cio.stdin, p.Stdin = append(cio.child, r), w, r
 	}
-	for i, stream := range []string{"stdout", "stderr"} {
-		cio.copy(stream, cio.readers[i])
+	for _, stream := range []string{"stdout", "stderr"} {
+		var fds [2]int
+		if err := unix.Pipe2(fds[:], unix.O_CLOEXEC); err != nil {
+			return nil, fmt.Errorf("%s pipe: %w", stream, err)
+		}
+		w := os.NewFile(uintptr(fds[1]), stream)
+		cio.child = append(cio.child, w)
+		if stream == "stdout" {
+			p.Stdout = w
+		} else {
+			p.Stderr = w
+		}
+		if err := cio.copy(stream, fds[0]); err != nil {
+			return nil, err
+		}
 	}
 	return cio, nil
 }
 
-func (cio *containerIO) copy(stream string, r io.Reader) {
+// copy has the pump copy fd, which it takes, as stream: to the log, to
+// attached clients, and stdout to the result.
+func (cio *containerIO) copy(stream string, fd int) error {
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return err
+	}
+	p, err := output()
+	if err != nil {
+		unix.Close(fd)
+		return err
+	}
+	w := &lines{log: cio.log, stream: stream}
 	cio.copiers.Add(1)
-	go func() {
-		defer cio.copiers.Done()
-		cio.log.copy(stream, r, func(b []byte) {
-			if stream == "stdout" && cio.result != nil {
-				_, _ = cio.result.Write(b)
-			}
-			cio.broadcast(stream, b)
-		})
-	}()
+	s, err := p.add(fd, func(b []byte) {
+		if stream == "stdout" && cio.result != nil {
+			_, _ = cio.result.Write(b)
+		}
+		cio.broadcast(stream, b)
+		w.write(b)
+	}, func() {
+		w.end()
+		cio.copiers.Done()
+	})
+	if err != nil {
+		cio.copiers.Done()
+		return err
+	}
+	cio.outputs = append(cio.outputs, s)
+	return nil
+}
+
+// cut stops copying the output, read or not.
+func (cio *containerIO) cut() {
+	p, err := output()
+	if err != nil {
+		return // then nothing was copied
+	}
+	for _, s := range cio.outputs {
+		p.cut(s)
+	}
 }
 
 // startTTY takes the pty master runc's init sent once the container ran,
@@ -138,12 +172,24 @@ func (cio *containerIO) startTTY() error {
 	if err != nil {
 		return fmt.Errorf("terminal: %w", err)
 	}
+	// Non-blocking for the pump, and so on Go's poller for stdin's writes:
+	// a second descriptor of it is the pump's.
+	master, err = pollable(master)
+	if err != nil {
+		return fmt.Errorf("terminal: %w", err)
+	}
 	cio.mu.Lock()
 	cio.master, cio.stdin = master, master
 	cio.mu.Unlock()
-	cio.readers = append(cio.readers, master)
-	cio.copy("stdout", master)
-	return nil
+	rc, err := master.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("terminal: %w", err)
+	}
+	fd, derr := -1, error(nil)
+	if err := rc.Control(func(m uintptr) { fd, derr = unix.FcntlInt(m, unix.F_DUPFD_CLOEXEC, 0) }); err != nil || derr != nil {
+		return fmt.Errorf("terminal: %w", errors.Join(err, derr))
+	}
+	return cio.copy("stdout", fd)
 }
 
 // broadcast queues a piece of output for every attached client. A client
@@ -229,7 +275,7 @@ func (cio *containerIO) closeChildEnds() {
 // rather than keeping the exit from being recorded.
 func (cio *containerIO) drain(bound time.Duration) {
 	if !waitAtMost(&cio.copiers, bound) {
-		closeFiles(cio.readers, nil)
+		cio.cut()
 		cio.copiers.Wait()
 	}
 }
@@ -247,9 +293,7 @@ func waitAtMost(wg *sync.WaitGroup, bound time.Duration) bool {
 }
 
 func (cio *containerIO) close() {
-	for _, r := range cio.readers {
-		r.Close()
-	}
+	cio.cut()
 	if cio.console != nil {
 		cio.console.Close()
 	}
