@@ -94,7 +94,7 @@ func (s *Server) collect(ctx context.Context) error {
 // started after collect then follow it like any other), or its exit if
 // the shim died. It returns whether it recorded either.
 func (s *Server) finishStart(ctx context.Context, c store.Container) (bool, error) {
-	st, err := s.containers.ContainerState(ctx, c.SandboxID, c.ID)
+	st, err := s.containerState(ctx, &c)
 	if errdefs.IsFailedPrecondition(err) || errdefs.IsUnavailable(err) {
 		return true, s.shimGone(ctx, c)
 	}

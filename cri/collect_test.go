@@ -43,7 +43,7 @@ func restart(t *testing.T, cfg Config, st *store.Store, expect func(*testDeps)) 
 	t.Helper()
 	ctrl := gomock.NewController(t)
 	d := &testDeps{images: NewMockImageStore(ctrl), network: NewMockNetwork(ctrl), sandboxes: NewMockSandboxes(ctrl),
-		containers: NewMockContainers(ctrl), store: st}
+		containers: NewMockContainers(ctrl), store: st, ctrl: ctrl, shims: map[string]*MockShim{}}
 	dir := t.TempDir()
 	d.containers.EXPECT().ContainerRootfs(gomock.Any()).DoAndReturn(func(id string) string {
 		return filepath.Join(dir, id, "rootfs")
@@ -234,7 +234,7 @@ func TestCollectCutShortStarts(t *testing.T) {
 			d := restart(t, Config{}, st, func(d *testDeps) {
 				expectAdopted(d, pod, "web")
 				expectNothingLeft(d)
-				d.containers.EXPECT().ContainerState(gomock.Any(), pod, id).Return(tc.state, tc.stateErr)
+				d.shimOf(pod).EXPECT().State(gomock.Any(), id).Return(tc.state, tc.stateErr)
 				if tc.stateErr != nil && (errdefs.IsUnavailable(tc.stateErr) || errdefs.IsFailedPrecondition(tc.stateErr)) {
 					d.containers.EXPECT().DeleteContainer(gomock.Any(), pod, id).Return(tc.deleteErr)
 				}
@@ -303,7 +303,7 @@ func TestCollectCutShortPods(t *testing.T) {
 				expectNothingLeft(d, exited, created)
 				// Asked first, as any created container: its start was
 				// not cut short.
-				d.containers.EXPECT().ContainerState(gomock.Any(), pod, created).Return(shim.State{Status: shim.StatusCreated}, nil)
+				d.shimOf(pod).EXPECT().State(gomock.Any(), created).Return(shim.State{Status: shim.StatusCreated}, nil)
 				expectRemoved(d, pod, exited, nil)
 				expectRemoved(d, pod, created, nil)
 				d.sandboxes.EXPECT().Remove(gomock.Any(), specOf(pod, "web")).Return(tc.removeErr)

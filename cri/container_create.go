@@ -143,7 +143,11 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 	if flow.Result {
 		o.ResultCap = s.cfg.Workflow.ResultCap
 	}
-	if err := s.containers.CreateContainer(ctx, sb.ID, id, spec, o); err != nil {
+	sh, err := s.containers.Shim(ctx, sb.ID)
+	if err == nil {
+		err = sh.CreateContainer(ctx, id, spec, o)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("create container %s: %w", id, err)
 	}
 	undo = append(undo, func(ctx context.Context) error { return s.containers.DeleteContainer(ctx, sb.ID, id) })

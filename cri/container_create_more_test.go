@@ -88,8 +88,8 @@ func expectCreateWith(t *testing.T, d *testDeps, pod string, fail int, err error
 	if fail < stepShim {
 		return got
 	}
-	d.containers.EXPECT().CreateContainer(gomock.Any(), pod, gomock.Any(), gomock.Any(), gomock.Any()).DoAndReturn(
-		func(_ context.Context, _, _ string, s *specs.Spec, _ shim.ContainerOptions) error {
+	d.shimOf(pod).EXPECT().CreateContainer(gomock.Any(), gomock.Any(), gomock.Any(), gomock.Any()).DoAndReturn(
+		func(_ context.Context, _ string, s *specs.Spec, _ shim.ContainerOptions) error {
 			if inShim != nil {
 				inShim()
 			}

@@ -26,7 +26,11 @@ func (s *Server) ExecSync(ctx context.Context, req *runtimeapi.ExecSyncRequest) 
 		return nil, fmt.Errorf("exec in %s: it is %s: %w", c.ID, c.State, errdefs.ErrFailedPrecondition)
 	}
 	timeout := time.Duration(req.GetTimeout()) * time.Second
-	res, err := s.containers.ExecSync(ctx, c.SandboxID, c.ID, req.GetCmd(), timeout)
+	sh, err := s.containers.Shim(ctx, c.SandboxID)
+	if err != nil {
+		return nil, fmt.Errorf("exec in %s: %w", c.ID, err)
+	}
+	res, err := sh.ExecSync(ctx, c.ID, req.GetCmd(), timeout)
 	if err != nil {
 		return nil, fmt.Errorf("exec in %s: %w", c.ID, err)
 	}

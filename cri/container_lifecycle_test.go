@@ -63,7 +63,7 @@ func TestContainerExits(t *testing.T) {
 			d := newTestDeps(t, Config{})
 			pod, id := createdContainer(t, d)
 			exited := make(chan struct{})
-			d.containers.EXPECT().StartContainer(gomock.Any(), pod, id).Return(shim.Started{Pid: 99, At: time.Now()}, nil)
+			d.shimOf(pod).EXPECT().StartContainer(gomock.Any(), id).Return(shim.Started{Pid: 99, At: time.Now()}, nil)
 			d.containers.EXPECT().WaitContainer(gomock.Any(), pod, id).DoAndReturn(func(context.Context, string, string) (shim.Exit, error) {
 				<-exited
 				e := tc.exit
@@ -115,8 +115,8 @@ func TestStartContainerFails(t *testing.T) {
 		t.Run(tc.desc, func(t *testing.T) {
 			d := newTestDeps(t, Config{})
 			pod, id := createdContainer(t, d)
-			d.containers.EXPECT().StartContainer(gomock.Any(), pod, id).Return(shim.Started{}, errors.New("exec: \"nope\": executable file not found in $PATH"))
-			d.containers.EXPECT().ContainerState(gomock.Any(), pod, id).Return(tc.state, tc.stateErr)
+			d.shimOf(pod).EXPECT().StartContainer(gomock.Any(), id).Return(shim.Started{}, errors.New("exec: \"nope\": executable file not found in $PATH"))
+			d.shimOf(pod).EXPECT().State(gomock.Any(), id).Return(tc.state, tc.stateErr)
 			switch tc.reason {
 			case "":
 				d.containers.EXPECT().WaitContainer(gomock.Any(), pod, id).DoAndReturn(func(ctx context.Context, _, _ string) (shim.Exit, error) {
@@ -160,7 +160,7 @@ func TestStopAndRemoveContainer(t *testing.T) {
 			d := newTestDeps(t, Config{})
 			pod, id := createdContainer(t, d)
 			killed := make(chan struct{})
-			d.containers.EXPECT().StartContainer(gomock.Any(), pod, id).Return(shim.Started{Pid: 99, At: time.Now()}, nil)
+			d.shimOf(pod).EXPECT().StartContainer(gomock.Any(), id).Return(shim.Started{Pid: 99, At: time.Now()}, nil)
 			wait := func(ctx context.Context, _, _ string) (shim.Exit, error) {
 				select {
 				case <-killed:
@@ -250,13 +250,13 @@ func TestExecSync(t *testing.T) {
 	if _, err := d.store.UpdateContainer(id, func(c *store.Container) error { c.State = store.ContainerRunning; return nil }); err != nil {
 		t.Fatal(err)
 	}
-	d.containers.EXPECT().ExecSync(gomock.Any(), pod, id, []string{"sh", "-c", "echo hi; exit 2"}, 3*time.Second).
+	d.shimOf(pod).EXPECT().ExecSync(gomock.Any(), id, []string{"sh", "-c", "echo hi; exit 2"}, 3*time.Second).
 		Return(shim.ExecResult{Stdout: []byte("hi\n"), ExitCode: 2}, nil)
 	resp, err := intercept(t, d.srv.ExecSync, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"sh", "-c", "echo hi; exit 2"}, Timeout: 3})
 	if err != nil || string(resp.Stdout) != "hi\n" || resp.ExitCode != 2 {
 		t.Errorf("ExecSync = %v, %v", resp, err)
 	}
-	d.containers.EXPECT().ExecSync(gomock.Any(), pod, id, gomock.Any(), gomock.Any()).Return(shim.ExecResult{TimedOut: true}, nil)
+	d.shimOf(pod).EXPECT().ExecSync(gomock.Any(), id, gomock.Any(), gomock.Any()).Return(shim.ExecResult{TimedOut: true}, nil)
 	if _, err := intercept(t, d.srv.ExecSync, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"sleep", "9"}, Timeout: 1}); status.Code(err) != codes.DeadlineExceeded {
 		t.Errorf("a timed-out exec: %v, want DeadlineExceeded", err)
 	}
@@ -283,15 +283,15 @@ func TestRunningContainerRPCs(t *testing.T) {
 				_, err := intercept(t, d.srv.ReopenContainerLog, &runtimeapi.ReopenContainerLogRequest{ContainerId: id})
 				return err
 			},
-			expect: func() { d.containers.EXPECT().ReopenLog(gomock.Any(), pod, id).Return(nil) }},
+			expect: func() { d.shimOf(pod).EXPECT().ReopenLog(gomock.Any(), id).Return(nil) }},
 		{rpc: "UpdateContainerResources", created: codes.FailedPrecondition,
 			call: func() error {
 				_, err := intercept(t, d.srv.UpdateContainerResources, &runtimeapi.UpdateContainerResourcesRequest{ContainerId: id, Linux: resources})
 				return err
 			},
 			expect: func() {
-				d.containers.EXPECT().UpdateContainer(gomock.Any(), pod, id, gomock.Any()).DoAndReturn(
-					func(_ context.Context, _, _ string, r *specs.LinuxResources) error {
+				d.shimOf(pod).EXPECT().Update(gomock.Any(), id, gomock.Any()).DoAndReturn(
+					func(_ context.Context, _ string, r *specs.LinuxResources) error {
 						if r.CPU == nil || *r.CPU.Quota != 50000 || r.Memory == nil || *r.Memory.Limit != 64<<20 {
 							t.Errorf("resources to the shim: %+v", r)
 						}
@@ -307,7 +307,7 @@ func TestRunningContainerRPCs(t *testing.T) {
 				return err
 			},
 			expect: func() {
-				d.containers.EXPECT().ContainerStats(gomock.Any(), pod, id, false).Return(shim.Stats{At: time.Now(), Cgroup: testCgroup()}, nil)
+				d.shimOf(pod).EXPECT().Stats(gomock.Any(), id, shim.StatsOptions{}).Return(shim.Stats{At: time.Now(), Cgroup: testCgroup()}, nil)
 				d.images.EXPECT().WritableUsage(gomock.Any(), id).Return(uint64(4096), uint64(2), nil)
 			}},
 	}

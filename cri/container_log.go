@@ -21,7 +21,11 @@ func (s *Server) ReopenContainerLog(ctx context.Context, req *runtimeapi.ReopenC
 	if c.State != store.ContainerRunning {
 		return nil, fmt.Errorf("reopen log of container %s: it is %s: %w", c.ID, c.State, errdefs.ErrFailedPrecondition)
 	}
-	if err := s.containers.ReopenLog(ctx, c.SandboxID, c.ID); err != nil {
+	sh, err := s.containers.Shim(ctx, c.SandboxID)
+	if err == nil {
+		err = sh.ReopenLog(ctx, c.ID)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("reopen log of container %s: %w", c.ID, err)
 	}
 	return &runtimeapi.ReopenContainerLogResponse{}, nil

@@ -10,6 +10,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"ketch.dev/ketch/cri/store"
+	"ketch.dev/ketch/oci/shim"
 )
 
 // StartContainer runs a created container. One whose program cannot start
@@ -23,7 +24,11 @@ func (s *Server) StartContainer(ctx context.Context, req *runtimeapi.StartContai
 	if c.State != store.ContainerCreated {
 		return nil, fmt.Errorf("start container %s: it is %s, not created: %w", c.ID, c.State, errdefs.ErrFailedPrecondition)
 	}
-	st, err := s.containers.StartContainer(ctx, c.SandboxID, c.ID)
+	sh, err := s.containers.Shim(ctx, c.SandboxID)
+	var st shim.Started
+	if err == nil {
+		st, err = sh.StartContainer(ctx, c.ID)
+	}
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("start container %s: %w", c.ID, err), s.startFailed(c, err))
 	}

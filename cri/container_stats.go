@@ -106,7 +106,11 @@ func (s *Server) containerUsage(ctx context.Context, c *store.Container) (shim.S
 	if paths, err := oci.CgroupPaths(c.CgroupsPath); c.CgroupsPath != "" && err == nil {
 		return readCgroup(paths)
 	}
-	return s.containers.ContainerStats(ctx, c.SandboxID, c.ID, false)
+	sh, err := s.containers.Shim(ctx, c.SandboxID)
+	if err != nil {
+		return shim.Stats{}, err
+	}
+	return sh.Stats(ctx, c.ID, shim.StatsOptions{})
 }
 
 // readCgroup reads the figures of a cgroup the CRI's stats need; tests

@@ -53,7 +53,7 @@ func TestContainerUsageRead(t *testing.T) {
 				return shim.Stats{At: time.Now(), Cgroup: testCgroup()}, tc.read
 			}
 			if tc.shim {
-				d.containers.EXPECT().ContainerStats(gomock.Any(), pod, id, false).Return(shim.Stats{At: time.Now(), Cgroup: testCgroup()}, nil)
+				d.shimOf(pod).EXPECT().Stats(gomock.Any(), id, shim.StatsOptions{}).Return(shim.Stats{At: time.Now(), Cgroup: testCgroup()}, nil)
 			}
 			if tc.code == codes.OK {
 				d.images.EXPECT().WritableUsage(gomock.Any(), id).Return(uint64(4096), uint64(2), nil)

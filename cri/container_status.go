@@ -12,6 +12,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"ketch.dev/ketch/cri/store"
+	"ketch.dev/ketch/oci/shim"
 )
 
 // ContainerStatus reports the container as recorded; the watchers keep
@@ -159,4 +160,13 @@ func (s *Server) selectContainers(f *runtimeapi.ContainerFilter) ([]*store.Conta
 		return nil, fmt.Errorf("list containers: %w", err)
 	}
 	return slices.DeleteFunc(ctrs, func(c *store.Container) bool { return c.State == store.ContainerCreating }), nil
+}
+
+// containerState is what the shim of container c's pod says of it.
+func (s *Server) containerState(ctx context.Context, c *store.Container) (shim.State, error) {
+	sh, err := s.containers.Shim(ctx, c.SandboxID)
+	if err != nil {
+		return shim.State{}, err
+	}
+	return sh.State(ctx, c.ID)
 }

@@ -30,7 +30,11 @@ func (s *Server) UpdateContainerResources(ctx context.Context, req *runtimeapi.U
 	if err != nil {
 		return nil, fmt.Errorf("update container %s: %w", c.ID, err)
 	}
-	if err := s.containers.UpdateContainer(ctx, c.SandboxID, c.ID, r); err != nil {
+	sh, err := s.containers.Shim(ctx, c.SandboxID)
+	if err == nil {
+		err = sh.Update(ctx, c.ID, r)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("update container %s: %w", c.ID, err)
 	}
 	_, err = s.store.UpdateContainer(c.ID, func(c *store.Container) error {

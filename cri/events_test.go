@@ -174,7 +174,7 @@ func TestContainerEventsLifecycle(t *testing.T) {
 	}
 	ctr := resp.ContainerId
 	exit := make(chan struct{})
-	d.containers.EXPECT().StartContainer(gomock.Any(), pod, ctr).Return(shim.Started{Pid: 99, At: time.Now()}, nil)
+	d.shimOf(pod).EXPECT().StartContainer(gomock.Any(), ctr).Return(shim.Started{Pid: 99, At: time.Now()}, nil)
 	d.containers.EXPECT().WaitContainer(gomock.Any(), pod, ctr).DoAndReturn(func(context.Context, string, string) (shim.Exit, error) {
 		<-exit
 		return shim.Exit{Code: 3, At: time.Now()}, nil
@@ -247,7 +247,7 @@ func TestContainerEventsOnce(t *testing.T) {
 		d := newTestDeps(t, Config{})
 		pod, id := createdContainer(t, d)
 		killed := make(chan struct{})
-		d.containers.EXPECT().StartContainer(gomock.Any(), pod, id).Return(shim.Started{Pid: 99, At: time.Now()}, nil)
+		d.shimOf(pod).EXPECT().StartContainer(gomock.Any(), id).Return(shim.Started{Pid: 99, At: time.Now()}, nil)
 		d.containers.EXPECT().WaitContainer(gomock.Any(), pod, id).DoAndReturn(func(ctx context.Context, _, _ string) (shim.Exit, error) {
 			select {
 			case <-killed:
@@ -276,8 +276,8 @@ func TestContainerEventsOnce(t *testing.T) {
 		d := newTestDeps(t, Config{})
 		pod, id := createdContainer(t, d)
 		c := subscribe(t, dialTestServer(t, d.srv), d.srv)
-		d.containers.EXPECT().StartContainer(gomock.Any(), pod, id).Return(shim.Started{}, errors.New("exec: no such file"))
-		d.containers.EXPECT().ContainerState(gomock.Any(), pod, id).Return(shim.State{ID: id, Status: shim.StatusStopped}, nil)
+		d.shimOf(pod).EXPECT().StartContainer(gomock.Any(), id).Return(shim.Started{}, errors.New("exec: no such file"))
+		d.shimOf(pod).EXPECT().State(gomock.Any(), id).Return(shim.State{ID: id, Status: shim.StatusStopped}, nil)
 		if _, err := intercept(t, d.srv.StartContainer, &runtimeapi.StartContainerRequest{ContainerId: id}); err == nil {
 			t.Fatal("a failed start succeeded")
 		}
@@ -316,7 +316,7 @@ func TestContainerEventsHideCreating(t *testing.T) {
 	d := newTestDeps(t, Config{})
 	pod, other := createdContainer(t, d)
 	c := subscribe(t, dialTestServer(t, d.srv), d.srv)
-	d.containers.EXPECT().StartContainer(gomock.Any(), pod, other).Return(shim.Started{Pid: 99, At: time.Now()}, nil)
+	d.shimOf(pod).EXPECT().StartContainer(gomock.Any(), other).Return(shim.Started{Pid: 99, At: time.Now()}, nil)
 	d.containers.EXPECT().WaitContainer(gomock.Any(), pod, other).DoAndReturn(func(ctx context.Context, _, _ string) (shim.Exit, error) {
 		<-ctx.Done()
 		return shim.Exit{}, ctx.Err()

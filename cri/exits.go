@@ -230,7 +230,7 @@ func (s *Server) recover() error {
 				c := ctrs[i-len(pods)]
 				if !s.watch(c.PID, func() { s.waitContainer(c.SandboxID, c.ID) }) {
 					s.waitContainer(c.SandboxID, c.ID)
-				} else if st, err := s.containers.ContainerState(ctx, c.SandboxID, c.ID); err != nil || st.Status != shim.StatusRunning || st.Pid != c.PID {
+				} else if st, err := s.containerState(ctx, c); err != nil || st.Status != shim.StatusRunning || st.Pid != c.PID {
 					s.waitContainer(c.SandboxID, c.ID)
 				}
 			}

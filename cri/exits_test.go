@@ -72,7 +72,7 @@ func TestExitsWatched(t *testing.T) {
 				State: store.ContainerCreated, CreatedAt: time.Now()}); err != nil {
 				t.Fatal(err)
 			}
-			d.containers.EXPECT().StartContainer(gomock.Any(), pod, id).Return(shim.Started{Pid: ctrProc.Process.Pid, At: time.Now()}, nil)
+			d.shimOf(pod).EXPECT().StartContainer(gomock.Any(), id).Return(shim.Started{Pid: ctrProc.Process.Pid, At: time.Now()}, nil)
 			if _, err := intercept(t, d.srv.StartContainer, &runtimeapi.StartContainerRequest{ContainerId: id}); err != nil {
 				t.Fatal(err)
 			}

@@ -81,8 +81,8 @@ func TestImageVolumes(t *testing.T) {
 			}
 			var spec *specs.Spec
 			if tc.want == codes.OK {
-				d.containers.EXPECT().CreateContainer(gomock.Any(), pod, gomock.Any(), gomock.Any(), gomock.Any()).DoAndReturn(
-					func(_ context.Context, _, _ string, s *specs.Spec, _ shim.ContainerOptions) error {
+				d.shimOf(pod).EXPECT().CreateContainer(gomock.Any(), gomock.Any(), gomock.Any(), gomock.Any()).DoAndReturn(
+					func(_ context.Context, _ string, s *specs.Spec, _ shim.ContainerOptions) error {
 						spec = s
 						return nil
 					})

@@ -201,13 +201,15 @@ func TestStreamStats(t *testing.T) {
 		return sandbox.Stats{Stats: shim.Stats{At: time.Now(), Cgroup: testCgroup()},
 			Interfaces: []sandbox.Interface{{Name: "eth0", RxBytes: 1, TxBytes: 2}}}, nil
 	}).AnyTimes()
-	d.containers.EXPECT().ContainerStats(gomock.Any(), gomock.Any(), gomock.Any(), gomock.Any()).DoAndReturn(
-		func(_ context.Context, _, id string, _ bool) (shim.Stats, error) {
-			if id == ctrs[2] {
-				return shim.Stats{}, gone
-			}
-			return shim.Stats{At: time.Now(), Cgroup: testCgroup()}, nil
-		}).AnyTimes()
+	for _, pod := range pods {
+		d.shimOf(pod).EXPECT().Stats(gomock.Any(), gomock.Any(), gomock.Any()).DoAndReturn(
+			func(_ context.Context, id string, _ shim.StatsOptions) (shim.Stats, error) {
+				if id == ctrs[2] {
+					return shim.Stats{}, gone
+				}
+				return shim.Stats{At: time.Now(), Cgroup: testCgroup()}, nil
+			}).AnyTimes()
+	}
 	d.images.EXPECT().WritableUsage(gomock.Any(), gomock.Any()).Return(uint64(4096), uint64(2), nil).AnyTimes()
 	smallBatches(t, 100)
 	rt := runtimeapi.NewRuntimeServiceClient(dialTestServer(t, d.srv))

@@ -339,9 +339,14 @@ func (s *Server) podMetrics(ctx context.Context, sb store.Sandbox, ctrs []*store
 				LabelValues: append(append([]string(nil), podLabels...), iface.Name), Value: &runtimeapi.UInt64Value{Value: m.network(iface)}})
 		}
 	}
+	sh, shErr := s.containers.Shim(ctx, sb.ID)
 	for _, c := range ctrs {
 		f := ctrFacts{c: c, fs: fs, device: device, now: time.Now()}
-		if f.st, err = s.containers.ContainerStats(ctx, sb.ID, c.ID, true); err != nil {
+		if shErr != nil {
+			slog.Debug("no metrics for container", "pod", sb.ID, "container", c.ID, "err", shErr)
+			continue
+		}
+		if f.st, err = sh.Stats(ctx, c.ID, shim.StatsOptions{Full: true}); err != nil {
 			slog.Debug("no metrics for container", "pod", sb.ID, "container", c.ID, "err", err)
 			continue
 		}

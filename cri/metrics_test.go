@@ -46,7 +46,7 @@ func TestPodSandboxMetrics(t *testing.T) {
 	at := time.Unix(1700000100, 0)
 	d.sandboxes.EXPECT().Stats(gomock.Any(), gomock.Any()).Return(sandbox.Stats{Stats: shim.Stats{At: at},
 		Interfaces: []sandbox.Interface{{Name: "eth0", RxBytes: 100, TxBytes: 200, RxPackets: 3}}}, nil)
-	d.containers.EXPECT().ContainerStats(gomock.Any(), pod, "c1", true).Return(shim.Stats{At: at, Cgroup: testCgroup(), OOMKills: 1,
+	d.shimOf(pod).EXPECT().Stats(gomock.Any(), "c1", shim.StatsOptions{Full: true}).Return(shim.Stats{At: at, Cgroup: testCgroup(), OOMKills: 1,
 		FileDescriptors: 3, Sockets: 1, Threads: 2, OpenFilesLimit: 1024, CPUShares: 2, CPUPeriod: 100000, CPUQuota: -1}, nil)
 	d.images.EXPECT().WritableUsage(gomock.Any(), "c1").Return(uint64(4096), uint64(3), nil)
 

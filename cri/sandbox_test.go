@@ -374,7 +374,7 @@ func TestPodSandboxStats(t *testing.T) {
 			t.Errorf("stats of %s, want %s", s.ID, id)
 		}
 	}).Times(2)
-	d.containers.EXPECT().ContainerStats(gomock.Any(), id, "c1", false).Return(shim.Stats{At: at, Cgroup: testCgroup()}, nil).Times(2)
+	d.shimOf(id).EXPECT().Stats(gomock.Any(), "c1", shim.StatsOptions{}).Return(shim.Stats{At: at, Cgroup: testCgroup()}, nil).Times(2)
 	d.images.EXPECT().WritableUsage(gomock.Any(), "c1").Return(uint64(4096), uint64(3), nil).Times(2)
 	resp, err := intercept(t, d.srv.PodSandboxStats, &runtimeapi.PodSandboxStatsRequest{PodSandboxId: id})
 	if err != nil {

@@ -28,7 +28,7 @@ import (
 	"ketch.dev/ketch/sandbox"
 )
 
-//go:generate go tool mockgen -destination=mock_deps_test.go -package=cri . ImageStore,Network,Sandboxes,Containers
+//go:generate go tool mockgen -destination=mock_deps_test.go -package=cri . ImageStore,Network,Sandboxes,Containers,Shim
 
 // ImageStore is what the ImageService needs of image.Store.
 type ImageStore interface {
@@ -91,8 +91,10 @@ type Sandboxes interface {
 	Collect(ctx context.Context, known func(id string) bool) error
 }
 
-// Containers is what the container RPCs need of sandbox.Manager: the
-// pod's shim drives each container; podID names the shim.
+// Containers is what the container RPCs need of sandbox.Manager: a
+// container's directory, and its pod's shim, which every container call
+// goes to but the three that must outlive a shim: a signal, a wait and a
+// delete, which sandbox answers from what a dead shim left.
 type Containers interface {
 	// Paths are the pod's files and netns a container spec refers to.
 	Paths(s sandbox.Spec) sandbox.PodPaths
@@ -104,22 +106,30 @@ type Containers interface {
 	MakeContainerDir(id string, rootGID int) error
 	RemoveContainerDir(id string) error
 	ContainerDirs() ([]string, error)
-	CreateContainer(ctx context.Context, podID, id string, spec *specs.Spec, o shim.ContainerOptions) error
-	StartContainer(ctx context.Context, podID, id string) (shim.Started, error)
+	// Shim is pod podID's shim; FailedPrecondition when the pod has none.
+	Shim(ctx context.Context, podID string) (Shim, error)
 	SignalContainer(ctx context.Context, podID, id string, sig syscall.Signal, all bool) error
 	// WaitContainer returns the exit once recorded; sandbox.ErrShimGone
 	// when the shim died before it recorded one.
 	WaitContainer(ctx context.Context, podID, id string) (shim.Exit, error)
-	ContainerState(ctx context.Context, podID, id string) (shim.State, error)
 	DeleteContainer(ctx context.Context, podID, id string) error
-	ContainerStats(ctx context.Context, podID, id string, full bool) (shim.Stats, error)
-	ReopenLog(ctx context.Context, podID, id string) error
-	ExecSync(ctx context.Context, podID, id string, args []string, timeout time.Duration) (shim.ExecResult, error)
-	UpdateContainer(ctx context.Context, podID, id string, r *specs.LinuxResources) error
+}
+
+// Shim is what the container RPCs ask of a pod's shim (a *shim.Client).
+type Shim interface {
+	CreateContainer(ctx context.Context, id string, spec *specs.Spec, o shim.ContainerOptions) error
+	StartContainer(ctx context.Context, id string) (shim.Started, error)
+	State(ctx context.Context, id string) (shim.State, error)
+	// Stats reads the container's cgroup usage: with o.Full, every
+	// figure cAdvisor's metrics need.
+	Stats(ctx context.Context, id string, o shim.StatsOptions) (shim.Stats, error)
+	ReopenLog(ctx context.Context, id string) error
+	ExecSync(ctx context.Context, id string, args []string, timeout time.Duration) (shim.ExecResult, error)
+	Update(ctx context.Context, id string, r *specs.LinuxResources) error
 	// Exec and Attach run sessions with a client's streams; they return
 	// the exit code of the command, or of the container.
-	Exec(ctx context.Context, podID, id string, args []string, st shim.Streams) (int, error)
-	Attach(ctx context.Context, podID, id string, st shim.Streams) (int, error)
+	Exec(ctx context.Context, id string, args []string, st shim.Streams) (int, error)
+	Attach(ctx context.Context, id string, st shim.Streams) (int, error)
 }
 
 // Config is what the server reports about the node it runs on.

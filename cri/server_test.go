@@ -41,6 +41,20 @@ type testDeps struct {
 	sandboxes  *MockSandboxes
 	containers *MockContainers
 	store      *store.Store
+	ctrl       *gomock.Controller
+	shims      map[string]*MockShim // by pod: see shimOf
+}
+
+// shimOf is the mock of pod's shim, which the container calls for the
+// pod's containers reach through Containers.Shim(pod) and no other way.
+func (d *testDeps) shimOf(pod string) *MockShim {
+	if m := d.shims[pod]; m != nil {
+		return m
+	}
+	m := NewMockShim(d.ctrl)
+	d.shims[pod] = m
+	d.containers.EXPECT().Shim(gomock.Any(), pod).Return(m, nil).AnyTimes()
+	return m
 }
 
 func newTestDeps(t testing.TB, cfg Config) *testDeps {
@@ -51,7 +65,7 @@ func newTestDeps(t testing.TB, cfg Config) *testDeps {
 		t.Fatal(err)
 	}
 	d := &testDeps{images: NewMockImageStore(ctrl), network: NewMockNetwork(ctrl), sandboxes: NewMockSandboxes(ctrl),
-		containers: NewMockContainers(ctrl), store: st}
+		containers: NewMockContainers(ctrl), store: st, ctrl: ctrl, shims: map[string]*MockShim{}}
 	// A fresh store holds nothing a crash could have left.
 	d.sandboxes.EXPECT().Collect(gomock.Any(), gomock.Any()).Return(nil).AnyTimes()
 	d.containers.EXPECT().ContainerDirs().Return(nil, nil).AnyTimes()

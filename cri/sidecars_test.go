@@ -44,7 +44,7 @@ func sidecarPod(t *testing.T, d *testDeps, annotations map[string]string, exitin
 		t.Fatal(err)
 	}
 	id := ids[exiting]
-	d.containers.EXPECT().StartContainer(gomock.Any(), pod, id).Return(shim.Started{Pid: 99, At: time.Now()}, nil)
+	d.shimOf(pod).EXPECT().StartContainer(gomock.Any(), id).Return(shim.Started{Pid: 99, At: time.Now()}, nil)
 	d.containers.EXPECT().WaitContainer(gomock.Any(), pod, id).DoAndReturn(func(ctx context.Context, _, _ string) (shim.Exit, error) {
 		select {
 		case <-exit:
@@ -219,8 +219,8 @@ func TestSidecarsStopWhenMainCannotStart(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	d.containers.EXPECT().StartContainer(gomock.Any(), pod, main).Return(shim.Started{}, errors.New(`exec: "step": executable file not found in $PATH`))
-	d.containers.EXPECT().ContainerState(gomock.Any(), pod, main).Return(shim.State{ID: main, Status: shim.StatusStopped}, nil)
+	d.shimOf(pod).EXPECT().StartContainer(gomock.Any(), main).Return(shim.Started{}, errors.New(`exec: "step": executable file not found in $PATH`))
+	d.shimOf(pod).EXPECT().State(gomock.Any(), main).Return(shim.State{ID: main, Status: shim.StatusStopped}, nil)
 	expectSidecar(d, pod, proxy, syscall.SIGTERM, exitsOnSignal)
 	if _, err := intercept(t, d.srv.StartContainer, &runtimeapi.StartContainerRequest{ContainerId: main}); err == nil {
 		t.Fatal("a start that failed succeeded")

@@ -45,7 +45,7 @@ func TestStatsCache(t *testing.T) {
 		defer mu.Unlock()
 		return maps.Clone(ctrReads), podReads
 	}
-	d.containers.EXPECT().ContainerStats(gomock.Any(), pod, gomock.Any(), false).DoAndReturn(func(_ context.Context, _, id string, _ bool) (shim.Stats, error) {
+	d.shimOf(pod).EXPECT().Stats(gomock.Any(), gomock.Any(), shim.StatsOptions{}).DoAndReturn(func(_ context.Context, id string, _ shim.StatsOptions) (shim.Stats, error) {
 		mu.Lock()
 		defer mu.Unlock()
 		ctrReads[id]++

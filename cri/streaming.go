@@ -60,7 +60,11 @@ func (r sessionRuntime) Exec(ctx context.Context, id string, cmd []string, st sh
 	if err != nil {
 		return 0, err
 	}
-	return r.s.containers.Exec(ctx, c.SandboxID, c.ID, cmd, st)
+	sh, err := r.s.containers.Shim(ctx, c.SandboxID)
+	if err != nil {
+		return 0, err
+	}
+	return sh.Exec(ctx, c.ID, cmd, st)
 }
 
 func (r sessionRuntime) Attach(ctx context.Context, id string, st shim.Streams) (int, error) {
@@ -68,7 +72,11 @@ func (r sessionRuntime) Attach(ctx context.Context, id string, st shim.Streams) 
 	if err != nil {
 		return 0, err
 	}
-	return r.s.containers.Attach(ctx, c.SandboxID, c.ID, st)
+	sh, err := r.s.containers.Shim(ctx, c.SandboxID)
+	if err != nil {
+		return 0, err
+	}
+	return sh.Attach(ctx, c.ID, st)
 }
 
 func (r sessionRuntime) PortForward(ctx context.Context, podID string, port int32, stream io.ReadWriteCloser) error {

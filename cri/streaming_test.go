@@ -131,8 +131,8 @@ func TestStreamingSessions(t *testing.T) {
 	running := ids["running"]
 
 	t.Run("exec", func(t *testing.T) {
-		d.containers.EXPECT().Exec(gomock.Any(), pod, running, []string{"sh", "-c", "echo hi; exit 2"}, gomock.Any()).DoAndReturn(
-			func(_ context.Context, _, _ string, _ []string, st shim.Streams) (int, error) {
+		d.shimOf(pod).EXPECT().Exec(gomock.Any(), running, []string{"sh", "-c", "echo hi; exit 2"}, gomock.Any()).DoAndReturn(
+			func(_ context.Context, _ string, _ []string, st shim.Streams) (int, error) {
 				in, err := io.ReadAll(st.Stdin)
 				fmt.Fprintf(st.Stdout, "hi %s", in)
 				return 2, err
@@ -151,8 +151,8 @@ func TestStreamingSessions(t *testing.T) {
 		}
 	})
 	t.Run("attach", func(t *testing.T) {
-		d.containers.EXPECT().Attach(gomock.Any(), pod, running, gomock.Any()).DoAndReturn(
-			func(_ context.Context, _, _ string, st shim.Streams) (int, error) {
+		d.shimOf(pod).EXPECT().Attach(gomock.Any(), running, gomock.Any()).DoAndReturn(
+			func(_ context.Context, _ string, st shim.Streams) (int, error) {
 				fmt.Fprint(st.Stdout, "attached")
 				return 0, nil
 			})

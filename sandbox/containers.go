@@ -14,7 +14,6 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/moby/sys/mountinfo"
-	"github.com/opencontainers/runtime-spec/specs-go"
 
 	"ketch.dev/ketch/oci/shim"
 	"ketch.dev/ketch/sandbox/netns"
@@ -105,9 +104,11 @@ func (m *Manager) RemoveContainerDir(id string) error {
 
 func (m *Manager) containersDir() string { return filepath.Join(m.o.StateDir, "containers") }
 
-// podShim is the shim of pod podID; errdefs.ErrFailedPrecondition when the
-// pod has none (stopped with its shim gone, or never started).
-func (m *Manager) podShim(ctx context.Context, podID string) (*shim.Client, error) {
+// Shim is pod podID's shim, which drives the pod's containers: every
+// container call goes to it, but those that must outlive it (a signal, a
+// wait, a delete: below). errdefs.ErrFailedPrecondition when the pod has
+// none (stopped with its shim gone, or never started).
+func (m *Manager) Shim(ctx context.Context, podID string) (*shim.Client, error) {
 	c, err := m.client(ctx, podID)
 	if errdefs.IsNotFound(err) {
 		return nil, fmt.Errorf("pod %s has no shim: %w", podID, errdefs.ErrFailedPrecondition)
@@ -115,28 +116,10 @@ func (m *Manager) podShim(ctx context.Context, podID string) (*shim.Client, erro
 	return c, err
 }
 
-// CreateContainer sets container id up in pod podID's shim from spec.
-func (m *Manager) CreateContainer(ctx context.Context, podID, id string, spec *specs.Spec, o shim.ContainerOptions) error {
-	c, err := m.podShim(ctx, podID)
-	if err != nil {
-		return err
-	}
-	return c.CreateContainer(ctx, id, spec, o)
-}
-
-// StartContainer runs container id's program.
-func (m *Manager) StartContainer(ctx context.Context, podID, id string) (shim.Started, error) {
-	c, err := m.podShim(ctx, podID)
-	if err != nil {
-		return shim.Started{}, err
-	}
-	return c.StartContainer(ctx, id)
-}
-
 // SignalContainer sends sig to container id's init, or with all to every
 // process of its cgroup. errdefs.ErrFailedPrecondition: it does not run.
 func (m *Manager) SignalContainer(ctx context.Context, podID, id string, sig syscall.Signal, all bool) error {
-	c, err := m.podShim(ctx, podID)
+	c, err := m.Shim(ctx, podID)
 	if err != nil {
 		return err
 	}
@@ -155,7 +138,7 @@ func (m *Manager) SignalContainer(ctx context.Context, podID, id string, sig sys
 		if err := sleepCtx(ctx, redialPause); err != nil {
 			return err
 		}
-		if c, err = m.podShim(ctx, podID); err != nil {
+		if c, err = m.Shim(ctx, podID); err != nil {
 			return err // FailedPrecondition once the shim is gone
 		}
 	}
@@ -211,15 +194,6 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 // ErrShimGone: the pod's shim died, taking the container's exit with it.
 var ErrShimGone = fmt.Errorf("the pod's shim is gone: %w", errdefs.ErrUnavailable)
 
-// ContainerState is container id's state as its shim sees it.
-func (m *Manager) ContainerState(ctx context.Context, podID, id string) (shim.State, error) {
-	c, err := m.podShim(ctx, podID)
-	if err != nil {
-		return shim.State{}, err
-	}
-	return c.State(ctx, id)
-}
-
 // DeleteContainer kills container id if it runs and removes it from its
 // shim. A pod without a shim has nothing left of the container but what
 // shim.Destroy finds on disk.
@@ -235,62 +209,6 @@ func (m *Manager) DeleteContainer(ctx context.Context, podID, id string) error {
 		return err
 	}
 	return shim.Destroy(ctx, m.o.ShimBinary, m.podDir(podID), id)
-}
-
-// ContainerStats reads container id's cgroup usage: with full, every
-// figure cAdvisor's metrics need (shim.StatsOptions).
-func (m *Manager) ContainerStats(ctx context.Context, podID, id string, full bool) (shim.Stats, error) {
-	c, err := m.podShim(ctx, podID)
-	if err != nil {
-		return shim.Stats{}, err
-	}
-	return c.Stats(ctx, id, shim.StatsOptions{Full: full})
-}
-
-// ReopenLog reopens running container id's log file.
-func (m *Manager) ReopenLog(ctx context.Context, podID, id string) error {
-	c, err := m.podShim(ctx, podID)
-	if err != nil {
-		return err
-	}
-	return c.ReopenLog(ctx, id)
-}
-
-// ExecSync runs args in running container id.
-func (m *Manager) ExecSync(ctx context.Context, podID, id string, args []string, timeout time.Duration) (shim.ExecResult, error) {
-	c, err := m.podShim(ctx, podID)
-	if err != nil {
-		return shim.ExecResult{}, err
-	}
-	return c.ExecSync(ctx, id, args, timeout)
-}
-
-// UpdateContainer applies new resource limits to running container id.
-func (m *Manager) UpdateContainer(ctx context.Context, podID, id string, r *specs.LinuxResources) error {
-	c, err := m.podShim(ctx, podID)
-	if err != nil {
-		return err
-	}
-	return c.Update(ctx, id, r)
-}
-
-// Exec runs args in running container id with a client's streams and
-// returns its exit code.
-func (m *Manager) Exec(ctx context.Context, podID, id string, args []string, st shim.Streams) (int, error) {
-	c, err := m.podShim(ctx, podID)
-	if err != nil {
-		return 0, err
-	}
-	return c.Exec(ctx, id, args, st)
-}
-
-// Attach joins a client's streams to running container id's stdio.
-func (m *Manager) Attach(ctx context.Context, podID, id string, st shim.Streams) (int, error) {
-	c, err := m.podShim(ctx, podID)
-	if err != nil {
-		return 0, err
-	}
-	return c.Attach(ctx, id, st)
 }
 
 // PortForward connects stream to TCP port on the pod's loopback, from

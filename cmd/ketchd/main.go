@@ -178,7 +178,7 @@ func run() error {
 			ResultCap:    cfg.Workflow.ResultCap,
 			SidecarGrace: cfg.Workflow.SidecarGrace.Duration,
 		}},
-		images, network, st, pods, pods)
+		images, network, st, pods, containers{pods})
 	if err != nil {
 		return err
 	}
@@ -307,4 +307,16 @@ func listen(path string, gid int) (net.Listener, error) {
 		return nil, fmt.Errorf("chmod socket: %w", err)
 	}
 	return l, nil
+}
+
+// containers is sandbox.Manager as cri's Containers: a pod's shim as the
+// interface cri calls it through.
+type containers struct{ *sandbox.Manager }
+
+func (c containers) Shim(ctx context.Context, podID string) (cri.Shim, error) {
+	sh, err := c.Manager.Shim(ctx, podID)
+	if err != nil {
+		return nil, err // not a nil *shim.Client in a non-nil interface
+	}
+	return sh, nil
 }

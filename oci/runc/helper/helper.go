@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/opencontainers/runc/libcontainer"
 	"github.com/opencontainers/runc/libcontainer/configs"
 	"github.com/opencontainers/runc/libcontainer/configs/validate"
 	"github.com/opencontainers/runc/libcontainer/specconv"
@@ -69,7 +70,7 @@ func reply(r runc.Reply, err error) int {
 		switch {
 		case errors.As(err, &inv):
 			r.Kind = runc.KindInvalid
-		case errors.Is(err, errNotRunning):
+		case errors.Is(err, libcontainer.ErrNotRunning):
 			r.Kind = runc.KindNotRunning
 		}
 		r.Error, status = err.Error(), 1

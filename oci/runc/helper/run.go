@@ -16,8 +16,6 @@ import (
 	"ketch.dev/ketch/oci/runc"
 )
 
-var errNotRunning = libcontainer.ErrNotRunning
-
 // run starts req.Process in container id, and answers its PID and, for an
 // init, the container's cgroups. An init starts the container req.Spec
 // describes; its config is saved in the state directory first thing, so
@@ -143,7 +141,7 @@ func waitExec(pid int, withChild bool) {
 func kill(root, id string, sig int) error {
 	lc, err := libcontainer.Load(root, id)
 	if errors.Is(err, libcontainer.ErrNotExist) {
-		return errNotRunning
+		return libcontainer.ErrNotRunning
 	}
 	if err != nil {
 		return fmt.Errorf("load %s: %w", id, err)

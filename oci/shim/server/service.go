@@ -51,8 +51,6 @@ func newService(id, dir, runcBinary string, r *reaper) *Service {
 	return &Service{id: id, dir: dir, reaper: r, runc: runc.Helper{Binary: runcBinary, Root: filepath.Join(dir, shim.StateDir)}, log: slog.With("pod", id), containers: map[string]*container{}, creating: map[string]bool{}}
 }
 
-func (s *Service) stateRoot() string { return filepath.Join(s.dir, shim.StateDir) }
-
 func (s *Service) get(id string) (*container, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -176,7 +174,7 @@ func (s *Service) Shutdown(ctx context.Context) error {
 			return err
 		}
 	}
-	if err := os.RemoveAll(s.stateRoot()); err != nil {
+	if err := os.RemoveAll(s.runc.Root); err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	// Last: a pod without its link is one whose Shutdown is done.
