@@ -28,7 +28,6 @@ import (
 	"syscall"
 
 	"github.com/containerd/errdefs"
-	"github.com/opencontainers/runtime-spec/specs-go"
 )
 
 // Binary is the helper's file name: it sits beside ketch-shim.
@@ -68,11 +67,11 @@ type Process struct {
 
 // Request is what a call sends on the helper's stdin.
 type Request struct {
-	Spec      json.RawMessage       `json:",omitempty"` // run of an init: the container's runtime spec
-	Process   *Process              `json:",omitempty"` // run
-	Files     Files                 `json:",omitzero"`  // run: where the helper finds the process's files
-	Resources *specs.LinuxResources `json:",omitempty"` // update
-	Signal    int                   `json:",omitempty"` // kill
+	Spec      json.RawMessage `json:",omitempty"` // run of an init: the container's runtime spec
+	Process   *Process        `json:",omitempty"` // run
+	Files     Files           `json:",omitzero"`  // run: where the helper finds the process's files
+	Resources json.RawMessage `json:",omitempty"` // update: a specs.LinuxResources
+	Signal    int             `json:",omitempty"` // kill
 }
 
 // Files are the helper's descriptors of a process's files; 0 is none.
@@ -125,10 +124,11 @@ func (h Helper) Kill(id string, sig syscall.Signal) error {
 	return err
 }
 
-// Update applies r to running container id's cgroups; fields r leaves
-// unset keep their values.
-func (h Helper) Update(id string, r *specs.LinuxResources) error {
-	_, err := h.call(context.Background(), "update", id, Request{Resources: r}, nil)
+// Update applies resources (a specs.LinuxResources, as JSON: the shim
+// reads none of it but what its stats report) to running container id's
+// cgroups; fields it leaves unset keep their values.
+func (h Helper) Update(id string, resources []byte) error {
+	_, err := h.call(context.Background(), "update", id, Request{Resources: resources}, nil)
 	return err
 }
 

@@ -1,6 +1,7 @@
 package helper
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -9,11 +10,16 @@ import (
 	"github.com/opencontainers/runtime-spec/specs-go"
 )
 
-// update applies r to running container id's cgroups: the limits kubelet
-// resizes in place. Fields r leaves unset keep their values.
-func update(root, id string, r *specs.LinuxResources) error {
-	if r == nil {
+// update applies resources (a specs.LinuxResources) to running container
+// id's cgroups: the limits kubelet resizes in place. Fields it leaves
+// unset keep their values.
+func update(root, id string, resources []byte) error {
+	if len(resources) == 0 {
 		return invalidError{errors.New("no resources")}
+	}
+	var r *specs.LinuxResources
+	if err := json.Unmarshal(resources, &r); err != nil || r == nil {
+		return invalidError{fmt.Errorf("resources: %w", errors.Join(err, errors.New("none")))}
 	}
 	lc, err := libcontainer.Load(root, id)
 	if err != nil {

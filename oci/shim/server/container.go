@@ -28,13 +28,13 @@ type container struct {
 
 	// process and opts are what StartContainer runs an app container
 	// with; both nil for the sandbox, which runs from the start.
-	process *specs.Process
+	process *process
 	opts    *shim.ContainerOptions
 
 	mu        sync.Mutex
-	spec      []byte               // an app container's runtime spec (JSON) until it has started; guarded by mu
-	tried     bool                 // a start ran ketch-runc, which may have left state and cgroups; guarded by mu
-	resources specs.LinuxResources // its cgroups' settings, as created and updated; guarded by mu
+	spec      []byte   // an app container's runtime spec (JSON) until it has started; guarded by mu
+	tried     bool     // a start ran ketch-runc, which may have left state and cgroups; guarded by mu
+	resources settings // its cgroups' settings, as created and updated; guarded by mu
 	// cgroups maps each controller to the container's cgroup (cgroup v2:
 	// ""), as libcontainer made them at its start; guarded by mu.
 	cgroups map[string]string
@@ -55,7 +55,7 @@ type container struct {
 	destroyed bool
 }
 
-func newContainer(id string, spec *specs.Spec) *container {
+func newContainer(id string, spec *runSpec) *container {
 	c := &container{id: id, rootfs: spec.Root.Path, pidfd: -1, exited: make(chan struct{}),
 		cgroupfs: filepath.IsAbs(spec.Linux.CgroupsPath)}
 	for _, ns := range spec.Linux.Namespaces {

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
-	"github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 	"ketch.dev/ketch/oci/runc"
 	"ketch.dev/ketch/oci/shim"
@@ -180,7 +179,7 @@ func startError(err error) error {
 	return err
 }
 
-func processFromSpec(p *specs.Process) *runc.Process {
+func processFromSpec(p *process) *runc.Process {
 	lp := &runc.Process{
 		Args: p.Args,
 		Env:  p.Env,

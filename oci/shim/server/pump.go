@@ -23,10 +23,15 @@ type pump struct {
 
 	mu sync.Mutex
 	// The streams by descriptor. Held while a stream's callbacks run, so a
-	// cut never races a read of the same stream.
+	// cut never races a read of the same stream. An event still on its
+	// way for a cut stream's descriptor, whose number a new stream took,
+	// costs the new one only a read that finds nothing (EAGAIN).
 	streams map[int32]*pumped
-	buf     []byte // what every read goes into; guarded by mu
 }
+
+// readBufs lends the buffer a read goes into, so that a shim whose
+// containers are quiet holds none once it has collected its garbage.
+var readBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
 // pumped is one stream the pump reads: data gets each piece read (and
 // must not keep it), end is called once, when the stream ended or was cut.
@@ -46,7 +51,7 @@ var output = sync.OnceValues(func() (*pump, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("epoll: %w", err)
 	}
-	p := &pump{epfd: fd, ep: os.NewFile(uintptr(fd), "epoll"), streams: map[int32]*pumped{}, buf: make([]byte, 32<<10)}
+	p := &pump{epfd: fd, ep: os.NewFile(uintptr(fd), "epoll"), streams: map[int32]*pumped{}}
 	rc, err := p.ep.SyscallConn()
 	if err != nil {
 		p.ep.Close()
@@ -115,14 +120,16 @@ func (p *pump) read(fd int32) {
 	if s == nil {
 		return // cut since the event
 	}
-	n, err := unix.Read(int(fd), p.buf)
+	bp := readBufs.Get().(*[]byte)
+	defer readBufs.Put(bp)
+	n, err := unix.Read(int(fd), *bp)
 	for err == unix.EINTR {
-		n, err = unix.Read(int(fd), p.buf)
+		n, err = unix.Read(int(fd), *bp)
 	}
 	switch {
 	case err == unix.EAGAIN:
 	case n > 0:
-		s.data(p.buf[:n])
+		s.data((*bp)[:n])
 	default:
 		p.endLocked(s)
 	}

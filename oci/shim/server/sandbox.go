@@ -43,7 +43,7 @@ func (s *Service) StartSandbox(_ context.Context, specJSON []byte) (int, error) 
 	return c.pid, nil
 }
 
-func (s *Service) startSandbox(spec *specs.Spec, specJSON []byte) (_ *container, retErr error) {
+func (s *Service) startSandbox(spec *runSpec, specJSON []byte) (_ *container, retErr error) {
 	defer func() {
 		if retErr != nil {
 			err := s.reaper.hold(func() error { return s.runc.Destroy(context.Background(), s.id) })
@@ -92,7 +92,7 @@ func (s *Service) startSandbox(spec *specs.Spec, specJSON []byte) (_ *container,
 // checkSandboxSpec refuses what libcontainer would fail on late or with an
 // unclear message, so that the caller learns which part is wrong: what
 // oci.SandboxSpec cannot know, the node's side of the spec.
-func checkSandboxSpec(spec *specs.Spec) error {
+func checkSandboxSpec(spec *runSpec) error {
 	if spec.Process == nil || len(spec.Process.Args) == 0 || spec.Process.Args[0] == "" || spec.Root == nil || spec.Linux == nil {
 		return fmt.Errorf("spec needs process args, root and linux: %w", errdefs.ErrInvalidArgument)
 	}

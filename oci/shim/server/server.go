@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,7 +19,6 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/ttrpc"
-	"github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
 	"ketch.dev/ketch/oci/runc"
@@ -372,11 +370,7 @@ func (t ttrpcService) ExecSync(ctx context.Context, r *api.ExecSyncRequest) (*ap
 }
 
 func (t ttrpcService) Update(ctx context.Context, r *api.UpdateRequest) (*api.UpdateResponse, error) {
-	var res specs.LinuxResources
-	if err := json.Unmarshal(r.GetResources(), &res); err != nil {
-		return nil, fmt.Errorf("update %s: resources: %w: %w", r.GetId(), errdefs.ErrInvalidArgument, err)
-	}
-	if err := service(ctx).Update(ctx, r.GetId(), &res); err != nil {
+	if err := service(ctx).Update(ctx, r.GetId(), r.GetResources()); err != nil {
 		return nil, err
 	}
 	return &api.UpdateResponse{}, nil

@@ -42,12 +42,9 @@ func (s *Service) Stats(_ context.Context, id string, o shim.StatsOptions) (shim
 		return st, nil
 	}
 	c.mu.Lock()
-	if cpu := c.resources.CPU; cpu != nil {
-		st.CPUShares, st.CPUPeriod, st.CPUQuota = deref(cpu.Shares), deref(cpu.Period), max(deref(cpu.Quota), 0)
-	}
-	if m := c.resources.Memory; m != nil {
-		st.MemoryReservation = uint64(max(deref(m.Reservation), 0))
-	}
+	cpu := c.resources.CPU
+	st.CPUShares, st.CPUPeriod, st.CPUQuota = deref(cpu.Shares), deref(cpu.Period), max(deref(cpu.Quota), 0)
+	st.MemoryReservation = uint64(max(deref(c.resources.Memory.Reservation), 0))
 	c.mu.Unlock()
 	if st.CPUShares == 0 {
 		st.CPUShares = 1024 // the kernel's default
