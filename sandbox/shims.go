@@ -23,7 +23,9 @@ import (
 // every pod it serves their containers (ShimDied), so the bound keeps that
 // to a part of a node's pods. Measured (make compare, 110 pods): 16 a
 // shim cost 417 KiB PSS a pod, 32 cost 297, CRI-O's conmon 342; the lean
-// shim (no libcontainer) 32 a shim 203, 64 a shim 166 (architecture.md).
+// shim (no libcontainer) 32 a shim 203, 64 a shim 166; with one output
+// pump a shim, its memory trimmed once its pods settle and a spec read in
+// part, 32 a shim 161 (architecture.md).
 const DefaultPodsPerShim = 32
 
 // shimPool places pods in shims: a new pod goes to the fullest shim with

@@ -249,20 +249,20 @@ func runtimeProcesses(marker, root, child string) []int {
 	return pids
 }
 
-// critestBenchmark runs critest -benchmark against d, 20 samples of each
+// critestBenchmark runs critest -benchmark against d, 50 samples of each
 // lifecycle one at a time, and returns each operation's p50 in ms.
 func critestBenchmark(b *testing.B, d *daemon) (map[string]float64, []string) {
 	out := b.TempDir()
 	img := "public.ecr.aws/docker/library/busybox"
-	params := fmt.Sprintf(`containersNumber: 20
+	params := fmt.Sprintf(`containersNumber: 50
 containersNumberParallel: 1
-containerBenchmarkTimeoutSeconds: 60
-podsNumber: 20
+containerBenchmarkTimeoutSeconds: 180
+podsNumber: 50
 podsNumberParallel: 1
-podBenchmarkTimeoutSeconds: 60
-imagesNumber: 20
+podBenchmarkTimeoutSeconds: 180
+imagesNumber: 50
 imagesNumberParallel: 1
-imageBenchmarkTimeoutSeconds: 60
+imageBenchmarkTimeoutSeconds: 180
 imagePullingBenchmarkImage: %[1]s:1.35.0-glibc
 imageListingBenchmarkImages: [%[1]s:1-uclibc, %[1]s:1, %[1]s:1-glibc, %[1]s:1-musl]
 `, img)
