@@ -14,12 +14,12 @@ import (
 // id's cgroups: the limits kubelet resizes in place. Fields it leaves
 // unset keep their values.
 func update(root, id string, resources []byte) error {
-	if len(resources) == 0 {
-		return invalidError{errors.New("no resources")}
-	}
 	var r *specs.LinuxResources
-	if err := json.Unmarshal(resources, &r); err != nil || r == nil {
-		return invalidError{fmt.Errorf("resources: %w", errors.Join(err, errors.New("none")))}
+	if err := json.Unmarshal(resources, &r); err != nil {
+		return invalidError{fmt.Errorf("resources: %w", err)}
+	}
+	if r == nil {
+		return invalidError{errors.New("no resources")}
 	}
 	lc, err := libcontainer.Load(root, id)
 	if err != nil {

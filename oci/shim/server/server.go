@@ -254,11 +254,6 @@ func listen(path string) (net.Listener, error) {
 	return l, nil
 }
 
-// interceptor is the one place where errors become status codes: the
-// handlers wrap errdefs sentinels and the client turns the codes back into
-// them. It finds the pod a Shim call names (shim.PodMetadata; NotFound
-// when the shim does not serve it), logs every call to the pod's log, and
-// keeps a panic from ending the shim.
 // trimAfter is how long after the last call that changed its pods (see
 // changesPods) a shim collects its garbage and hands its free memory back
 // to the kernel. A burst of pod starts leaves a shim with more garbage and
@@ -278,6 +273,11 @@ var changesPods = map[string]bool{
 	"DeleteContainer": true, "Shutdown": true,
 }
 
+// interceptor is the one place where errors become status codes: the
+// handlers wrap errdefs sentinels and the client turns the codes back into
+// them. It finds the pod a Shim call names (shim.PodMetadata; NotFound
+// when the shim does not serve it), logs every call to the pod's log, and
+// keeps a panic from ending the shim.
 func (g *group) interceptor(ctx context.Context, unmarshal ttrpc.Unmarshaler, info *ttrpc.UnaryServerInfo, method ttrpc.Method) (resp any, err error) {
 	start := time.Now()
 	log := slog.Default()
